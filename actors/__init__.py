@@ -1,0 +1,1 @@
+"""Stateful services: a plain class each, plus a thin Ray actor shell."""

@@ -1,0 +1,1 @@
+"""Runtime: settings, Ray and database start-up, the `pulse` CLI, Serve config. No business logic."""

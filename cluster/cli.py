@@ -1,0 +1,108 @@
+"""The `pulse` command: one console script dispatching subcommands.
+
+pulse up        start local PostgreSQL (if needed) and Ray, migrate, ingest the sample corpus,
+                embed, load the index, start Serve; return once the API answers
+pulse down      stop what `pulse up` started (data kept)
+pulse status    database, model, Ray and API state
+pulse migrate   bring the database schema to the latest revision
+pulse ingest    load a JSONL or CSV file of documents (then `pulse embed`, or --embed)
+pulse embed     embed documents lacking a current vector for the active model
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+from cluster.database import connect_database
+from cluster.entry import EXIT_USER_ERROR, run_entry
+from cluster.platform import PlatformError, down, status, up
+from cluster.runtime import configure_logging, init_ray
+from cluster.settings import Settings, get_settings
+from jobs.embed.launch import job_config, notify_index
+from jobs.embed.pipeline import run_embed
+from jobs.ingest.loader import ingest_file
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pulse",
+        description="Pulse: trend intelligence and content platform on Ray.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p_up = sub.add_parser("up", help="start the platform and return once the API answers")
+    p_up.add_argument("--no-sample", action="store_true", help="do not ingest the bundled sample corpus")
+    sub.add_parser("down", help="stop what `pulse up` started; data is kept")
+    sub.add_parser("status", help="show database, model, Ray and API state")
+    sub.add_parser("migrate", help="apply database migrations")
+    p_ingest = sub.add_parser("ingest", help="load a JSONL or CSV file of documents")
+    p_ingest.add_argument(
+        "path", type=Path, help="JSONL or CSV: id, title, text, url, published_at, metadata"
+    )
+    p_ingest.add_argument("--source", help="source name (default: the file's stem)")
+    p_ingest.add_argument("--embed", action="store_true", help="embed the new documents right after")
+    p_embed = sub.add_parser("embed", help="embed documents lacking a vector for the active model")
+    p_embed.add_argument("--full", action="store_true", help="re-embed every document")
+    p_embed.add_argument("--max-actors", type=int, help="largest embedding actor pool")
+    return parser
+
+
+def _embed(settings: Settings, database_url: str, console: Console, **overrides: object) -> None:
+    init_ray(settings.ray, address=settings.ray.address or _running_address())
+    summary = run_embed(job_config(settings, database_url, **overrides))
+    notify_index(summary, settings.ray.namespace)
+    console.print(summary.line())
+
+
+def _running_address() -> str | None:
+    """Join the local `pulse up` cluster when one runs, so embedding reuses it."""
+    from cluster.platform import local_ray_running
+
+    return "auto" if local_ray_running() else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    console = Console(highlight=False, soft_wrap=True)
+
+    def body() -> int:
+        if args.command == "up":
+            try:
+                up(settings, console, ingest_sample=not args.no_sample)
+            except PlatformError as exc:
+                sys.stderr.write(f"error: {exc}\n")
+                return EXIT_USER_ERROR
+            return 0
+        if args.command == "down":
+            down(settings, console)
+            return 0
+        if args.command == "status":
+            return status(settings, console)
+        if args.command == "migrate":
+            db = connect_database(settings.database, migrate=True)
+            console.print(f"migrated {db.describe()}")
+            return 0
+        if args.command == "ingest":
+            db = connect_database(settings.database)
+            console.print(ingest_file(args.path, database_url=db.url, source_name=args.source).line())
+            if args.embed:
+                _embed(settings, db.url, console)
+            return 0
+        if args.command == "embed":
+            db = connect_database(settings.database)
+            _embed(settings, db.url, console, full=args.full, max_actors=args.max_actors)
+            return 0
+        raise AssertionError(f"unhandled command {args.command}")
+
+    return run_entry(body)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

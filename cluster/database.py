@@ -1,0 +1,111 @@
+"""Choosing the database: a configured URL, else a local server on 127.0.0.1:5432, else an embedded one.
+
+The embedded server is a real PostgreSQL (the ``pgserver`` package) whose data lives under
+``PULSE_DATABASE__EMBEDDED_DIR`` and which listens only on a unix socket inside that folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from cluster.settings import DatabaseSettings
+from storage.database import check_connection, ensure_database, mask_url, normalize_url
+from storage.errors import DatabaseUnavailable
+from storage.migrate import require_current, upgrade
+
+logger = logging.getLogger(__name__)
+
+DatabaseKind = Literal["configured", "local", "embedded"]
+
+
+@dataclass(frozen=True)
+class DatabaseChoice:
+    url: str
+    kind: DatabaseKind
+    server_version: str
+
+    @property
+    def masked_url(self) -> str:
+        return mask_url(self.url)
+
+    def describe(self) -> str:
+        labels = {
+            "configured": "PULSE_DATABASE__URL",
+            "local": "local PostgreSQL server",
+            "embedded": "embedded PostgreSQL (pgserver)",
+        }
+        return f"{labels[self.kind]} {self.server_version} at {self.masked_url}"
+
+
+def _port_open(host: str, port: int, timeout_s: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def local_server_url(settings: DatabaseSettings, database: str | None = None) -> str:
+    return (
+        f"postgresql+psycopg://{settings.local_user}@{settings.local_host}:{settings.local_port}/"
+        f"{database or settings.name}"
+    )
+
+
+def start_embedded(data_dir: Path, database: str) -> str:
+    """Start (or find running) the embedded server and return the URL of ``database`` on it."""
+    import pgserver
+
+    data_dir = data_dir.expanduser().resolve()
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    # cleanup_mode=None: the server outlives this process, as `pulse up` promises; `pulse down` stops it.
+    server = pgserver.get_server(data_dir, cleanup_mode=None)
+    uri = server.get_uri(database="postgres")
+    url = normalize_url(uri).replace("/postgres?", f"/{database}?", 1)
+    ensure_database(url)
+    return url
+
+
+def stop_embedded(data_dir: Path) -> bool:
+    """Stop the embedded server if it runs; data is kept. Returns whether one was running."""
+    import pgserver
+
+    data_dir = data_dir.expanduser().resolve()
+    if not (data_dir / "postmaster.pid").exists():
+        return False
+    server = pgserver.get_server(data_dir, cleanup_mode="stop")
+    server.cleanup()
+    return True
+
+
+def resolve_database(settings: DatabaseSettings, *, allow_embedded: bool = True) -> DatabaseChoice:
+    """Pick the database in the documented order and check that it answers."""
+    timeout = settings.connect_timeout_s
+    if settings.url is not None:
+        url = normalize_url(settings.url.get_secret_value())
+        version = check_connection(url, timeout_s=timeout)
+        return DatabaseChoice(url, "configured", version)
+    if _port_open(settings.local_host, settings.local_port):
+        url = local_server_url(settings)
+        ensure_database(url, timeout_s=timeout)
+        return DatabaseChoice(url, "local", check_connection(url, timeout_s=timeout))
+    if not allow_embedded:
+        raise DatabaseUnavailable(
+            mask_url(local_server_url(settings)), "nothing listens there and the embedded server is disabled"
+        )
+    url = start_embedded(settings.embedded_dir, settings.name)
+    return DatabaseChoice(url, "embedded", check_connection(url, timeout_s=timeout))
+
+
+def connect_database(settings: DatabaseSettings, *, migrate: bool = False) -> DatabaseChoice:
+    """Resolve the database, then migrate it (``migrate=True``) or check it is migrated."""
+    choice = resolve_database(settings)
+    if migrate:
+        upgrade(choice.url)
+    else:
+        require_current(choice.url)
+    return choice

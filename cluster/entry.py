@@ -1,0 +1,27 @@
+"""Shared plumbing of entry points: one-line errors instead of tracebacks, exit codes."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+
+from jobs.errors import JobError
+from storage.errors import StorageError
+
+logger = logging.getLogger(__name__)
+
+#: Exit code of an entry point that stopped on a user-facing error.
+EXIT_USER_ERROR = 2
+
+
+def run_entry(body: Callable[[], int]) -> int:
+    """Run ``body``; known errors become one line on stderr and exit code 2."""
+    try:
+        return body()
+    except (StorageError, JobError) as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        return 130

@@ -1,0 +1,269 @@
+"""`pulse up`, `pulse down` and `pulse status`: the local platform's life cycle.
+
+`up` starts what is missing (PostgreSQL, a Ray head node with `ray start`), migrates, ingests the sample
+corpus, embeds what is not embedded yet, deploys Serve and returns once the API answers, leaving the
+platform running in the background. What it started is recorded in ``<var_dir>/platform.json`` so that
+`down` stops exactly that, keeping all data.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import ray
+from rich.console import Console
+
+from cluster.constants import INDEX_ACTOR_PREFIX, SEARCH_APP_NAME
+from cluster.database import DatabaseChoice, connect_database, stop_embedded
+from cluster.serve_config import deploy_search
+from cluster.settings import Settings
+from jobs.embed.launch import job_config, notify_index
+from jobs.embed.pipeline import run_embed
+from jobs.ingest.loader import ingest_file
+from storage.database import make_engine, make_session_factory, session_scope
+from storage.documents import DocumentRepository
+from storage.embeddings import EmbeddingRepository
+
+logger = logging.getLogger(__name__)
+
+#: The bundled demo corpus (HuffPost News Category Dataset 2018, CC BY 4.0).
+SAMPLE_CORPUS = (
+    Path(__file__).resolve().parent.parent / "jobs" / "ingest" / "sample_data" / "huffpost_2018.jsonl"
+)
+
+
+class PlatformError(Exception):
+    """`pulse up` could not finish; the message says what to do."""
+
+
+@dataclass
+class PlatformState:
+    ray_started: bool = False
+    embedded_db_dir: str | None = None
+    api_url: str = ""
+    dashboard_url: str | None = None
+
+    @classmethod
+    def load(cls, path: Path) -> PlatformState:
+        if not path.exists():
+            return cls()
+        return cls(**json.loads(path.read_text()))
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(asdict(self), indent=2))
+
+
+def state_path(settings: Settings) -> Path:
+    return settings.var_dir / "platform.json"
+
+
+def api_url(settings: Settings) -> str:
+    host = "127.0.0.1" if settings.serve.host in ("0.0.0.0", "::") else settings.serve.host
+    return f"http://{host}:{settings.serve.port}"
+
+
+def _ray_executable() -> str:
+    candidate = Path(sys.executable).with_name("ray")
+    return str(candidate) if candidate.exists() else (shutil.which("ray") or "ray")
+
+
+#: File where `ray start` records the address of the node it started.
+RAY_CURRENT_CLUSTER_FILE = Path(os.environ.get("RAY_TMPDIR", "/tmp/ray")) / "ray_current_cluster"
+
+
+def local_ray_address() -> str | None:
+    """The GCS address of a local node started by `ray start`, if it answers (checked in milliseconds)."""
+    try:
+        address = RAY_CURRENT_CLUSTER_FILE.read_text().strip()
+    except OSError:
+        return None
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        return None
+    try:
+        with socket.create_connection((host, int(port)), timeout=0.5):
+            return address
+    except OSError:
+        return None
+
+
+def local_ray_running() -> bool:
+    return local_ray_address() is not None
+
+
+def start_ray_head(settings: Settings) -> None:
+    """`ray start --head` with Pulse's settings; the node outlives this process."""
+    r = settings.ray
+    cmd = [_ray_executable(), "start", "--head", "--disable-usage-stats"]
+    cmd += ["--port", str(r.head_port), "--num-cpus", str(r.num_cpus or os.cpu_count() or 1)]
+    if r.num_gpus is not None:
+        cmd += ["--num-gpus", str(r.num_gpus)]
+    if r.object_store_memory_mb:
+        cmd += ["--object-store-memory", str(r.object_store_memory_mb * 1024 * 1024)]
+    if r.include_dashboard:
+        cmd += [
+            "--include-dashboard=true",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={r.dashboard_port}",
+        ]
+    else:
+        cmd += ["--include-dashboard=false"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-5:])
+        raise PlatformError(f"`ray start --head` failed (exit {proc.returncode}):\n{tail}")
+
+
+def wait_ready(url: str, timeout_s: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    last = "no answer"
+    while time.monotonic() < deadline:
+        try:
+            resp = httpx.get(f"{url}/readyz", timeout=5)
+            if resp.status_code == 200:
+                return dict(resp.json())
+            last = f"HTTP {resp.status_code}: {resp.text[:200]}"
+        except httpx.HTTPError as exc:
+            last = type(exc).__name__
+        time.sleep(1)
+    raise PlatformError(f"the API at {url} did not become ready in {timeout_s:.0f} s (last: {last})")
+
+
+def up(settings: Settings, console: Console, *, ingest_sample: bool = True) -> PlatformState:
+    settings.var_dir.mkdir(parents=True, exist_ok=True)
+    state = PlatformState.load(state_path(settings))
+    started = time.perf_counter()
+
+    db = connect_database(settings.database, migrate=True)
+    console.print(f"[bold]database[/]: {db.describe()} (migrated)")
+    if db.kind == "embedded":
+        state.embedded_db_dir = str(settings.database.embedded_dir.resolve())
+    state.save(state_path(settings))
+
+    if ingest_sample:
+        corpus = settings.sample_corpus or SAMPLE_CORPUS
+        summary = ingest_file(corpus, database_url=db.url, source_name="huffpost_2018")
+        console.print(f"[bold]sample corpus[/]: {summary.line()}")
+
+    if settings.ray.address:
+        ray.init(
+            address=settings.ray.address,
+            namespace=settings.ray.namespace,
+            logging_level=logging.WARNING,
+            log_to_driver=False,
+        )
+        console.print(f"[bold]ray[/]: joined {settings.ray.address}")
+    else:
+        if not local_ray_running():
+            console.print("[bold]ray[/]: starting a local head node (`ray start --head`)...")
+            start_ray_head(settings)
+            state.ray_started = True
+            state.save(state_path(settings))
+        # "auto" (not the explicit address) also picks up the node's token authentication.
+        ray.init(
+            address="auto",
+            namespace=settings.ray.namespace,
+            logging_level=logging.WARNING,
+            log_to_driver=False,
+        )
+        console.print(f"[bold]ray[/]: local node with {ray.cluster_resources().get('CPU', 0):.0f} CPUs")
+
+    embed_summary = run_embed(job_config(settings, db.url))
+    console.print(f"[bold]embedding[/]: {embed_summary.line()}")
+    notify_index(embed_summary, settings.ray.namespace)
+
+    deploy_search(settings, db.url)
+    state.api_url = api_url(settings)
+    if settings.ray.include_dashboard and not settings.ray.address:
+        state.dashboard_url = f"http://127.0.0.1:{settings.ray.dashboard_port}"
+    state.save(state_path(settings))
+    ready = wait_ready(state.api_url, settings.serve.ready_timeout_s)
+    console.print(
+        f"[bold green]Pulse is up[/] in {time.perf_counter() - started:.0f} s: "
+        f"{ready.get('vectors')} vectors, model {ready.get('model')}"
+    )
+    console.print(f"  search:    {state.api_url}/v1/search?q=students+march+against+gun+violence")
+    console.print(f"  API docs:  {state.api_url}/docs")
+    if state.dashboard_url:
+        console.print(f"  dashboard: {state.dashboard_url}")
+    console.print("  stop with `pulse down` (data is kept)")
+    ray.shutdown()
+    return state
+
+
+def down(settings: Settings, console: Console) -> None:
+    state = PlatformState.load(state_path(settings))
+    address = settings.ray.address or ("auto" if local_ray_running() else None)
+    connected = False
+    if address:
+        try:
+            ray.init(address=address, namespace=settings.ray.namespace, logging_level=logging.WARNING)
+            connected = True
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            console.print(f"[bold]ray[/]: cannot join {address}: {exc}")
+    if connected:
+        from ray import serve
+
+        try:
+            serve.delete(SEARCH_APP_NAME)
+            serve.shutdown()
+        except Exception as exc:  # Serve not running is fine
+            logger.debug("serve shutdown: %s", exc)
+        for entry in ray.util.list_named_actors(all_namespaces=True):
+            if entry["name"].startswith(INDEX_ACTOR_PREFIX):
+                ray.kill(ray.get_actor(entry["name"], namespace=entry["namespace"]), no_restart=True)
+        ray.shutdown()
+        console.print("[bold]serve[/]: search application and index actors stopped")
+    if state.ray_started:
+        subprocess.run([_ray_executable(), "stop"], capture_output=True, check=False)
+        console.print("[bold]ray[/]: local node stopped")
+        state.ray_started = False
+    if state.embedded_db_dir and stop_embedded(Path(state.embedded_db_dir)):
+        console.print(
+            f"[bold]database[/]: embedded PostgreSQL stopped (data kept in {state.embedded_db_dir})"
+        )
+    state.api_url = ""
+    state.dashboard_url = None
+    state.save(state_path(settings))
+    console.print("Pulse is down; data is kept. `pulse up` starts it again.")
+
+
+def status(settings: Settings, console: Console) -> int:
+    db: DatabaseChoice = connect_database(settings.database, migrate=False)
+    engine = make_engine(db.url, pool_size=1)
+    try:
+        with session_scope(make_session_factory(engine)) as session:
+            documents = DocumentRepository(session).count()
+            embeddings = EmbeddingRepository(session)
+            model = embeddings.active_model()
+            embedded = embeddings.count_embedded(model_id=model.id) if model else 0
+            pending = embeddings.count_pending(model_id=model.id) if model else documents
+    finally:
+        engine.dispose()
+    console.print(f"[bold]database[/]: {db.describe()}")
+    console.print(f"  documents: {documents}, embedded: {embedded}, pending: {pending}")
+    console.print(
+        f"  active model: {f'{model.name} ({model.revision}, dim {model.dimension})' if model else 'none'}"
+    )
+    running = bool(settings.ray.address) or local_ray_running()
+    console.print(f"[bold]ray[/]: {'running' if running else 'not running'}")
+    url = api_url(settings)
+    try:
+        resp = httpx.get(f"{url}/readyz", timeout=3)
+        console.print(f"[bold]api[/]: {url} -> {resp.status_code} {resp.text}")
+    except httpx.HTTPError:
+        console.print(f"[bold]api[/]: {url} not answering")
+    return 0

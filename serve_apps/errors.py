@@ -1,0 +1,110 @@
+"""The one place that maps errors to HTTP, with one body shape everywhere::
+
+    {"error": {"code": "document_not_found", "message": "...", "details": [...]}}
+
+Hierarchy of the API's own errors::
+
+    ApiError
+    ├── InvalidRequest (422)     input that passed type checks but is still unusable (e.g. a blank query)
+    └── NotReady (503)           a dependency is still starting; carries Retry-After
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from actors.errors import IndexNotReady
+from storage.errors import DatabaseUnavailable
+
+logger = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    status_code = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.headers = headers or {}
+
+
+class InvalidRequest(ApiError):
+    status_code = 422
+    code = "invalid_request"
+
+
+class NotReady(ApiError):
+    status_code = 503
+    code = "not_ready"
+
+    def __init__(self, message: str, *, retry_after_s: int = 5) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after_s)})
+
+
+def error_body(code: str, message: str, details: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"code": code, "message": message}
+    if details:
+        body["details"] = details
+    return {"error": body}
+
+
+def _json(
+    status: int,
+    code: str,
+    message: str,
+    details: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    return JSONResponse(status_code=status, content=error_body(code, message, details), headers=headers)
+
+
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large", 429: "rate_limited"}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        details = [
+            {
+                "field": ".".join(str(p) for p in err.get("loc", ()) if p not in ("query", "body", "path")),
+                "reason": err.get("msg", ""),
+            }
+            for err in exc.errors()
+        ]
+        message = "; ".join(f"{d['field']}: {d['reason']}" for d in details) or "invalid request"
+        return _json(422, "invalid_request", message, details)
+
+    @app.exception_handler(ApiError)
+    async def _api(_: Request, exc: ApiError) -> JSONResponse:
+        return _json(exc.status_code, exc.code, exc.message, headers=exc.headers)
+
+    @app.exception_handler(IndexNotReady)
+    async def _index_not_ready(_: Request, exc: IndexNotReady) -> JSONResponse:
+        return _json(503, "index_not_ready", str(exc), headers={"Retry-After": "5"})
+
+    @app.exception_handler(DatabaseUnavailable)
+    async def _db(_: Request, exc: DatabaseUnavailable) -> JSONResponse:
+        logger.error("database unavailable: %s", exc)
+        return _json(
+            503,
+            "database_unavailable",
+            "the database is unavailable; retry later",
+            headers={"Retry-After": "5"},
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
+        return _json(exc.status_code, code, str(exc.detail), headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unhandled error on %s %s", request.method, request.url.path)
+        return _json(500, "internal_error", "internal error; the server log has the details")

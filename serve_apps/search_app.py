@@ -1,0 +1,216 @@
+"""The search application: ``GET /v1/search``, ``/healthz``, ``/readyz``, OpenAPI at ``/docs``.
+
+Two deployments: ``QueryEmbedder`` (the embedding model, ``@serve.batch`` over concurrent queries) and
+``SearchIngress`` (FastAPI). The ingress holds a handle to the model's named index actor, never a copy
+of the index, and reads titles and URLs from PostgreSQL.
+
+Run it with ``pulse up``, or ``serve run serve_apps.search_app:app_builder database_url=...``, or
+``serve deploy`` with ``serve_apps/serve_config.yaml``.
+"""
+
+import asyncio
+import logging
+from typing import Annotated, Any
+
+import numpy as np
+import ray
+from fastapi import FastAPI, Query
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from actors.index_actor import IndexActorConfig, get_or_create_index_actor
+from jobs.embed.encode import describe_model, encode, load_model
+from serve_apps.errors import InvalidRequest, NotReady, install_error_handlers
+from serve_apps.schemas import ErrorResponse, Health, Readiness, SearchResponse, SearchResult
+from storage.database import make_async_engine
+from storage.documents import fetch_summaries
+from storage.embeddings import ModelRow, fetch_active_model
+
+logger = logging.getLogger(__name__)
+
+#: Largest ``k`` a search may ask for.
+MAX_K = 100
+
+
+class SearchArgs(BaseModel):
+    """Builder arguments (``serve run ... key=value`` or the Serve config's ``args``)."""
+
+    database_url: str = Field(description="SQLAlchemy URL of Pulse's PostgreSQL database")
+    storage_uri: str = Field(default="var/storage", description="Storage URI of the vector files")
+    model_name: str = Field(default="sentence-transformers/all-MiniLM-L6-v2")
+    device: str = Field(default="auto")
+    namespace: str = Field(default="pulse")
+    max_ongoing_requests: int = Field(default=256, ge=1)
+    ingress_replicas: int = Field(default=1, ge=1)
+    embedder_replicas: int = Field(default=1, ge=1)
+    embedder_num_cpus: float = Field(default=0.5, ge=0)
+    max_batch_size: int = Field(default=32, ge=1)
+    batch_wait_timeout_s: float = Field(default=0.005, ge=0)
+    max_query_chars: int = Field(default=1000, ge=1)
+    index_num_cpus: float = Field(default=0.25, ge=0)
+    index_omp_threads: int = Field(default=1, ge=1)
+    index_poll_interval_s: float = Field(default=10.0, gt=0)
+
+
+class QueryEmbedder:
+    """Embeds queries with the same model as the documents; concurrent queries share one encode call."""
+
+    def __init__(
+        self, model_name: str, device: str, max_batch_size: int, batch_wait_timeout_s: float
+    ) -> None:
+        self._info = describe_model(model_name)
+        self._model = load_model(self._info, device=device, threads=1)
+        self.embed.set_max_batch_size(max_batch_size)  # type: ignore[attr-defined]
+        self.embed.set_batch_wait_timeout_s(batch_wait_timeout_s)  # type: ignore[attr-defined]
+
+    def model_name(self) -> str:
+        return self._info.name
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
+    async def embed(self, texts: list[str]) -> list[np.ndarray]:
+        vectors = await asyncio.to_thread(
+            encode, self._model, texts, batch_size=len(texts), normalize=self._info.normalize
+        )
+        return list(vectors)
+
+
+api = FastAPI(
+    title="Pulse search API",
+    version="0.1.0",
+    description="Semantic search over Pulse's documents.",
+    responses={422: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
+)
+install_error_handlers(api)
+
+
+@serve.ingress(api)
+class SearchIngress:
+    def __init__(self, embedder: DeploymentHandle, args: dict[str, Any]) -> None:
+        self._args = SearchArgs.model_validate(args)
+        self._embedder = embedder
+        self._engine = make_async_engine(self._args.database_url, pool_size=4)
+        self._sessions = async_sessionmaker(self._engine, expire_on_commit=False)
+        self._model: ModelRow | None = None
+        self._index: Any = None
+        self._lock = asyncio.Lock()
+
+    async def _index_actor(self) -> tuple[ModelRow, Any]:
+        if self._index is not None and self._model is not None:
+            return self._model, self._index
+        async with self._lock:
+            if self._index is None:
+                async with self._sessions() as session:
+                    model = await fetch_active_model(session)
+                if model is None:
+                    raise NotReady("no embedding model is active yet; run `pulse embed`", retry_after_s=30)
+                config = IndexActorConfig(
+                    database_url=self._args.database_url,
+                    storage_uri=self._args.storage_uri,
+                    model_id=model.id,
+                    dimension=model.dimension,
+                    namespace=self._args.namespace,
+                    num_cpus=self._args.index_num_cpus,
+                    omp_threads=self._args.index_omp_threads,
+                    poll_interval_s=self._args.index_poll_interval_s,
+                )
+                self._index = get_or_create_index_actor(config)
+                self._model = model
+        assert self._model is not None
+        return self._model, self._index
+
+    @api.get("/healthz", response_model=Health, summary="Liveness: the HTTP server answers")
+    async def healthz(self) -> Health:
+        return Health(status="ok")
+
+    @api.get(
+        "/readyz",
+        response_model=Readiness,
+        summary="Readiness: 200 once the vector index is loaded, 503 before",
+        responses={503: {"model": Readiness}},
+    )
+    async def readyz(self) -> Any:
+        try:
+            model, index = await self._index_actor()
+            stats = await asyncio.wait_for(index.stats.remote(), timeout=5)
+        except NotReady as exc:
+            return JSONResponse(
+                status_code=503,
+                content=Readiness(status="not_ready", reason=exc.message).model_dump(),
+                headers=exc.headers,
+            )
+        except (TimeoutError, ray.exceptions.RayError) as exc:
+            return JSONResponse(
+                status_code=503,
+                content=Readiness(
+                    status="not_ready", reason=f"index actor unavailable: {type(exc).__name__}"
+                ).model_dump(),
+                headers={"Retry-After": "5"},
+            )
+        if not stats["ready"]:
+            return JSONResponse(
+                status_code=503,
+                content=Readiness(
+                    status="loading",
+                    model=model.name,
+                    model_id=model.id,
+                    reason="the vector index is loading",
+                ).model_dump(),
+                headers={"Retry-After": "5"},
+            )
+        return Readiness(status="ready", model=model.name, model_id=model.id, vectors=stats["size"])
+
+    @api.get(
+        "/v1/search",
+        response_model=SearchResponse,
+        summary="Semantic search: the k documents closest in meaning to q, best first",
+    )
+    async def search(
+        self,
+        q: Annotated[str, Query(min_length=1, description="The query text")],
+        k: Annotated[int, Query(ge=1, le=MAX_K, description="How many results (1-100)")] = 10,
+    ) -> SearchResponse:
+        query = q.strip()
+        if not query:
+            raise InvalidRequest("q: the query is blank; send some words to search for")
+        if len(query) > self._args.max_query_chars:
+            raise InvalidRequest(
+                f"q: the query is {len(query)} characters long; the limit is {self._args.max_query_chars}"
+            )
+        _, index = await self._index_actor()
+        vector = await self._embedder.embed.remote(query)
+        hits = await index.search.remote(np.asarray(vector, dtype=np.float32)[None, :], k)
+        ids, scores = hits.ids[0], hits.scores[0]
+        async with self._sessions() as session:
+            docs = await fetch_summaries(session, ids)
+        results = [
+            SearchResult(
+                id=i, title=docs[i].title, url=docs[i].url, published_at=docs[i].published_at, score=s
+            )
+            for i, s in zip(ids, scores, strict=True)
+            if i in docs  # a document deleted since it was indexed is skipped
+        ]
+        return SearchResponse(query=query, results=results)
+
+
+def app_builder(args: dict[str, Any]) -> serve.Application:
+    """Build the application from plain arguments (the Serve config or `pulse up`)."""
+    parsed = SearchArgs.model_validate(args)
+    embedder = serve.deployment(QueryEmbedder).options(
+        name="QueryEmbedder",
+        num_replicas=parsed.embedder_replicas,
+        max_ongoing_requests=parsed.max_ongoing_requests,
+        ray_actor_options={"num_cpus": parsed.embedder_num_cpus},
+    )
+    ingress = serve.deployment(SearchIngress).options(
+        name="SearchIngress",
+        num_replicas=parsed.ingress_replicas,
+        max_ongoing_requests=parsed.max_ongoing_requests,
+        ray_actor_options={"num_cpus": 0},
+    )
+    return ingress.bind(
+        embedder.bind(parsed.model_name, parsed.device, parsed.max_batch_size, parsed.batch_wait_timeout_s),
+        parsed.model_dump(),
+    )

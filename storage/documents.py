@@ -1,0 +1,180 @@
+"""Documents and sources: idempotent upserts keyed by canonical URL, lookups, the quarantine."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, func, literal_column, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
+
+from storage.models import Document, QuarantinedRecord, Source
+
+_WS = re.compile(r"\s+")
+
+
+def normalize_text(value: str) -> str:
+    """NFC, collapsed whitespace, stripped: the form that is hashed and stored."""
+    return _WS.sub(" ", unicodedata.normalize("NFC", value)).strip()
+
+
+def content_hash(title: str, body: str) -> str:
+    """SHA-256 of the normalised title and text: equal content, equal hash, whatever the whitespace."""
+    payload = normalize_text(title) + "\x1f" + normalize_text(body)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class DocumentRecord:
+    """A document ready to store. ``canonical_url`` is its natural key."""
+
+    canonical_url: str
+    title: str
+    text: str
+    external_id: str | None = None
+    published_at: datetime | None = None
+    language: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def content_hash(self) -> str:
+        return content_hash(self.title, self.text)
+
+
+@dataclass(frozen=True)
+class UpsertCounts:
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    duplicates_in_input: int = 0
+
+    def __add__(self, other: UpsertCounts) -> UpsertCounts:
+        return UpsertCounts(
+            self.inserted + other.inserted,
+            self.updated + other.updated,
+            self.unchanged + other.unchanged,
+            self.duplicates_in_input + other.duplicates_in_input,
+        )
+
+
+@dataclass(frozen=True)
+class DocumentSummary:
+    """What search results show of a document."""
+
+    id: int
+    title: str
+    url: str
+    published_at: datetime | None
+
+
+class DocumentRepository:
+    """SQL for documents, sources and quarantined records, on a caller-owned session."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def ensure_source(self, *, name: str, kind: str, uri: str | None = None) -> int:
+        stmt = (
+            insert(Source)
+            .values(name=name, kind=kind, uri=uri)
+            .on_conflict_do_update(index_elements=[Source.name], set_={"uri": uri})
+            .returning(Source.id)
+        )
+        return int(self.session.execute(stmt).scalar_one())
+
+    def upsert_documents(self, *, documents: Sequence[DocumentRecord], source_id: int | None) -> UpsertCounts:
+        """Insert new documents, update changed ones, leave identical ones untouched (no write at all)."""
+        by_url: dict[str, DocumentRecord] = {}
+        for doc in documents:
+            by_url[doc.canonical_url] = doc  # last one wins inside one batch
+        duplicates = len(documents) - len(by_url)
+        if not by_url:
+            return UpsertCounts(duplicates_in_input=duplicates)
+        rows = [
+            {
+                "source_id": source_id,
+                "external_id": doc.external_id,
+                "canonical_url": doc.canonical_url,
+                "title": normalize_text(doc.title),
+                "text": normalize_text(doc.text),
+                "language": doc.language,
+                "published_at": doc.published_at,
+                "content_hash": doc.content_hash,
+                "metadata": doc.metadata,
+            }
+            for doc in by_url.values()
+        ]
+        stmt = insert(Document).values(rows)
+        excluded = stmt.excluded
+        changed = (
+            Document.content_hash.is_distinct_from(excluded.content_hash)
+            | Document.published_at.is_distinct_from(excluded.published_at)
+            | Document.language.is_distinct_from(excluded.language)
+            | Document.external_id.is_distinct_from(excluded.external_id)
+            | Document.source_id.is_distinct_from(excluded.source_id)
+            | Document.metadata_.is_distinct_from(excluded.metadata)
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[Document.canonical_url],
+            set_={
+                "source_id": excluded.source_id,
+                "external_id": excluded.external_id,
+                "title": excluded.title,
+                "text": excluded.text,
+                "language": excluded.language,
+                "published_at": excluded.published_at,
+                "content_hash": excluded.content_hash,
+                "metadata": excluded.metadata,
+                "fetched_at": func.now(),
+                "updated_at": func.now(),
+            },
+            where=changed,
+        ).returning(Document.id, literal_column("(xmax = 0)").label("inserted"))
+        result = self.session.execute(stmt).all()
+        inserted = sum(1 for row in result if row.inserted)
+        updated = len(result) - inserted
+        return UpsertCounts(
+            inserted=inserted,
+            updated=updated,
+            unchanged=len(rows) - len(result),
+            duplicates_in_input=duplicates,
+        )
+
+    def summaries(self, ids: Sequence[int]) -> dict[int, DocumentSummary]:
+        if not ids:
+            return {}
+        return {
+            row.id: DocumentSummary(row.id, row.title, row.canonical_url, row.published_at)
+            for row in self.session.execute(summary_statement(ids))
+        }
+
+    def count(self) -> int:
+        return int(self.session.execute(select(func.count()).select_from(Document)).scalar_one())
+
+    def quarantine(self, *, job: str, source_ref: str, reason: str, payload: dict[str, Any]) -> None:
+        self.session.add(QuarantinedRecord(job=job, source_ref=source_ref, reason=reason, payload=payload))
+
+    def quarantine_count(self, *, job: str) -> int:
+        stmt = select(func.count()).select_from(QuarantinedRecord).where(QuarantinedRecord.job == job)
+        return int(self.session.execute(stmt).scalar_one())
+
+
+def summary_statement(ids: Sequence[int]) -> Select[tuple[int, str, str, datetime | None]]:
+    """The query behind ``summaries``, shared with async callers (``fetch_summaries``)."""
+    return select(Document.id, Document.title, Document.canonical_url, Document.published_at).where(
+        Document.id.in_(list(ids))
+    )
+
+
+async def fetch_summaries(session: AsyncSession, ids: Sequence[int]) -> dict[int, DocumentSummary]:
+    if not ids:
+        return {}
+    result = await session.execute(summary_statement(ids))
+    return {row.id: DocumentSummary(row.id, row.title, row.canonical_url, row.published_at) for row in result}

@@ -1,0 +1,47 @@
+"""Errors raised by the storage layer.
+
+Hierarchy::
+
+    StorageError
+    ├── DatabaseUnavailable      the server cannot be reached (carries the masked URL)
+    ├── ModelNotRegistered       no embedding model row for an id
+    ├── VectorFileError          a vector Parquet file is missing or has the wrong schema
+    └── SchemaOutdated           the database is not at the head migration
+"""
+
+from __future__ import annotations
+
+
+class StorageError(Exception):
+    """Base class of every storage error."""
+
+
+class DatabaseUnavailable(StorageError):
+    def __init__(self, url: str, reason: str) -> None:
+        self.url = url
+        self.reason = reason
+        super().__init__(f"cannot connect to PostgreSQL at {url}: {reason}")
+
+
+class ModelNotRegistered(StorageError):
+    def __init__(self, model_id: int) -> None:
+        self.model_id = model_id
+        super().__init__(f"embedding model id {model_id} is not registered; run `pulse embed` first")
+
+
+class VectorFileError(StorageError):
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"vector file {path}: {reason}")
+
+
+class SchemaOutdated(StorageError):
+    def __init__(self, url: str, current: str | None, head: str | None) -> None:
+        self.url = url
+        self.current = current
+        self.head = head
+        super().__init__(
+            f"the database at {url} is at schema revision {current or 'none'}, Pulse needs {head}; "
+            "run `pulse migrate`"
+        )

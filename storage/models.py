@@ -1,0 +1,145 @@
+"""SQLAlchemy 2.0 models of Pulse's durable state in PostgreSQL.
+
+The schema itself is created by Alembic migrations (``storage/migrations``); these models mirror it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Computed,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy import (
+    text as sql_text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, TSVECTOR
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+#: SQL of the generated English full-text column (title weighted above body).
+TSV_EN_SQL = (
+    "setweight(to_tsvector('english'::regconfig, coalesce(title, '')), 'A') || "
+    "setweight(to_tsvector('english'::regconfig, coalesce(text, '')), 'B')"
+)
+#: SQL of the generated Arabic full-text column.
+TSV_AR_SQL = (
+    "setweight(to_tsvector('arabic'::regconfig, coalesce(title, '')), 'A') || "
+    "setweight(to_tsvector('arabic'::regconfig, coalesce(text, '')), 'B')"
+)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSONB}
+
+
+class Source(Base):
+    """Where documents come from: a file import, a feed, a sitemap, a site (issue 3 extends it)."""
+
+    __tablename__ = "sources"
+
+    id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    uri: Mapped[str | None] = mapped_column(Text)
+    config: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=sql_text("'{}'::jsonb"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Document(Base):
+    __tablename__ = "documents"
+    __table_args__ = (
+        Index("ix_documents_source_external", "source_id", "external_id"),
+        Index("ix_documents_published_at", "published_at"),
+        Index("ix_documents_tsv_en", "tsv_en", postgresql_using="gin"),
+        Index("ix_documents_tsv_ar", "tsv_ar", postgresql_using="gin"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    source_id: Mapped[int | None] = mapped_column(ForeignKey("sources.id", ondelete="SET NULL"))
+    external_id: Mapped[str | None] = mapped_column(Text)
+    canonical_url: Mapped[str] = mapped_column(Text, unique=True)
+    title: Mapped[str] = mapped_column(Text)
+    text: Mapped[str] = mapped_column(Text)
+    language: Mapped[str | None] = mapped_column(String(16))
+    published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    fetched_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    content_hash: Mapped[str] = mapped_column(String(64))
+    metadata_: Mapped[dict[str, Any]] = mapped_column(
+        "metadata", JSONB, server_default=sql_text("'{}'::jsonb")
+    )
+    tsv_en: Mapped[str] = mapped_column(TSVECTOR, Computed(TSV_EN_SQL, persisted=True))
+    tsv_ar: Mapped[str] = mapped_column(TSVECTOR, Computed(TSV_AR_SQL, persisted=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class EmbeddingModel(Base):
+    __tablename__ = "embedding_models"
+    __table_args__ = (
+        UniqueConstraint("name", "revision", name="uq_embedding_models_name_revision"),
+        Index(
+            "uq_embedding_models_one_active",
+            "is_active",
+            unique=True,
+            postgresql_where=sql_text("is_active"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
+    name: Mapped[str] = mapped_column(Text)
+    revision: Mapped[str] = mapped_column(Text)
+    dimension: Mapped[int] = mapped_column(Integer)
+    normalize: Mapped[bool] = mapped_column(Boolean, server_default=sql_text("true"))
+    is_active: Mapped[bool] = mapped_column(Boolean, server_default=sql_text("false"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class VectorFile(Base):
+    """Manifest of vector Parquet files. ``id`` is the monotonic watermark readers catch up from."""
+
+    __tablename__ = "vector_files"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("embedding_models.id", ondelete="CASCADE"), index=True)
+    path: Mapped[str] = mapped_column(Text, unique=True)
+    row_count: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class DocumentEmbedding(Base):
+    """Which document (at which content hash) each model has embedded, and in which file."""
+
+    __tablename__ = "document_embeddings"
+
+    model_id: Mapped[int] = mapped_column(
+        ForeignKey("embedding_models.id", ondelete="CASCADE"), primary_key=True
+    )
+    document_id: Mapped[int] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"), primary_key=True)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    file_id: Mapped[int] = mapped_column(ForeignKey("vector_files.id", ondelete="CASCADE"), index=True)
+    embedded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class QuarantinedRecord(Base):
+    """A record a job refused, with its reason; nothing already stored is touched by it."""
+
+    __tablename__ = "quarantine"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    job: Mapped[str] = mapped_column(String(64), index=True)
+    source_ref: Mapped[str] = mapped_column(Text)
+    reason: Mapped[str] = mapped_column(Text)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=sql_text("'{}'::jsonb"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
