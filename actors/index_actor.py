@@ -105,9 +105,9 @@ INDEX_ACTOR_OPTIONS: dict[str, Any] = {
 VectorIndexActor = ray.remote(VectorIndexService)
 
 
-def get_or_create_index_actor(config: IndexActorConfig) -> ray.actor.ActorHandle:
+def get_or_create_index_actor(config: IndexActorConfig) -> Any:
     """The model's index actor, created if it does not exist yet (safe to call from many replicas)."""
-    return VectorIndexActor.options(  # type: ignore[attr-defined,no-any-return]
+    return VectorIndexActor.options(  # type: ignore[attr-defined]
         name=index_actor_name(config.model_id),
         namespace=config.namespace,
         get_if_exists=True,

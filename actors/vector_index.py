@@ -22,9 +22,12 @@ logger = logging.getLogger(__name__)
 
 
 class VectorUpdateLike(Protocol):
-    watermark: int
-    document_ids: np.ndarray
-    vectors: np.ndarray
+    @property
+    def watermark(self) -> int: ...
+    @property
+    def document_ids(self) -> np.ndarray: ...
+    @property
+    def vectors(self) -> np.ndarray: ...
 
 
 class VectorSource(Protocol):

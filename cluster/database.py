@@ -34,11 +34,11 @@ class DatabaseChoice:
 
     def describe(self) -> str:
         labels = {
-            "configured": "PULSE_DATABASE__URL",
-            "local": "local PostgreSQL server",
-            "embedded": "embedded PostgreSQL (pgserver)",
+            "configured": "from PULSE_DATABASE__URL",
+            "local": "local server",
+            "embedded": "embedded, pgserver",
         }
-        return f"{labels[self.kind]} {self.server_version} at {self.masked_url}"
+        return f"PostgreSQL {self.server_version} ({labels[self.kind]}) at {self.masked_url}"
 
 
 def _port_open(host: str, port: int, timeout_s: float = 0.5) -> bool:
@@ -63,7 +63,7 @@ def start_embedded(data_dir: Path, database: str) -> str:
     data_dir = data_dir.expanduser().resolve()
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     # cleanup_mode=None: the server outlives this process, as `pulse up` promises; `pulse down` stops it.
-    server = pgserver.get_server(data_dir, cleanup_mode=None)
+    server = pgserver.get_server(data_dir, cleanup_mode=None)  # type: ignore[attr-defined]
     uri = server.get_uri(database="postgres")
     url = normalize_url(uri).replace("/postgres?", f"/{database}?", 1)
     ensure_database(url)
@@ -77,7 +77,7 @@ def stop_embedded(data_dir: Path) -> bool:
     data_dir = data_dir.expanduser().resolve()
     if not (data_dir / "postmaster.pid").exists():
         return False
-    server = pgserver.get_server(data_dir, cleanup_mode="stop")
+    server = pgserver.get_server(data_dir, cleanup_mode="stop")  # type: ignore[attr-defined]
     server.cleanup()
     return True
 

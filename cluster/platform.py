@@ -179,7 +179,7 @@ def up(settings: Settings, console: Console, *, ingest_sample: bool = True) -> P
             logging_level=logging.WARNING,
             log_to_driver=False,
         )
-        console.print(f"[bold]ray[/]: local node with {ray.cluster_resources().get('CPU', 0):.0f} CPUs")
+        console.print(f"[bold]ray[/]: local node with {ray.cluster_resources().get('CPU', 0):.0f} CPUs")  # type: ignore[no-untyped-call]
 
     embed_summary = run_embed(job_config(settings, db.url))
     console.print(f"[bold]embedding[/]: {embed_summary.line()}")
@@ -200,7 +200,7 @@ def up(settings: Settings, console: Console, *, ingest_sample: bool = True) -> P
     if state.dashboard_url:
         console.print(f"  dashboard: {state.dashboard_url}")
     console.print("  stop with `pulse down` (data is kept)")
-    ray.shutdown()
+    ray.shutdown()  # type: ignore[no-untyped-call]
     return state
 
 
@@ -219,13 +219,13 @@ def down(settings: Settings, console: Console) -> None:
 
         try:
             serve.delete(SEARCH_APP_NAME)
-            serve.shutdown()
+            serve.shutdown()  # type: ignore[no-untyped-call]
         except Exception as exc:  # Serve not running is fine
             logger.debug("serve shutdown: %s", exc)
         for entry in ray.util.list_named_actors(all_namespaces=True):
             if entry["name"].startswith(INDEX_ACTOR_PREFIX):
                 ray.kill(ray.get_actor(entry["name"], namespace=entry["namespace"]), no_restart=True)
-        ray.shutdown()
+        ray.shutdown()  # type: ignore[no-untyped-call]
         console.print("[bold]serve[/]: search application and index actors stopped")
     if state.ray_started:
         subprocess.run([_ray_executable(), "stop"], capture_output=True, check=False)

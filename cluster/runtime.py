@@ -45,4 +45,4 @@ def init_ray(settings: RaySettings, *, address: str | None = None, **overrides: 
         kwargs["object_store_memory"] = settings.object_store_memory_mb * 1024 * 1024
     kwargs.update(overrides)
     ray.init(**kwargs)
-    logger.info("started a local Ray instance (%s CPUs)", ray.cluster_resources().get("CPU"))
+    logger.info("started a local Ray instance (%s CPUs)", ray.cluster_resources().get("CPU"))  # type: ignore[no-untyped-call]

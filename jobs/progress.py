@@ -7,7 +7,7 @@ import sys
 import time
 from types import TracebackType
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
 logger = logging.getLogger(__name__)
 
@@ -21,7 +21,7 @@ class JobProgress:
         self._last_log = self._start
         self._log_every_s = log_every_s
         self._bar: Progress | None = None
-        self._task = None
+        self._task: TaskID | None = None
         if enabled and sys.stderr.isatty():
             self._bar = Progress(
                 TextColumn("[bold]{task.description}"),

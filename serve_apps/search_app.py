@@ -88,7 +88,7 @@ install_error_handlers(api)
 
 @serve.ingress(api)
 class SearchIngress:
-    def __init__(self, embedder: DeploymentHandle, args: dict[str, Any]) -> None:
+    def __init__(self, embedder: DeploymentHandle[Any], args: dict[str, Any]) -> None:
         self._args = SearchArgs.model_validate(args)
         self._embedder = embedder
         self._engine = make_async_engine(self._args.database_url, pool_size=4)
@@ -198,19 +198,20 @@ class SearchIngress:
 def app_builder(args: dict[str, Any]) -> serve.Application:
     """Build the application from plain arguments (the Serve config or `pulse up`)."""
     parsed = SearchArgs.model_validate(args)
-    embedder = serve.deployment(QueryEmbedder).options(
+    embedder = serve.deployment(
         name="QueryEmbedder",
         num_replicas=parsed.embedder_replicas,
         max_ongoing_requests=parsed.max_ongoing_requests,
         ray_actor_options={"num_cpus": parsed.embedder_num_cpus},
-    )
-    ingress = serve.deployment(SearchIngress).options(
+    )(QueryEmbedder)
+    ingress = serve.deployment(
         name="SearchIngress",
         num_replicas=parsed.ingress_replicas,
         max_ongoing_requests=parsed.max_ongoing_requests,
         ray_actor_options={"num_cpus": 0},
-    )
-    return ingress.bind(
+    )(SearchIngress)
+    app: serve.Application = ingress.bind(
         embedder.bind(parsed.model_name, parsed.device, parsed.max_batch_size, parsed.batch_wait_timeout_s),
         parsed.model_dump(),
     )
+    return app

@@ -121,7 +121,7 @@ class DocumentRepository:
             | Document.source_id.is_distinct_from(excluded.source_id)
             | Document.metadata_.is_distinct_from(excluded.metadata)
         )
-        stmt = stmt.on_conflict_do_update(
+        upsert: Any = stmt.on_conflict_do_update(
             index_elements=[Document.canonical_url],
             set_={
                 "source_id": excluded.source_id,
@@ -137,7 +137,7 @@ class DocumentRepository:
             },
             where=changed,
         ).returning(Document.id, literal_column("(xmax = 0)").label("inserted"))
-        result = self.session.execute(stmt).all()
+        result = self.session.execute(upsert).all()
         inserted = sum(1 for row in result if row.inserted)
         updated = len(result) - inserted
         return UpsertCounts(
@@ -166,7 +166,7 @@ class DocumentRepository:
         return int(self.session.execute(stmt).scalar_one())
 
 
-def summary_statement(ids: Sequence[int]) -> Select[tuple[int, str, str, datetime | None]]:
+def summary_statement(ids: Sequence[int]) -> Select[int, str, str, datetime | None]:
     """The query behind ``summaries``, shared with async callers (``fetch_summaries``)."""
     return select(Document.id, Document.title, Document.canonical_url, Document.published_at).where(
         Document.id.in_(list(ids))

@@ -140,7 +140,7 @@ def _pool_size(cfg: EmbedJobConfig) -> int:
         return cfg.max_actors
     resource = "GPU" if cfg.gpus_per_actor else "CPU"
     per_actor = cfg.gpus_per_actor or cfg.cpus_per_actor
-    total = float(ray.cluster_resources().get(resource, 1.0))
+    total = float(ray.cluster_resources().get(resource, 1.0))  # type: ignore[no-untyped-call]
     return max(1, int(total // per_actor))
 
 

@@ -147,4 +147,5 @@ def parse_file(path: Path, *, source_name: str) -> Iterator[DocumentRecord | Rej
 
 
 def _json_safe(raw: dict[str, Any]) -> dict[str, Any]:
-    return json.loads(json.dumps(raw, default=str))
+    safe: dict[str, Any] = json.loads(json.dumps(raw, default=str))
+    return safe

@@ -1,0 +1,139 @@
+"""Shared fixtures: a real PostgreSQL test database and one local Ray per test session.
+
+The database is, in order: ``PULSE_TEST_DATABASE_URL`` (a server; a fresh database is created on it),
+the server on 127.0.0.1:5432, or an embedded PostgreSQL (pgserver) in a temporary folder. Set
+``PULSE_TEST_DB=embedded`` to force the embedded server even when a local one runs.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = ROOT.parent / "shared" / "data"
+SAMPLE = ROOT / "jobs" / "ingest" / "sample_data" / "huffpost_2018.jsonl"
+
+TABLES = ("document_embeddings", "vector_files", "embedding_models", "quarantine", "documents", "sources")
+
+
+def _port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def pg_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """``(url_of_a_fresh_test_database, kind)``; the database is dropped at the end."""
+    from storage.database import drop_database, ensure_database, normalize_url
+
+    name = f"pulse_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    forced = os.environ.get("PULSE_TEST_DB", "")
+    server = None
+    if os.environ.get("PULSE_TEST_DATABASE_URL") and forced != "embedded":
+        base = normalize_url(os.environ["PULSE_TEST_DATABASE_URL"])
+        from sqlalchemy import make_url
+
+        url = make_url(base).set(database=name).render_as_string(hide_password=False)
+        kind = "configured"
+    elif _port_open("127.0.0.1", 5432) and forced != "embedded":
+        url, kind = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}", "local"
+    else:
+        import pgserver
+
+        data = Path("/tmp") / f"pulse-test-pg-{os.getpid()}"  # short: unix socket paths are limited
+        server = pgserver.get_server(data, cleanup_mode="delete")
+        url = normalize_url(server.get_uri(database=name))
+        kind = "embedded"
+    ensure_database(url)
+    try:
+        yield url, kind
+    finally:
+        drop_database(url)
+        if server is not None:
+            server.cleanup()
+
+
+def sibling_database(url: str, suffix: str) -> str:
+    """The URL of another database on the same server (unix-socket URLs included)."""
+    from sqlalchemy import make_url
+
+    parsed = make_url(url)
+    return parsed.set(database=f"{parsed.database}{suffix}").render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def database_url(pg_server_url: tuple[str, str]) -> str:
+    from storage.migrate import upgrade
+
+    url = pg_server_url[0]
+    upgrade(url)
+    return url
+
+
+@pytest.fixture(scope="session")
+def engine(database_url: str):  # type: ignore[no-untyped-def]
+    from storage.database import make_engine
+
+    eng = make_engine(database_url, pool_size=2)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def session(engine) -> Iterator[Session]:  # type: ignore[no-untyped-def]
+    """A session inside a transaction that is rolled back after the test (commits become savepoints)."""
+    connection = engine.connect()
+    outer = connection.begin()
+    sess = Session(bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False)
+    try:
+        yield sess
+    finally:
+        sess.close()
+        outer.rollback()
+        connection.close()
+
+
+@pytest.fixture
+def clean_db(engine, database_url: str) -> str:  # type: ignore[no-untyped-def]
+    """Empty tables, for tests whose data must be committed (seen by Ray workers and actors)."""
+    with engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
+    return database_url
+
+
+@pytest.fixture(scope="session")
+def ray_session() -> Iterator[None]:
+    """One local Ray for the whole session: 2 CPUs, a small object store, no dashboard."""
+    import ray
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    ray.init(
+        num_cpus=2,
+        object_store_memory=256 * 1024 * 1024,
+        include_dashboard=False,
+        namespace=f"pulse-test-{os.getpid()}",
+        log_to_driver=False,
+        logging_level="WARNING",
+    )
+    try:
+        yield
+    finally:
+        try:
+            from ray import serve
+
+            serve.shutdown()
+        except Exception:
+            pass
+        ray.shutdown()
