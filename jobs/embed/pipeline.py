@@ -55,6 +55,8 @@ class EmbedSummary:
     files: int
     actors: int
     seconds: float
+    actor_encode_s: float = 0.0  # summed over actors: time inside encode + write
+    actor_load_s: float = 0.0  # summed over actors: model loading
 
     def line(self) -> str:
         rate = self.embedded / self.seconds if self.seconds > 0 else 0.0
@@ -78,13 +80,16 @@ class EmbedBatch:
         batch_size: int,
         threads: int,
     ) -> None:
+        started = time.perf_counter()
         self._info = ModelInfo(**model)
         self._model = load_model(self._info, device=device, threads=threads)
+        self._load_s = time.perf_counter() - started
         self._model_id = model_id
         self._store = VectorFileStore(storage_uri)
         self._batch_size = batch_size
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        started = time.perf_counter()
         ids = batch.column("id").to_numpy()
         hashes = batch.column("content_hash").to_pylist()
         vectors = encode(
@@ -96,20 +101,27 @@ class EmbedBatch:
         path = self._store.write(
             model_id=self._model_id, document_ids=ids, content_hashes=hashes, vectors=vectors
         )
+        load_s, self._load_s = self._load_s, 0.0  # reported once per actor
         return pa.table(
             {
                 "path": [path],
+                "encode_s": [time.perf_counter() - started],
+                "load_s": [load_s],
                 "document_ids": pa.array([ids.tolist()], type=pa.list_(pa.int64())),
                 "content_hashes": pa.array([hashes], type=pa.list_(pa.string())),
             }
         )
 
 
+#: Blocks per actor the job aims for: small enough that the last blocks do not leave actors idle.
+BLOCKS_PER_ACTOR = 16
+
+
 def plan_blocks(n_rows: int, *, actors: int, rows_per_file: int, min_rows: int) -> int:
-    """Rows per block: at least 4 blocks per actor for balance, at most ``rows_per_file``."""
+    """Rows per block (one block, one encode call, one file): ~16 blocks per actor, within bounds."""
     if n_rows == 0:
         return min_rows
-    per_block = math.ceil(n_rows / max(1, actors * 4))
+    per_block = math.ceil(n_rows / max(1, actors * BLOCKS_PER_ACTOR))
     return max(min_rows, min(rows_per_file, per_block))
 
 
@@ -121,7 +133,12 @@ def build(
         EmbedBatch,
         batch_size=None,  # one block, one encode call, one file
         batch_format="pyarrow",
-        compute=ray.data.ActorPoolStrategy(min_size=min(cfg.min_actors, actors), max_size=actors),
+        compute=ray.data.ActorPoolStrategy(
+            min_size=min(cfg.min_actors, actors),
+            max_size=actors,
+            # One block running and one queued per actor: dynamic balance, no static split of the tail.
+            max_tasks_in_flight_per_actor=2,
+        ),
         num_cpus=cfg.cpus_per_actor,
         num_gpus=cfg.gpus_per_actor or None,
         fn_constructor_kwargs={
@@ -199,9 +216,13 @@ def run_embed(cfg: EmbedJobConfig) -> EmbedSummary:
             len(blocks),
             actors,
         )
+        # The job reports its own progress (documents committed); Ray Data's per-operator bars are off.
+        ray.data.DataContext.get_current().enable_progress_bars = False
         dataset = build(blocks, info=info, model_id=model.id, cfg=cfg, actors=actors)
         embedded = 0
         files = 0
+        encode_s = 0.0
+        load_s = 0.0
         with JobProgress(total=len(ids), label="embedding", enabled=cfg.progress) as progress:
             for row in dataset.iter_rows():
                 with session_scope(sessions) as session:
@@ -212,11 +233,22 @@ def run_embed(cfg: EmbedJobConfig) -> EmbedSummary:
                         content_hashes=row["content_hashes"],
                     )
                 n = len(row["document_ids"])
+                encode_s += float(row["encode_s"])
+                load_s += float(row["load_s"])
                 embedded += n
                 files += 1
                 progress.advance(n)
         summary = EmbedSummary(
-            model.id, model.name, len(ids), embedded, skipped, files, actors, time.perf_counter() - start
+            model.id,
+            model.name,
+            len(ids),
+            embedded,
+            skipped,
+            files,
+            actors,
+            time.perf_counter() - start,
+            actor_encode_s=encode_s,
+            actor_load_s=load_s,
         )
         return summary
     finally:

@@ -59,7 +59,7 @@ def test_local_model_folder_dimension_from_dense_layer(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("rows", "actors", "expected"),
-    [(0, 2, 64), (100, 2, 64), (4782, 2, 598), (100_000, 2, 4096), (20_000, 4, 1250)],
+    [(0, 2, 64), (100, 2, 64), (4782, 2, 150), (20_000, 2, 625), (1_000_000, 2, 4096), (20_000, 4, 313)],
 )
 def test_plan_blocks(rows: int, actors: int, expected: int) -> None:
     assert plan_blocks(rows, actors=actors, rows_per_file=4096, min_rows=64) == expected
