@@ -15,6 +15,7 @@ from typing import Any
 import faiss
 import numpy as np
 import ray
+from ray.util import metrics
 
 from actors.errors import IndexNotReady
 from actors.vector_index import SearchHits, VectorIndex
@@ -54,6 +55,10 @@ class VectorIndexService:
         self._ready = threading.Event()
         self._stop = threading.Event()
         self._error: str | None = None
+        self._vectors = metrics.Gauge(
+            "pulse_index_vectors", description="Vectors held by the index actor.", tag_keys=("model_id",)
+        )
+        self._vectors.set_default_tags({"model_id": str(config.model_id)})
         self._thread = threading.Thread(target=self._run, name="index-catch-up", daemon=True)
         self._thread.start()
 
@@ -61,6 +66,7 @@ class VectorIndexService:
         while not self._stop.is_set():
             try:
                 self._index.catch_up()
+                self._vectors.set(self._index.size)
                 self._error = None
                 self._ready.set()
             except Exception as exc:  # keep serving what is loaded; report and retry
@@ -77,6 +83,7 @@ class VectorIndexService:
     def catch_up(self) -> int:
         """Hint from a writer: apply new files now. Returns the number of vectors applied."""
         applied = self._index.catch_up()
+        self._vectors.set(self._index.size)
         self._ready.set()
         return applied
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 from collections.abc import Callable
 
+from cluster.runtime import configure_logging
+from cluster.settings import Settings, get_settings
 from jobs.errors import JobError
 from storage.errors import StorageError
 
@@ -13,6 +16,18 @@ logger = logging.getLogger(__name__)
 
 #: Exit code of an entry point that stopped on a user-facing error.
 EXIT_USER_ERROR = 2
+
+
+def run_job(
+    parser: argparse.ArgumentParser,
+    body: Callable[[argparse.Namespace, Settings], int],
+    argv: list[str] | None = None,
+) -> int:
+    """The ``main`` of a ``python -m jobs.<name>`` entry point: parse, read settings, log, run."""
+    args = parser.parse_args(argv)
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    return run_entry(lambda: body(args, settings))
 
 
 def run_entry(body: Callable[[], int]) -> int:

@@ -11,8 +11,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: Placeholder passwords from the examples; refused when PULSE_ENV=prod.
+PLACEHOLDER_SECRETS = ("CHANGE_ME", "changeme")
 
 
 class DatabaseSettings(BaseModel):
@@ -162,6 +165,19 @@ class Settings(BaseSettings):
     embed: EmbedSettings = Field(default_factory=EmbedSettings, description="Embedding job.")
     index: IndexSettings = Field(default_factory=IndexSettings, description="Vector index actor.")
     serve: ServeSettings = Field(default_factory=ServeSettings, description="Ray Serve HTTP API.")
+
+    @model_validator(mode="after")
+    def _production_needs_real_secrets(self) -> Settings:
+        if self.env != "prod":
+            return self
+        url = self.database.url.get_secret_value() if self.database.url else ""
+        if not url:
+            raise ValueError(
+                "PULSE_ENV=prod needs PULSE_DATABASE__URL (no local or embedded fallback in prod)"
+            )
+        if any(p in url for p in PLACEHOLDER_SECRETS):
+            raise ValueError("PULSE_DATABASE__URL still holds a placeholder password; set the real one")
+        return self
 
 
 @lru_cache(maxsize=1)

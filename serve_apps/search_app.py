@@ -10,15 +10,17 @@ Run it with ``pulse up``, or ``serve run serve_apps.search_app:app_builder datab
 
 import asyncio
 import logging
+import time
 from typing import Annotated, Any
 
 import numpy as np
 import ray
-from fastapi import FastAPI, Query
+from fastapi import FastAPI, Query, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from ray import serve
 from ray.serve.handle import DeploymentHandle
+from ray.util import metrics
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from actors.index_actor import IndexActorConfig, get_or_create_index_actor
@@ -96,6 +98,12 @@ class SearchIngress:
         self._model: ModelRow | None = None
         self._index: Any = None
         self._lock = asyncio.Lock()
+        self._stage_ms = metrics.Histogram(
+            "pulse_search_stage_latency_ms",
+            description="Latency of each stage of /v1/search (embed, index, db) in milliseconds.",
+            boundaries=[1, 2, 5, 10, 20, 50, 100, 200, 500, 1000],
+            tag_keys=("stage",),
+        )
 
     async def _index_actor(self) -> tuple[ModelRow, Any]:
         if self._index is not None and self._model is not None:
@@ -170,6 +178,7 @@ class SearchIngress:
     async def search(
         self,
         q: Annotated[str, Query(min_length=1, description="The query text")],
+        response: Response,
         k: Annotated[int, Query(ge=1, le=MAX_K, description="How many results (1-100)")] = 10,
     ) -> SearchResponse:
         query = q.strip()
@@ -180,11 +189,19 @@ class SearchIngress:
                 f"q: the query is {len(query)} characters long; the limit is {self._args.max_query_chars}"
             )
         _, index = await self._index_actor()
+        t0 = time.perf_counter()
         vector = await self._embedder.embed.remote(query)
+        t1 = time.perf_counter()
         hits = await index.search.remote(np.asarray(vector, dtype=np.float32)[None, :], k)
         ids, scores = hits.ids[0], hits.scores[0]
+        t2 = time.perf_counter()
         async with self._sessions() as session:
             docs = await fetch_summaries(session, ids)
+        t3 = time.perf_counter()
+        stages = {"embed": t1 - t0, "index": t2 - t1, "db": t3 - t2}
+        response.headers["Server-Timing"] = ", ".join(f"{k};dur={v * 1000:.1f}" for k, v in stages.items())
+        for stage, seconds in stages.items():
+            self._stage_ms.observe(seconds * 1000, tags={"stage": stage})
         results = [
             SearchResult(
                 id=i, title=docs[i].title, url=docs[i].url, published_at=docs[i].published_at, score=s

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import psycopg
 from sqlalchemy import Engine, create_engine, make_url
@@ -88,15 +89,19 @@ def drop_database(url: str, *, timeout_s: int = 5) -> None:
         )
 
 
+def _engine_options(pool_size: int, timeout_s: int) -> dict[str, Any]:
+    """Pool options shared by sync and async engines: pre-ping survives a restarted server."""
+    return {
+        "pool_size": pool_size,
+        "max_overflow": pool_size,
+        "pool_pre_ping": True,
+        "connect_args": {"connect_timeout": timeout_s},
+    }
+
+
 def make_engine(url: str, *, pool_size: int = 5, timeout_s: int = 5) -> Engine:
-    """A pooled engine; connections are checked before use so a restarted server is survived."""
-    return create_engine(
-        normalize_url(url),
-        pool_size=pool_size,
-        max_overflow=pool_size,
-        pool_pre_ping=True,
-        connect_args={"connect_timeout": timeout_s},
-    )
+    """A pooled engine for jobs, actors and the CLI."""
+    return create_engine(normalize_url(url), **_engine_options(pool_size, timeout_s))
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
@@ -119,10 +124,4 @@ def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
 
 def make_async_engine(url: str, *, pool_size: int = 5, timeout_s: int = 5) -> AsyncEngine:
     """An asyncio engine (psycopg 3 async) for Serve replicas."""
-    return create_async_engine(
-        normalize_url(url),
-        pool_size=pool_size,
-        max_overflow=pool_size,
-        pool_pre_ping=True,
-        connect_args={"connect_timeout": timeout_s},
-    )
+    return create_async_engine(normalize_url(url), **_engine_options(pool_size, timeout_s))

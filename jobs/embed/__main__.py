@@ -6,9 +6,9 @@ import argparse
 import sys
 
 from cluster.database import connect_database
-from cluster.entry import run_entry
-from cluster.runtime import configure_logging, init_ray
-from cluster.settings import get_settings
+from cluster.entry import run_job
+from cluster.runtime import init_ray
+from cluster.settings import Settings
 from jobs.embed.launch import job_config, notify_index
 from jobs.embed.pipeline import run_embed
 
@@ -24,28 +24,25 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    db = connect_database(settings.database)
+    cfg = job_config(
+        settings,
+        db.url,
+        full=args.full,
+        model_name=args.model,
+        max_actors=args.max_actors,
+        progress=not args.no_progress,
+    )
+    init_ray(settings.ray)
+    summary = run_embed(cfg)
+    notify_index(summary, settings.ray.namespace)
+    sys.stdout.write(summary.line() + "\n")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    settings = get_settings()
-    configure_logging(settings.log_level)
-
-    def body() -> int:
-        db = connect_database(settings.database)
-        cfg = job_config(
-            settings,
-            db.url,
-            full=args.full,
-            model_name=args.model,
-            max_actors=args.max_actors,
-            progress=not args.no_progress,
-        )
-        init_ray(settings.ray)
-        summary = run_embed(cfg)
-        notify_index(summary, settings.ray.namespace)
-        sys.stdout.write(summary.line() + "\n")
-        return 0
-
-    return run_entry(body)
+    return run_job(parser(), run, argv)
 
 
 if __name__ == "__main__":

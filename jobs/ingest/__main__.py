@@ -7,9 +7,8 @@ import sys
 from pathlib import Path
 
 from cluster.database import connect_database
-from cluster.entry import run_entry
-from cluster.runtime import configure_logging
-from cluster.settings import get_settings
+from cluster.entry import run_job
+from cluster.settings import Settings
 from jobs.ingest.loader import ingest_file
 
 
@@ -21,20 +20,15 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    db = connect_database(settings.database)
+    summary = ingest_file(args.path, database_url=db.url, source_name=args.source, batch_size=args.batch_size)
+    sys.stdout.write(summary.line() + "\n")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    settings = get_settings()
-    configure_logging(settings.log_level)
-
-    def body() -> int:
-        db = connect_database(settings.database)
-        summary = ingest_file(
-            args.path, database_url=db.url, source_name=args.source, batch_size=args.batch_size
-        )
-        sys.stdout.write(summary.line() + "\n")
-        return 0
-
-    return run_entry(body)
+    return run_job(parser(), run, argv)
 
 
 if __name__ == "__main__":

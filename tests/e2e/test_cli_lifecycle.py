@@ -5,9 +5,11 @@ Runs before any test starts the shared in-process Ray (e2e sorts first): `pulse 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -20,6 +22,34 @@ from tests.integration.helpers import sample_subset
 
 ROOT = Path(__file__).resolve().parents[2]
 PORT = 8011
+DASHBOARD_PORT = 8266
+
+
+def submit(entrypoint: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`ray job submit --working-dir .` as an ML engineer runs it (token auth is on by default in 2.60)."""
+    runtime_env = {"env_vars": {k: v for k, v in env.items() if k.startswith("PULSE_")}}
+    return subprocess.run(
+        [
+            str(Path(sys.executable).with_name("ray")),
+            "job",
+            "submit",
+            "--address",
+            f"http://127.0.0.1:{DASHBOARD_PORT}",
+            "--working-dir",
+            ".",
+            "--runtime-env-json",
+            json.dumps(runtime_env),
+            "--",
+            sys.executable,
+            *entrypoint,
+        ],
+        cwd=ROOT,
+        env={**env, "RAY_AUTH_MODE": "token"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
 
 
 def pulse(args: list[str], env: dict[str, str], timeout: int = 600) -> subprocess.CompletedProcess[str]:
@@ -51,7 +81,8 @@ def test_up_down_up_keeps_documents_and_embeds_nothing_twice(
         "PULSE_SAMPLE_CORPUS": str(corpus),
         "PULSE_SERVE__PORT": str(PORT),
         "PULSE_RAY__HEAD_PORT": "6391",
-        "PULSE_RAY__INCLUDE_DASHBOARD": "false",
+        "PULSE_RAY__INCLUDE_DASHBOARD": "true",  # `ray job submit` goes through the dashboard
+        "PULSE_RAY__DASHBOARD_PORT": str(DASHBOARD_PORT),
         "PULSE_RAY__NUM_CPUS": "2",
     }
     try:
@@ -68,6 +99,39 @@ def test_up_down_up_keeps_documents_and_embeds_nothing_twice(
         first_results = resp.json()["results"]
         assert len(first_results) == 5
 
+        # The same jobs through `ray job submit`: a new document is ingested, embedded and found.
+        extra = tmp_path / "extra.jsonl"
+        extra.write_text(
+            json.dumps(
+                {
+                    "id": "x1",
+                    "title": "Zebra migration crosses the Serengeti river",
+                    "text": "Thousands of zebras swim across crocodile-infested water.",
+                    "url": "https://example.org/zebras",
+                    "published_at": "2018-05-20",
+                }
+            )
+            + "\n"
+        )
+        job = submit(["-m", "jobs.ingest", str(extra), "--source", "extra"], env)
+        assert job.returncode == 0, job.stdout + job.stderr
+        assert "1 new" in job.stdout
+        job = submit(["-m", "jobs.embed", "--no-progress"], env)
+        assert job.returncode == 0, job.stdout + job.stderr
+        assert "1 embedded" in job.stdout
+        deadline = time.monotonic() + 60  # the index catches up on the job's nudge (or its poll)
+        titles: list[str] = []
+        while time.monotonic() < deadline:
+            resp = httpx.get(
+                f"http://127.0.0.1:{PORT}/v1/search", params={"q": "zebras crossing a river", "k": 1}
+            )
+            titles = [r["title"] for r in resp.json()["results"]]
+            if titles == ["Zebra migration crosses the Serengeti river"]:
+                break
+            time.sleep(1)
+        assert titles == ["Zebra migration crosses the Serengeti river"]
+        n_docs += 1
+
         status = pulse(["status"], env)
         assert status.returncode == 0
         assert f"documents: {n_docs}, embedded: {n_docs}, pending: 0" in status.stdout
@@ -79,7 +143,7 @@ def test_up_down_up_keeps_documents_and_embeds_nothing_twice(
 
         again = pulse(["up"], env)
         assert again.returncode == 0, again.stdout + again.stderr
-        assert f"0 new, 0 updated, {n_docs} unchanged" in again.stdout
+        assert f"0 new, 0 updated, {n_docs - 1} unchanged" in again.stdout
         assert "0 embedded" in again.stdout
         resp = httpx.get(
             f"http://127.0.0.1:{PORT}/v1/search", params={"q": "student walkout", "k": 5}, timeout=30

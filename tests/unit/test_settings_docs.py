@@ -33,3 +33,17 @@ def test_nested_env_names_are_read(monkeypatch) -> None:  # type: ignore[no-unty
     assert settings.serve.port == 9123
     assert settings.database.url is not None
     assert "pw" not in repr(settings.database)
+
+
+def test_prod_refuses_placeholder_or_missing_database_url(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import pytest
+    from pydantic import ValidationError
+
+    monkeypatch.setenv("PULSE_ENV", "prod")
+    with pytest.raises(ValidationError, match="needs PULSE_DATABASE__URL"):
+        Settings(_env_file=None)  # type: ignore[call-arg]
+    monkeypatch.setenv("PULSE_DATABASE__URL", "postgresql://pulse:CHANGE_ME@db/pulse")
+    with pytest.raises(ValidationError, match="placeholder"):
+        Settings(_env_file=None)  # type: ignore[call-arg]
+    monkeypatch.setenv("PULSE_DATABASE__URL", "postgresql://pulse:real@db/pulse")
+    assert Settings(_env_file=None).env == "prod"  # type: ignore[call-arg]
