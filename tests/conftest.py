@@ -91,8 +91,8 @@ def engine(database_url: str):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def session(engine) -> Iterator[Session]:  # type: ignore[no-untyped-def]
-    """A session inside a transaction that is rolled back after the test (commits become savepoints)."""
+def session(engine, clean_db: str) -> Iterator[Session]:  # type: ignore[no-untyped-def]
+    """A session on empty tables inside a transaction that is rolled back after the test."""
     connection = engine.connect()
     outer = connection.begin()
     sess = Session(bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False)
