@@ -164,7 +164,7 @@ class SearchIngress:
                     status="loading",
                     model=model.name,
                     model_id=model.id,
-                    reason="the vector index is loading",
+                    reason=stats["last_error"] or "the vector index is loading",
                 ).model_dump(),
                 headers={"Retry-After": "5"},
             )

@@ -33,7 +33,11 @@ class VectorFileError(StorageError):
     def __init__(self, path: str, reason: str) -> None:
         self.path = path
         self.reason = reason
-        super().__init__(f"vector file {path}: {reason}")
+        super().__init__(
+            f"vector file {path}: {reason}. The database's manifest and PULSE_STORAGE__URI disagree: "
+            "point PULSE_STORAGE__URI at the storage the vectors were written to, "
+            "or re-embed with `pulse embed --full`"
+        )
 
 
 class SchemaOutdated(StorageError):

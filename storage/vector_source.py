@@ -35,7 +35,13 @@ class ManifestVectorSource:
             repo = EmbeddingRepository(session)
             refs = repo.vector_files_after(model_id=self.model_id, after_id=watermark)
             live = repo.live_vector_keys(model_id=self.model_id, file_ids=[r.id for r in refs])
+        live_files = {file_id for _, file_id in live}
+        empty_ids = np.empty(0, dtype=np.int64)
         for ref in refs:
+            if ref.id not in live_files:
+                # Every vector in this file was superseded by a later one: advance without reading it.
+                yield VectorUpdate(ref.id, empty_ids, np.empty((0, 0), dtype=np.float32))
+                continue
             batch = self._files.read(ref.path)
             keep = np.fromiter(
                 ((int(d), ref.id) in live for d in batch.document_ids),

@@ -155,3 +155,38 @@ def test_vectors_match_plain_encode(clean_db: str, engine, tmp_path: Path) -> No
     assert set(batch.document_ids.tolist()) <= set(rows)
     expected = encode(model, [rows[int(i)] for i in batch.document_ids], batch_size=16, normalize=True)
     np.testing.assert_allclose(batch.vectors, expected, atol=1e-4)
+
+
+def test_index_skips_superseded_files_and_recovers_from_lost_storage_by_full_reembed(
+    clean_db: str,
+    engine,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+) -> None:
+    corpus = sample_subset(tmp_path / "small.jsonl", n_other=40, must_contain=("royal wedding",))
+    ingest_file(corpus, database_url=clean_db)
+    storage = tmp_path / "storage"
+    first = run_embed(config(clean_db, storage, max_actors=1))
+    with engine.connect() as conn:
+        model_id = conn.execute(text("SELECT id FROM embedding_models WHERE is_active")).scalar_one()
+    actor_cfg = IndexActorConfig(
+        database_url=clean_db,
+        storage_uri=str(storage),
+        model_id=model_id,
+        dimension=384,
+        namespace=ray.get_runtime_context().namespace,
+        poll_interval_s=0.5,
+    )
+    # Storage lost: the index reports why it cannot load and what to do.
+    for parquet in storage.rglob("*.parquet"):
+        parquet.unlink()
+    actor = get_or_create_index_actor(actor_cfg)
+    try:
+        assert not ray.get(actor.wait_ready.remote(5))
+        assert "pulse embed --full" in (ray.get(actor.stats.remote())["last_error"] or "")
+        # A full re-embed supersedes every lost file; those are never read again.
+        full = run_embed(config(clean_db, storage, max_actors=1, full=True))
+        assert full.embedded == first.embedded
+        assert ray.get(actor.wait_ready.remote(60))
+        assert ray.get(actor.stats.remote())["size"] == first.embedded
+    finally:
+        ray.kill(actor, no_restart=True)
