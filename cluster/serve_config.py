@@ -7,6 +7,7 @@ The application is loaded by import path (``SEARCH_APP_IMPORT_PATH``), exactly a
 from __future__ import annotations
 
 import importlib
+import logging
 from typing import Any
 
 from cluster.constants import SEARCH_APP_IMPORT_PATH, SEARCH_APP_NAME, SEARCH_ROUTE_PREFIX
@@ -43,6 +44,7 @@ def deploy_search(settings: Settings, database_url: str) -> None:
     """Start Serve's HTTP proxy on the configured host/port and (re)deploy the search application."""
     from ray import serve
 
+    logging.getLogger("ray.serve").setLevel(logging.WARNING)  # the CLI prints its own summary
     serve.start(http_options={"host": settings.serve.host, "port": settings.serve.port})
     app = load_builder()(search_app_args(settings, database_url))
     serve.run(app, name=SEARCH_APP_NAME, route_prefix=SEARCH_ROUTE_PREFIX, blocking=False)
