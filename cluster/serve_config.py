@@ -12,13 +12,14 @@ from typing import Any
 
 from cluster.constants import SEARCH_APP_IMPORT_PATH, SEARCH_APP_NAME, SEARCH_ROUTE_PREFIX
 from cluster.settings import Settings
+from storage.vector_files import absolute_storage_uri
 
 
 def search_app_args(settings: Settings, database_url: str) -> dict[str, Any]:
     s = settings.serve
     return {
         "database_url": database_url,
-        "storage_uri": settings.storage.uri,
+        "storage_uri": absolute_storage_uri(settings.storage.uri),
         "model_name": settings.model.name,
         "device": settings.model.device,
         "namespace": settings.ray.namespace,

@@ -30,6 +30,7 @@ from serve_apps.schemas import ErrorResponse, Health, Readiness, SearchResponse,
 from storage.database import make_async_engine
 from storage.documents import fetch_summaries
 from storage.embeddings import ModelRow, fetch_active_model
+from storage.vector_files import absolute_storage_uri
 
 logger = logging.getLogger(__name__)
 
@@ -215,6 +216,8 @@ class SearchIngress:
 def app_builder(args: dict[str, Any]) -> serve.Application:
     """Build the application from plain arguments (the Serve config or `pulse up`)."""
     parsed = SearchArgs.model_validate(args)
+    # A relative storage path means the caller's working directory, not each replica's.
+    parsed.storage_uri = absolute_storage_uri(parsed.storage_uri)
     embedder = serve.deployment(
         name="QueryEmbedder",
         num_replicas=parsed.embedder_replicas,

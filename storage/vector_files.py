@@ -50,6 +50,13 @@ class VectorBatch:
     vectors: np.ndarray  # float32, shape (n, d)
 
 
+def absolute_storage_uri(uri: str) -> str:
+    """A local storage path made absolute (Ray workers do not share the caller's working directory)."""
+    if "://" in uri:
+        return uri
+    return str(Path(uri).expanduser().resolve())
+
+
 def resolve_filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
     """A pyarrow filesystem and root path; a plain path (relative or absolute) is the local filesystem."""
     if "://" in uri:

@@ -7,13 +7,14 @@ import ray
 from cluster.constants import index_actor_name
 from cluster.settings import Settings
 from jobs.embed.pipeline import EmbedJobConfig, EmbedSummary
+from storage.vector_files import absolute_storage_uri
 
 
 def job_config(settings: Settings, database_url: str, **overrides: object) -> EmbedJobConfig:
     e = settings.embed
     values: dict[str, object] = {
         "database_url": database_url,
-        "storage_uri": settings.storage.uri,
+        "storage_uri": absolute_storage_uri(settings.storage.uri),
         "model_name": settings.model.name,
         "device": settings.model.device,
         "batch_size": e.batch_size,

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 from cluster.settings import Settings, iter_env_names
+from storage.vector_files import absolute_storage_uri
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -47,3 +48,8 @@ def test_prod_refuses_placeholder_or_missing_database_url(monkeypatch) -> None: 
         Settings(_env_file=None)  # type: ignore[call-arg]
     monkeypatch.setenv("PULSE_DATABASE__URL", "postgresql://pulse:real@db/pulse")
     assert Settings(_env_file=None).env == "prod"  # type: ignore[call-arg]
+
+
+def test_local_storage_paths_become_absolute_uris_stay() -> None:
+    assert absolute_storage_uri("var/storage") == str((Path.cwd() / "var" / "storage").resolve())
+    assert absolute_storage_uri("s3://bucket/prefix") == "s3://bucket/prefix"
