@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -90,7 +91,9 @@ def install_error_handlers(app: FastAPI) -> None:
         return _json(503, "index_not_ready", str(exc), headers={"Retry-After": "5"})
 
     @app.exception_handler(DatabaseUnavailable)
-    async def _db(_: Request, exc: DatabaseUnavailable) -> JSONResponse:
+    @app.exception_handler(sqlalchemy.exc.OperationalError)
+    @app.exception_handler(sqlalchemy.exc.InterfaceError)
+    async def _db(_: Request, exc: Exception) -> JSONResponse:
         logger.error("database unavailable: %s", exc)
         return _json(
             503,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlalchemy.exc
 from fastapi import FastAPI, Query
 from fastapi.testclient import TestClient
 
@@ -33,6 +34,10 @@ def make_client() -> TestClient:
     @app.get("/db")
     def db() -> None:
         raise DatabaseUnavailable("postgresql://u:***@h/d", "refused")
+
+    @app.get("/db-lost")
+    def db_lost() -> None:
+        raise sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception("server closed the connection"))
 
     @app.get("/boom")
     def boom() -> None:
@@ -67,9 +72,11 @@ def test_api_errors_and_headers() -> None:
     resp = client.get("/index-not-ready")
     assert resp.status_code == 503 and resp.headers["Retry-After"] == "5"
     assert_shape(resp.json(), "index_not_ready")
-    resp = client.get("/db")
-    assert resp.status_code == 503
-    assert_shape(resp.json(), "database_unavailable")
+    for path in ("/db", "/db-lost"):
+        resp = client.get(path)
+        assert resp.status_code == 503 and resp.headers["Retry-After"] == "5"
+        assert_shape(resp.json(), "database_unavailable")
+        assert "server closed" not in resp.text
 
 
 def test_unknown_route_and_unexpected_error() -> None:
