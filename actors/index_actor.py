@@ -8,6 +8,7 @@ hint writers send after committing files; a lost hint only delays, since the pol
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -96,6 +97,7 @@ class VectorIndexService:
         return {
             **asdict(self._index.stats()),
             "model_id": self._config.model_id,
+            "pid": os.getpid(),  # changes when Ray restarts the actor
             "ready": self._ready.is_set(),
             "last_error": self._error,
         }

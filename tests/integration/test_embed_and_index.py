@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,20 @@ from storage.vector_files import VectorFileStore
 from tests.integration.helpers import sample_subset
 
 pytestmark = pytest.mark.usefixtures("ray_session")
+
+
+def wait_for_new_incarnation(actor: object, old_pid: int, timeout_s: float = 90) -> dict[str, object]:
+    """Stats of the restarted actor once it is ready (calls may still reach the dying one at first)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            stats = ray.get(actor.stats.remote(), timeout=10)  # type: ignore[attr-defined]
+        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+            stats = None
+        if stats and stats["pid"] != old_pid and stats["ready"]:
+            return dict(stats)
+        time.sleep(0.2)
+    raise AssertionError(f"the index actor did not come back ready within {timeout_s} s")
 
 
 def config(database_url: str, storage: Path, **kw: object) -> EmbedJobConfig:
@@ -118,11 +133,11 @@ def test_embed_is_incremental_and_index_serves_and_survives_a_kill(
         same = get_or_create_index_actor(actor_cfg)  # get-or-create: the same named actor
         assert same._actor_id == actor._actor_id
 
+        old_pid = ray.get(actor.stats.remote())["pid"]
         ray.kill(actor, no_restart=False)
         restarted = ray.get_actor(index_actor_name(model_id), namespace=actor_cfg.namespace)
-        deadline_ok = ray.get(restarted.wait_ready.remote(60))
-        assert deadline_ok
-        assert ray.get(restarted.stats.remote())["size"] == total
+        stats = wait_for_new_incarnation(restarted, old_pid)
+        assert stats["size"] == total
         again_hits = ray.get(restarted.search.remote(queries, 1))
         assert [row[0] for row in again_hits.ids] == [p.id for p in probe]
     finally:
