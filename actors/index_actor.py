@@ -75,9 +75,6 @@ class VectorIndexService:
                 logger.exception("index catch-up failed for model %d", self._config.model_id)
             self._stop.wait(self._config.poll_interval_s)
 
-    def ready(self) -> bool:
-        return self._ready.is_set()
-
     def wait_ready(self, timeout_s: float) -> bool:
         return self._ready.wait(timeout_s)
 

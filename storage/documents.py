@@ -147,23 +147,11 @@ class DocumentRepository:
             duplicates_in_input=duplicates,
         )
 
-    def summaries(self, ids: Sequence[int]) -> dict[int, DocumentSummary]:
-        if not ids:
-            return {}
-        return {
-            row.id: DocumentSummary(row.id, row.title, row.canonical_url, row.published_at)
-            for row in self.session.execute(summary_statement(ids))
-        }
-
     def count(self) -> int:
         return int(self.session.execute(select(func.count()).select_from(Document)).scalar_one())
 
     def quarantine(self, *, job: str, source_ref: str, reason: str, payload: dict[str, Any]) -> None:
         self.session.add(QuarantinedRecord(job=job, source_ref=source_ref, reason=reason, payload=payload))
-
-    def quarantine_count(self, *, job: str) -> int:
-        stmt = select(func.count()).select_from(QuarantinedRecord).where(QuarantinedRecord.job == job)
-        return int(self.session.execute(stmt).scalar_one())
 
 
 def summary_statement(ids: Sequence[int]) -> Select[int, str, str, datetime | None]:

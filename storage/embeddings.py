@@ -44,6 +44,10 @@ class VectorFileRef:
     row_count: int
 
 
+#: The active model (at most one: a partial unique index), for sync and async callers alike.
+ACTIVE_MODEL = select(EmbeddingModel).where(EmbeddingModel.is_active)
+
+
 def _row(model: EmbeddingModel) -> ModelRow:
     return ModelRow(model.id, model.name, model.revision, model.dimension, model.normalize, model.is_active)
 
@@ -87,16 +91,8 @@ class EmbeddingRepository:
         )
 
     def active_model(self) -> ModelRow | None:
-        model = self.session.execute(
-            select(EmbeddingModel).where(EmbeddingModel.is_active)
-        ).scalar_one_or_none()
+        model = self.session.execute(ACTIVE_MODEL).scalar_one_or_none()
         return _row(model) if model else None
-
-    def get_model(self, model_id: int) -> ModelRow:
-        model = self.session.get(EmbeddingModel, model_id)
-        if model is None:
-            raise ModelNotRegistered(model_id)
-        return _row(model)
 
     # -- what needs embedding -------------------------------------------------------------------
     def _pending_condition(self, model_id: int, full: bool):  # type: ignore[no-untyped-def]
@@ -186,6 +182,6 @@ class EmbeddingRepository:
 
 async def fetch_active_model(session: AsyncSession) -> ModelRow | None:
     """The active model, for async callers."""
-    result = await session.execute(select(EmbeddingModel).where(EmbeddingModel.is_active))
+    result = await session.execute(ACTIVE_MODEL)
     model = result.scalar_one_or_none()
     return _row(model) if model else None
