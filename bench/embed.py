@@ -21,21 +21,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import sys
 import tempfile
 import time
-import uuid
-from pathlib import Path
-from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from common import SHARED, bench_database, emit, peak_rss_mb
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-SHARED = ROOT.parent / "shared" / "data"
 
 
 def first_sentence(text: str, max_words: int = 60) -> str:
@@ -66,39 +60,6 @@ def load_texts(n: int) -> list[tuple[str, str]]:
     return out
 
 
-def database_url() -> tuple[str, Any]:
-    from cluster.database import local_server_url, start_embedded
-    from cluster.settings import DatabaseSettings
-    from storage.database import ensure_database
-
-    name = f"pulse_bench_{uuid.uuid4().hex[:8]}"
-    if os.environ.get("PULSE_DATABASE__URL"):
-        from sqlalchemy import make_url
-
-        url = (
-            make_url(os.environ["PULSE_DATABASE__URL"])
-            .set(database=name)
-            .render_as_string(hide_password=False)
-        )
-        ensure_database(url)
-        return url, None
-    settings = DatabaseSettings()
-    import socket
-
-    try:
-        socket.create_connection((settings.local_host, settings.local_port), timeout=0.5).close()
-        url = local_server_url(settings, name)
-        ensure_database(url)
-        return url, None
-    except OSError:
-        data = Path(tempfile.mkdtemp(prefix="pulse-bench-pg-"))
-        return start_embedded(data, name), data
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -109,19 +70,22 @@ def main() -> int:
     parser.add_argument("--num-cpus", type=int, default=os.cpu_count() or 2)
     args = parser.parse_args()
 
+    from jobs.embed.text import embedding_text
+
+    pairs = load_texts(args.n)
+    texts = [embedding_text(t, x) for t, x in pairs]
+    with bench_database() as url:
+        return run(args, pairs, texts, url)
+
+
+def run(args: argparse.Namespace, pairs: list[tuple[str, str]], texts: list[str], url: str) -> int:
     import ray
 
     from jobs.embed.encode import describe_model, encode, load_model
     from jobs.embed.pipeline import EmbedJobConfig, run_embed
-    from jobs.embed.text import embedding_text
-    from storage.database import drop_database, make_engine, make_session_factory, session_scope
+    from storage.database import make_engine, make_session_factory, session_scope
     from storage.documents import DocumentRecord, DocumentRepository
-    from storage.migrate import upgrade
 
-    pairs = load_texts(args.n)
-    texts = [embedding_text(t, x) for t, x in pairs]
-    url, embedded_dir = database_url()
-    upgrade(url)
     engine = make_engine(url, pool_size=1)
     with session_scope(make_session_factory(engine)) as session:
         repo = DocumentRepository(session)
@@ -180,11 +144,6 @@ def main() -> int:
             print(json.dumps({"round": r, **rounds[-1]}), file=sys.stderr)
     finally:
         ray.shutdown()
-        drop_database(url)
-        if embedded_dir is not None:
-            from cluster.database import stop_embedded
-
-            stop_embedded(embedded_dir)
 
     def med(key: str) -> float:
         return statistics.median(x[key] for x in rounds)
@@ -208,7 +167,7 @@ def main() -> int:
         "driver_peak_rss_mb": peak_rss_mb(),
         "per_round": rounds,
     }
-    print(json.dumps(result, indent=2))
+    emit(result)
     return 0
 
 

@@ -7,6 +7,8 @@ pulse status    database, model, Ray and API state
 pulse migrate   bring the database schema to the latest revision
 pulse ingest    load a JSONL or CSV file of documents (then `pulse embed`, or --embed)
 pulse embed     embed documents lacking a current vector for the active model
+pulse sources   add, list, show or remove the sources the collector reads
+pulse collect   fetch the due sources (feeds, sitemaps, pages, sites, local files) into documents
 """
 
 from __future__ import annotations
@@ -17,11 +19,14 @@ from pathlib import Path
 
 from rich.console import Console
 
+from cluster import sources_cli
 from cluster.database import connect_database
 from cluster.entry import EXIT_USER_ERROR, run_entry
 from cluster.platform import PlatformError, down, status, up
 from cluster.runtime import configure_logging, init_ray
 from cluster.settings import Settings, get_settings
+from jobs.collect.launch import job_config as collect_config
+from jobs.collect.schedule import collect_loop, collect_once
 from jobs.embed.launch import job_config, notify_index
 from jobs.embed.pipeline import run_embed
 from jobs.ingest.loader import ingest_file
@@ -49,6 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
     p_embed = sub.add_parser("embed", help="embed documents lacking a vector for the active model")
     p_embed.add_argument("--full", action="store_true", help="re-embed every document")
     p_embed.add_argument("--max-actors", type=int, help="largest embedding actor pool")
+    sources_cli.add_parser(sub)
+    p_collect = sub.add_parser("collect", help="collect the due sources into documents")
+    p_collect.add_argument("--source", action="append", default=[], help="only this source (repeatable)")
+    p_collect.add_argument("--force", action="store_true", help="collect now even if not due yet")
+    p_collect.add_argument("--loop", action="store_true", help="keep collecting each source at its interval")
+    p_collect.add_argument("--embed", action="store_true", help="embed the new documents after collecting")
     return parser
 
 
@@ -98,6 +109,20 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "embed":
             db = connect_database(settings.database)
             _embed(settings, db.url, console, full=args.full, max_actors=args.max_actors)
+            return 0
+        if args.command == "sources":
+            db = connect_database(settings.database)
+            return sources_cli.run(args, db.url, console)
+        if args.command == "collect":
+            db = connect_database(settings.database)
+            cfg = collect_config(settings, db.url, sources=tuple(args.source), force=args.force)
+            init_ray(settings.ray, address=settings.ray.address or _running_address())
+            if args.loop:
+                collect_loop(cfg, max_sleep_s=settings.collect.loop_interval_s)
+                return 0
+            collect_once(cfg)
+            if args.embed:
+                _embed(settings, db.url, console)
             return 0
         raise AssertionError(f"unhandled command {args.command}")
 

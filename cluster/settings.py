@@ -107,6 +107,57 @@ class EmbedSettings(BaseModel):
     rows_per_file: int = Field(default=4096, description="Rows per vector Parquet file written by the job.")
 
 
+class CollectSettings(BaseModel):
+    user_agent: str = Field(
+        default="PulseBot/0.1 (+https://github.com/pulse-platform/pulse; bot@pulse.invalid)",
+        description="User-Agent of the collector; robots.txt rules are matched against it. Name a contact.",
+    )
+    per_host_delay_s: float = Field(
+        default=1.0, description="Least seconds between the starts of two requests to one host."
+    )
+    per_host_concurrency: int = Field(default=1, description="Requests in flight per host at most.")
+    global_concurrency: int = Field(default=32, description="Requests in flight per fetch worker at most.")
+    connect_timeout_s: float = Field(default=10.0, description="Seconds to wait for a TCP/TLS connection.")
+    timeout_s: float = Field(default=30.0, description="Seconds one attempt may take, whole body included.")
+    max_bytes: int = Field(
+        default=10 * 1024 * 1024, description="Largest response body in bytes; bigger ones are refused."
+    )
+    max_redirects: int = Field(default=5, description="Redirects followed per request at most.")
+    max_retries: int = Field(
+        default=2, description="Retries of a request after a transient error (timeout, 429, 5xx)."
+    )
+    max_retry_after_s: float = Field(
+        default=60.0,
+        description="Longest Retry-After waited for in a run; longer ones reschedule the URL for later.",
+    )
+    respect_robots: bool = Field(default=True, description="Honour robots.txt (RFC 9309) and Crawl-delay.")
+    allow_networks: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Private, loopback or link-local networks (CIDRs) or host names the collector may fetch from, "
+            'as a JSON list, e.g. ["127.0.0.0/8"]. Empty: only public addresses.'
+        ),
+    )
+    fetch_partitions: int | None = Field(
+        default=None,
+        description="Fetch tasks per round (hosts are split among them). Unset: twice the cluster's CPUs.",
+    )
+    fetch_cpus: float = Field(default=0.25, description="CPUs reserved by each fetch task (it mostly waits).")
+    extract_batch_size: int = Field(default=8, description="Pages per extraction task batch.")
+    store_actors: int = Field(default=1, description="Actors writing collected records to PostgreSQL.")
+    near_duplicate_threshold: float = Field(
+        default=0.8,
+        description="Estimated Jaccard similarity of word 5-gram sets above which a page is a duplicate.",
+    )
+    max_depth: int = Field(
+        default=3, description="Listing levels followed from a source (site -> feed -> page is 2)."
+    )
+    max_rounds: int = Field(default=5, description="Fetch rounds per run at most (each drains the frontier).")
+    loop_interval_s: float = Field(
+        default=60.0, description="Longest sleep of `pulse collect --loop` between checks for due sources."
+    )
+
+
 class IndexSettings(BaseModel):
     num_cpus: float = Field(default=0.25, description="CPUs reserved by the vector index actor.")
     omp_threads: int = Field(default=1, description="OpenMP threads FAISS uses inside the index actor.")
@@ -163,6 +214,7 @@ class Settings(BaseSettings):
     storage: StorageSettings = Field(default_factory=StorageSettings, description="Durable files.")
     model: ModelSettings = Field(default_factory=ModelSettings, description="Embedding model.")
     embed: EmbedSettings = Field(default_factory=EmbedSettings, description="Embedding job.")
+    collect: CollectSettings = Field(default_factory=CollectSettings, description="Collect job.")
     index: IndexSettings = Field(default_factory=IndexSettings, description="Vector index actor.")
     serve: ServeSettings = Field(default_factory=ServeSettings, description="Ray Serve HTTP API.")
 

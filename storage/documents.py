@@ -97,47 +97,8 @@ class DocumentRepository:
         duplicates = len(documents) - len(by_url)
         if not by_url:
             return UpsertCounts(duplicates_in_input=duplicates)
-        rows = [
-            {
-                "source_id": source_id,
-                "external_id": doc.external_id,
-                "canonical_url": doc.canonical_url,
-                "title": normalize_text(doc.title),
-                "text": normalize_text(doc.text),
-                "language": doc.language,
-                "published_at": doc.published_at,
-                "content_hash": doc.content_hash,
-                "metadata": doc.metadata,
-            }
-            for doc in by_url.values()
-        ]
-        stmt = insert(Document).values(rows)
-        excluded = stmt.excluded
-        changed = (
-            Document.content_hash.is_distinct_from(excluded.content_hash)
-            | Document.published_at.is_distinct_from(excluded.published_at)
-            | Document.language.is_distinct_from(excluded.language)
-            | Document.external_id.is_distinct_from(excluded.external_id)
-            | Document.source_id.is_distinct_from(excluded.source_id)
-            | Document.metadata_.is_distinct_from(excluded.metadata)
-        )
-        upsert: Any = stmt.on_conflict_do_update(
-            index_elements=[Document.canonical_url],
-            set_={
-                "source_id": excluded.source_id,
-                "external_id": excluded.external_id,
-                "title": excluded.title,
-                "text": excluded.text,
-                "language": excluded.language,
-                "published_at": excluded.published_at,
-                "content_hash": excluded.content_hash,
-                "metadata": excluded.metadata,
-                "fetched_at": func.now(),
-                "updated_at": func.now(),
-            },
-            where=changed,
-        ).returning(Document.id, literal_column("(xmax = 0)").label("inserted"))
-        result = self.session.execute(upsert).all()
+        rows = [_row(doc, source_id) for doc in by_url.values()]
+        result = self.session.execute(_upsert_statement(rows)).all()
         inserted = sum(1 for row in result if row.inserted)
         updated = len(result) - inserted
         return UpsertCounts(
@@ -147,11 +108,71 @@ class DocumentRepository:
             duplicates_in_input=duplicates,
         )
 
+    def upsert_one(self, document: DocumentRecord, *, source_id: int | None) -> tuple[int, str]:
+        """Store one document; returns its id and ``"new"``, ``"updated"`` or ``"unchanged"``."""
+        row = self.session.execute(_upsert_statement([_row(document, source_id)])).one_or_none()
+        if row is not None:
+            return int(row.id), "new" if row.inserted else "updated"
+        existing = self.id_by_url(document.canonical_url)
+        if existing is None:  # pragma: no cover - the conflicting row cannot vanish inside the transaction
+            raise RuntimeError(f"document {document.canonical_url} neither inserted nor found")
+        return existing, "unchanged"
+
+    def id_by_url(self, canonical_url: str) -> int | None:
+        return self.session.execute(
+            select(Document.id).where(Document.canonical_url == canonical_url)
+        ).scalar_one_or_none()
+
     def count(self) -> int:
         return int(self.session.execute(select(func.count()).select_from(Document)).scalar_one())
 
     def quarantine(self, *, job: str, source_ref: str, reason: str, payload: dict[str, Any]) -> None:
         self.session.add(QuarantinedRecord(job=job, source_ref=source_ref, reason=reason, payload=payload))
+
+
+def _row(doc: DocumentRecord, source_id: int | None) -> dict[str, Any]:
+    return {
+        "source_id": source_id,
+        "external_id": doc.external_id,
+        "canonical_url": doc.canonical_url,
+        "title": normalize_text(doc.title),
+        "text": normalize_text(doc.text),
+        "language": doc.language,
+        "published_at": doc.published_at,
+        "content_hash": doc.content_hash,
+        "metadata": doc.metadata,
+    }
+
+
+def _upsert_statement(rows: list[dict[str, Any]]) -> Any:
+    """INSERT ... ON CONFLICT (canonical_url) DO UPDATE only when something differs, RETURNING the
+    changed rows' ids and whether each was inserted: identical input writes nothing at all."""
+    stmt = insert(Document).values(rows)
+    excluded = stmt.excluded
+    changed = (
+        Document.content_hash.is_distinct_from(excluded.content_hash)
+        | Document.published_at.is_distinct_from(excluded.published_at)
+        | Document.language.is_distinct_from(excluded.language)
+        | Document.external_id.is_distinct_from(excluded.external_id)
+        | Document.source_id.is_distinct_from(excluded.source_id)
+        | Document.metadata_.is_distinct_from(excluded.metadata)
+    )
+    return stmt.on_conflict_do_update(
+        index_elements=[Document.canonical_url],
+        set_={
+            "source_id": excluded.source_id,
+            "external_id": excluded.external_id,
+            "title": excluded.title,
+            "text": excluded.text,
+            "language": excluded.language,
+            "published_at": excluded.published_at,
+            "content_hash": excluded.content_hash,
+            "metadata": excluded.metadata,
+            "fetched_at": func.now(),
+            "updated_at": func.now(),
+        },
+        where=changed,
+    ).returning(Document.id, literal_column("(xmax = 0)").label("inserted"))
 
 
 def summary_statement(ids: Sequence[int]) -> Select[int, str, str, datetime | None]:

@@ -6,7 +6,9 @@ Hierarchy::
     ├── DatabaseUnavailable      the server cannot be reached (carries the masked URL)
     ├── ModelNotRegistered       no embedding model row for an id
     ├── VectorFileError          a vector Parquet file is missing or has the wrong schema
-    └── SchemaOutdated           the database is not at the head migration
+    ├── SchemaOutdated           the database is not at the head migration
+    ├── SourceExists             `pulse sources add` with a name already taken
+    └── SourceNotFound           no source of that name
 """
 
 from __future__ import annotations
@@ -49,3 +51,17 @@ class SchemaOutdated(StorageError):
             f"the database at {url} is at schema revision {current or 'none'}, Pulse needs {head}; "
             "run `pulse migrate`"
         )
+
+
+class SourceExists(StorageError):
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(
+            f"a source named {name!r} already exists; pick another name or `pulse sources remove {name}`"
+        )
+
+
+class SourceNotFound(StorageError):
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"no source named {name!r}; `pulse sources list` shows the sources")

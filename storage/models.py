@@ -13,10 +13,13 @@ from sqlalchemy import (
     Boolean,
     Computed,
     DateTime,
+    Float,
     ForeignKey,
     Identity,
     Index,
     Integer,
+    LargeBinary,
+    SmallInteger,
     String,
     Text,
     UniqueConstraint,
@@ -45,7 +48,7 @@ class Base(DeclarativeBase):
 
 
 class Source(Base):
-    """Where documents come from: a file import, a feed, a sitemap, a site (issue 3 extends it)."""
+    """Where documents come from: a feed, a sitemap, a page, a site root, local files, a file import."""
 
     __tablename__ = "sources"
 
@@ -54,6 +57,13 @@ class Source(Base):
     kind: Mapped[str] = mapped_column(String(32))
     uri: Mapped[str | None] = mapped_column(Text)
     config: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=sql_text("'{}'::jsonb"))
+    enabled: Mapped[bool] = mapped_column(Boolean, server_default=sql_text("true"))
+    language: Mapped[str | None] = mapped_column(String(16))
+    category: Mapped[str | None] = mapped_column(Text)
+    interval_s: Mapped[int] = mapped_column(Integer, server_default=sql_text("3600"))
+    max_items: Mapped[int | None] = mapped_column(Integer)
+    url_patterns: Mapped[list[str]] = mapped_column(JSONB, server_default=sql_text("'[]'::jsonb"))
+    last_collected_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
@@ -64,6 +74,7 @@ class Document(Base):
         Index("ix_documents_published_at", "published_at"),
         Index("ix_documents_tsv_en", "tsv_en", postgresql_using="gin"),
         Index("ix_documents_tsv_ar", "tsv_ar", postgresql_using="gin"),
+        Index("ix_documents_content_hash", "content_hash"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
@@ -143,3 +154,79 @@ class QuarantinedRecord(Base):
     reason: Mapped[str] = mapped_column(Text)
     payload: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=sql_text("'{}'::jsonb"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class CollectRun(Base):
+    """One run of the collect job; its summary is written when it ends."""
+
+    __tablename__ = "collect_runs"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    status: Mapped[str] = mapped_column(String(16), server_default=sql_text("'running'"))
+    summary: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=sql_text("'{}'::jsonb"))
+
+
+class CrawlURL(Base):
+    """The crawl frontier: every URL the collector must fetch or has fetched, with its HTTP validators.
+
+    ``status`` is ``pending`` until a run has stored its outcome (``done`` or ``failed``), which is what
+    makes a killed run resumable: the next run fetches what is still pending.
+    """
+
+    __tablename__ = "crawl_urls"
+    __table_args__ = (
+        Index("ix_crawl_urls_pending", "kind", "depth", postgresql_where=sql_text("status = 'pending'")),
+    )
+
+    url: Mapped[str] = mapped_column(Text, primary_key=True)
+    source_id: Mapped[int] = mapped_column(ForeignKey("sources.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    host: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), server_default=sql_text("'pending'"))
+    depth: Mapped[int] = mapped_column(SmallInteger, server_default=sql_text("0"))
+    hint: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=sql_text("'{}'::jsonb"))
+    attempts: Mapped[int] = mapped_column(Integer, server_default=sql_text("0"))
+    etag: Mapped[str | None] = mapped_column(Text)
+    last_modified: Mapped[str | None] = mapped_column(Text)
+    http_status: Mapped[int | None] = mapped_column(SmallInteger)
+    error: Mapped[str | None] = mapped_column(Text)
+    document_id: Mapped[int | None] = mapped_column(ForeignKey("documents.id", ondelete="SET NULL"))
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("collect_runs.id", ondelete="SET NULL"))
+    discovered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    fetched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    retry_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class DocumentAlias(Base):
+    """Another URL of a stored document: its fetched URL before ``rel=canonical``, or a duplicate's URL."""
+
+    __tablename__ = "document_aliases"
+
+    url: Mapped[str] = mapped_column(Text, primary_key=True)
+    document_id: Mapped[int] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"), index=True)
+    reason: Mapped[str] = mapped_column(String(32))
+    similarity: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class DocumentMinHash(Base):
+    """The MinHash signature of a document's text (uint32 values, little endian)."""
+
+    __tablename__ = "document_minhashes"
+
+    document_id: Mapped[int] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"), primary_key=True)
+    signature: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class DocumentLSH(Base):
+    """LSH buckets of the MinHash signatures: documents sharing a (band, bucket) are candidates."""
+
+    __tablename__ = "document_lsh"
+
+    band: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    bucket: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    document_id: Mapped[int] = mapped_column(
+        ForeignKey("documents.id", ondelete="CASCADE"), primary_key=True, index=True
+    )

@@ -12,7 +12,6 @@ only after that does the writer commit the manifest row in PostgreSQL.
 
 from __future__ import annotations
 
-import os
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,6 +22,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from storage.atomic import write_parquet_atomic
 from storage.errors import VectorFileError
 
 #: Column holding the document id.
@@ -84,9 +84,6 @@ class VectorFileStore:
             raise ValueError("document_ids, content_hashes and vectors must have the same length")
         day = datetime.now(UTC).strftime("%Y-%m-%d")
         relative = f"vectors/model={model_id}/date={day}/{uuid.uuid4().hex}.parquet"
-        final = self._full(relative)
-        tmp = f"{final}.tmp-{uuid.uuid4().hex[:8]}"
-        self.fs.create_dir(final.rsplit("/", 1)[0], recursive=True)
         flat = pa.array(vectors.reshape(-1), type=pa.float32())
         table = pa.Table.from_arrays(
             [
@@ -96,15 +93,7 @@ class VectorFileStore:
             ],
             schema=vector_schema(dimension),
         )
-        with self.fs.open_output_stream(tmp) as sink:
-            pq.write_table(table, sink, compression="zstd")
-        if isinstance(self.fs, pafs.LocalFileSystem):
-            fd = os.open(tmp, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        self.fs.move(tmp, final)
+        write_parquet_atomic(self.fs, self._full(relative), table)
         return relative
 
     def read(self, relative: str) -> VectorBatch:

@@ -21,7 +21,19 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"
 SAMPLE = ROOT / "jobs" / "ingest" / "sample_data" / "huffpost_2018.jsonl"
 
-TABLES = ("document_embeddings", "vector_files", "embedding_models", "quarantine", "documents", "sources")
+TABLES = (
+    "document_lsh",
+    "document_minhashes",
+    "document_aliases",
+    "crawl_urls",
+    "collect_runs",
+    "document_embeddings",
+    "vector_files",
+    "embedding_models",
+    "quarantine",
+    "documents",
+    "sources",
+)
 
 
 def _port_open(host: str, port: int) -> bool:

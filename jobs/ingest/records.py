@@ -15,11 +15,9 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
-
-from courlan import normalize_url
 
 from jobs.errors import InputFileError
+from jobs.urls import canonical_url
 from storage.documents import DocumentRecord
 
 KNOWN_FIELDS = frozenset({"id", "title", "text", "url", "published_at", "language", "metadata"})
@@ -33,16 +31,6 @@ class Rejected:
     ref: str
     reason: str
     payload: dict[str, Any]
-
-
-def canonical_url(url: str) -> str:
-    """Lower-case scheme and host, no default port, no fragment, no tracking parameters, sorted query."""
-    parts = urlsplit(url.strip())
-    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"not an http(s) URL: {url!r}")
-    normalized = normalize_url(url.strip())
-    parts = urlsplit(normalized)
-    return urlunsplit((parts.scheme, parts.netloc, parts.path or "/", parts.query, ""))
 
 
 def parse_published_at(value: Any) -> datetime | None:

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import pytest
 
+from tests.support.web_site import local_site  # noqa: F401
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from jobs.errors import InputFileError
-from jobs.ingest.records import Rejected, canonical_url, parse_file, parse_published_at, to_record
+from jobs.ingest.records import Rejected, parse_file, parse_published_at, to_record
+from jobs.urls import canonical_url
 from storage.documents import DocumentRecord
 
 

@@ -1,0 +1,1 @@
+"""The collect job: sources -> polite fetching -> extraction -> deduplicated documents."""

@@ -1,0 +1,236 @@
+"""What the collector may connect to: a URL guard and a resolver that refuses internal addresses (SSRF).
+
+Two checks, because neither alone is enough:
+
+* ``check_url`` runs before every request and every redirect hop. It refuses non-http(s) schemes,
+  malformed URLs and IP-literal hosts in private, loopback, link-local, multicast, reserved, unspecified or
+  shared ranges (IPv6 and IPv4-mapped IPv6 included). aiohttp never asks the resolver about IP literals, so
+  this is the only guard for them.
+* ``SafeResolver`` wraps aiohttp's resolver and drops every refused address a host name resolves to, so
+  ``internal.example -> 10.0.0.7`` fails at connect time (``BlockedAddress``) and DNS rebinding cannot
+  slip in between a check and the connection: the connection uses exactly the addresses returned here.
+
+``AllowList`` lets chosen networks or exact host names through (a test site on 127.0.0.1, an intranet).
+URLs are parsed with yarl, the parser aiohttp itself uses, so the guard and the client agree on the host.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import re
+import socket
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from aiohttp.abc import AbstractResolver, ResolveResult
+from yarl import URL
+
+from jobs.collect.errors import BlockedAddress, BlockedURL, InvalidAllowList
+
+logger = logging.getLogger(__name__)
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+#: Schemes the collector fetches.
+ALLOWED_SCHEMES = frozenset({"http", "https"})
+#: RFC 6598 carrier-grade NAT space; not "private" to Python before 3.13 but never a public web server.
+SHARED_ADDRESS_SPACE = ipaddress.IPv4Network("100.64.0.0/10")
+#: RFC 6052 NAT64 prefix: the last 32 bits are an IPv4 address.
+NAT64_PREFIX = ipaddress.IPv6Network("64:ff9b::/96")
+
+# Legacy numeric IPv4 spellings (2130706433, 0x7f.1, 127.1) that socket APIs still accept.
+_NUMERIC_HOST = re.compile(r"^(0x[0-9a-f]*|[0-9]+)(\.(0x[0-9a-f]*|[0-9]+)){0,3}\.?$", re.IGNORECASE)
+
+
+def _normalize_host(host: str) -> str:
+    return host.strip().lower().rstrip(".")
+
+
+@dataclass(frozen=True)
+class AllowList:
+    """Networks and exact host names that may be fetched although their addresses are not public."""
+
+    networks: tuple[IPNetwork, ...] = ()
+    hosts: frozenset[str] = field(default_factory=frozenset)
+
+    @classmethod
+    def from_strings(cls, entries: Iterable[str]) -> AllowList:
+        """``("127.0.0.0/8", "10.1.2.3", "example.internal")``: CIDRs or single addresses, else host names."""
+        networks: list[IPNetwork] = []
+        hosts: set[str] = set()
+        for raw in entries:
+            entry = raw.strip()
+            if not entry:
+                raise InvalidAllowList(raw, "empty entry")
+            try:
+                networks.append(ipaddress.ip_network(entry, strict=False))
+                continue
+            except ValueError:
+                pass
+            if "/" in entry or not re.fullmatch(r"[A-Za-z0-9._-]+\.?", entry):
+                raise InvalidAllowList(raw, "not a network and not a host name")
+            hosts.add(_normalize_host(entry))
+        return cls(networks=tuple(networks), hosts=frozenset(hosts))
+
+    def allows_host(self, host: str) -> bool:
+        return _normalize_host(host) in self.hosts
+
+    def allows_address(self, address: IPAddress) -> bool:
+        candidates = [address, *_embedded_ipv4(address)]
+        return any(candidate in network for candidate in candidates for network in self.networks)
+
+
+def _embedded_ipv4(address: IPAddress) -> list[ipaddress.IPv4Address]:
+    """IPv4 addresses carried inside an IPv6 one (mapped, 6to4, Teredo, NAT64)."""
+    if not isinstance(address, ipaddress.IPv6Address):
+        return []
+    found: list[ipaddress.IPv4Address] = []
+    if address.ipv4_mapped is not None:
+        found.append(address.ipv4_mapped)
+    if address.sixtofour is not None:
+        found.append(address.sixtofour)
+    if address.teredo is not None:
+        found.extend(address.teredo)
+    if address in NAT64_PREFIX:
+        found.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+    return found
+
+
+def blocked_reason(address: IPAddress) -> str | None:
+    """Why ``address`` must not be fetched from (ignoring any allow list), or None when it is public."""
+    for candidate in (address, *_embedded_ipv4(address)):
+        label = _address_class(candidate)
+        if label is not None:
+            shown = str(candidate) if candidate == address else f"{candidate} (inside {address})"
+            return f"{shown} is a {label} address"
+    return None
+
+
+def _address_class(address: IPAddress) -> str | None:
+    if address.is_loopback:
+        return "loopback"
+    if address.is_link_local:
+        return "link-local"
+    if address.is_multicast:
+        return "multicast"
+    if address.is_unspecified:
+        return "unspecified"
+    if isinstance(address, ipaddress.IPv4Address) and address in SHARED_ADDRESS_SPACE:
+        return "shared (carrier-grade NAT)"
+    if address.is_private:
+        return "private"
+    if address.is_reserved:
+        return "reserved"
+    if not address.is_global:
+        return "non-global"
+    return None
+
+
+def address_refusal(address: IPAddress, allow: AllowList) -> str | None:
+    """Why a connection to ``address`` is refused under ``allow``; None when it may be used."""
+    reason = blocked_reason(address)
+    if reason is None or allow.allows_address(address):
+        return None
+    return reason
+
+
+def parse_ip_host(host: str) -> IPAddress | None:
+    """The address an IP-literal host names (IPv6 zone ids kept), None for a host name."""
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        return ipaddress.ip_address(bare)
+    except ValueError:
+        return None
+
+
+def _legacy_ipv4(host: str) -> ipaddress.IPv4Address | None:
+    """The address a legacy numeric spelling such as ``2130706433`` or ``127.1`` means to socket APIs."""
+    if not _NUMERIC_HOST.match(host):
+        return None
+    try:
+        return ipaddress.IPv4Address(socket.inet_aton(host.rstrip(".")))
+    except (OSError, ValueError):
+        return None
+
+
+def check_url(url: str | URL, allow: AllowList) -> None:
+    """Raise ``BlockedURL`` unless ``url`` is an absolute http(s) URL and its IP-literal host is public.
+
+    Host names are not resolved here (this stays pure); ``SafeResolver`` checks their addresses at connect
+    time. ``BlockedURL.code`` is "invalid_url", "blocked_scheme" or "blocked_address".
+    """
+    shown = str(url)
+    try:
+        parsed = url if isinstance(url, URL) else URL(url.strip())
+        scheme = parsed.scheme.lower()
+        raw_host = parsed.raw_host
+        host = parsed.host
+        _ = parsed.port  # a malformed port raises here
+    except (ValueError, TypeError) as exc:
+        raise BlockedURL("invalid_url", shown, f"not a valid URL ({exc}); fix or drop it") from exc
+    if not scheme:
+        raise BlockedURL("invalid_url", shown, "not an absolute URL (no scheme); resolve it against its page")
+    if scheme not in ALLOWED_SCHEMES:
+        raise BlockedURL(
+            "blocked_scheme", shown, f"the {scheme!r} scheme is never fetched, only http and https"
+        )
+    if not raw_host or not host:
+        raise BlockedURL("invalid_url", shown, "the URL has no host")
+    if allow.allows_host(raw_host) or allow.allows_host(host):
+        return
+    address = parse_ip_host(host)
+    if address is None:
+        legacy = _legacy_ipv4(host)
+        if legacy is None:
+            return  # a host name: its addresses are checked at connect time
+        reason = address_refusal(legacy, allow)
+        if reason is not None:
+            raise BlockedURL("blocked_address", shown, f"{host} means {reason}")
+        raise BlockedURL(
+            "invalid_url", shown, f"{host} is a legacy numeric IPv4 spelling; write it as {legacy}"
+        )
+    reason = address_refusal(address, allow)
+    if reason is not None:
+        raise BlockedURL(
+            "blocked_address",
+            shown,
+            f"{reason}; add it to allow_networks only if this host is meant to be collected",
+        )
+
+
+class SafeResolver(AbstractResolver):
+    """An aiohttp resolver that drops refused addresses; raises ``BlockedAddress`` when none is left."""
+
+    def __init__(self, allow: AllowList, inner: AbstractResolver) -> None:
+        self._allow = allow
+        self._inner = inner
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        results = await self._inner.resolve(host, port, family)
+        if self._allow.allows_host(host):
+            return results
+        kept: list[ResolveResult] = []
+        refused: list[tuple[str, str]] = []
+        for result in results:
+            address = parse_ip_host(result["host"])
+            reason = "not an IP address" if address is None else address_refusal(address, self._allow)
+            if reason is None:
+                kept.append(result)
+            else:
+                refused.append((result["host"], reason))
+        if refused:
+            logger.warning(
+                "refused resolved addresses", extra={"host": host, "refused": [a for a, _ in refused]}
+            )
+        if not kept:
+            addresses = tuple(address for address, _ in refused)
+            reason = refused[0][1] if refused else "no address"
+            raise BlockedAddress(host, addresses, reason)
+        return kept
+
+    async def close(self) -> None:
+        await self._inner.close()

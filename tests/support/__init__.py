@@ -1,0 +1,1 @@
+"""Reusable test fixtures that are more than a fixture: a real local web site serving the shared data."""
