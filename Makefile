@@ -40,13 +40,17 @@ lint: install
 # The storage and job tests once more on an embedded PostgreSQL, as on a machine without a server.
 test-embedded: install
 	PULSE_TEST_DB=embedded $(BIN)/pytest -q -p no:cacheprovider tests/integration \
-		--deselect tests/integration/test_embed_and_index.py
+		--deselect tests/integration/test_embed_and_index.py \
+		--deselect tests/integration/test_collect_job.py \
+		--deselect tests/integration/test_fetch.py
 
 test: lint test-embedded
 	$(BIN)/pytest
 
 bench: install
 	$(BIN)/python bench/embed.py
+	$(BIN)/python bench/extraction.py
+	$(BIN)/python bench/collect.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache .mypy_cache .import_linter_cache

@@ -21,8 +21,20 @@ _WS = re.compile(r"\s+")
 
 
 def normalize_text(value: str) -> str:
-    """NFC, collapsed whitespace, stripped: the form that is hashed and stored."""
-    return _WS.sub(" ", unicodedata.normalize("NFC", value)).strip()
+    """NFC, collapsed whitespace, no NUL (PostgreSQL text cannot hold it), stripped: the form that is
+    hashed and stored."""
+    return _WS.sub(" ", unicodedata.normalize("NFC", value.replace("\x00", ""))).strip()
+
+
+def clean_json(value: Any) -> Any:
+    """A JSON value without NUL characters in its strings (PostgreSQL's jsonb refuses ``\\u0000``)."""
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, dict):
+        return {clean_json(k): clean_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [clean_json(v) for v in value]
+    return value
 
 
 def content_hash(title: str, body: str) -> str:
@@ -140,7 +152,7 @@ def _row(doc: DocumentRecord, source_id: int | None) -> dict[str, Any]:
         "language": doc.language,
         "published_at": doc.published_at,
         "content_hash": doc.content_hash,
-        "metadata": doc.metadata,
+        "metadata": clean_json(doc.metadata),
     }
 
 

@@ -16,38 +16,43 @@ One fetch, in order, for the URL and then for every redirect hop (followed by ha
 5. the body, read in chunks after decompression and cut at ``max_bytes``; then the content type is checked
    against the request's kind and the text decoded.
 
-The pure helpers (``backoff_delay``, ``parse_retry_after``, ``parse_content_type``, ``accepts``,
-``decode_body``, ``gunzip_capped``) hold the rules and are tested without a network.
+The pure rules live beside it and are tested without a network: ``jobs.collect.content`` (media types,
+charsets, capped gunzip) and ``jobs.collect.throttle`` (``HostThrottle``, backoff, ``Retry-After``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import codecs
 import logging
 import random
-import re
 import time
-import zlib
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from http import HTTPStatus
 from types import SimpleNamespace, TracebackType
 from typing import Literal
 
 import aiohttp
-import charset_normalizer
 from aiohttp.abc import AbstractResolver
 from multidict import CIMultiDictProxy
 from yarl import URL
 
+from jobs.collect.content import (
+    ACCEPTED_TYPES,
+    GZIP_TYPES,
+    BodyTooLarge,
+    accepts,
+    decode_body,
+    gunzip_capped,
+    parse_content_type,
+)
 from jobs.collect.errors import BlockedAddress, BlockedURL, InvalidFetchPolicy
 from jobs.collect.robots import ROBOTS_MAX_BYTES, RobotsCache, RobotsFile, RobotsRules, product_token
 from jobs.collect.safety import AllowList, SafeResolver, check_url
+from jobs.collect.throttle import HostThrottle, backoff_delay, parse_retry_after
+from jobs.urls import host_key
 
 logger = logging.getLogger(__name__)
 
@@ -79,35 +84,11 @@ SLOW_DOWN_STATUSES = frozenset({429, 503})
 TRANSIENT_ERRORS = frozenset({"timeout", "connection_error"})
 #: Statuses followed as redirects (with a Location header).
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-#: Upper bound of a host's delay between request starts, whatever backoff or Crawl-delay ask for.
-MAX_HOST_DELAY_S = 60.0
 #: Bytes asked of the decoded body stream at a time.
 CHUNK_BYTES = 64 * 1024
 #: Requests ``fetch_many`` takes from its input ahead of completion (bounds memory on huge inputs).
 PENDING_WINDOW = 4096
-#: How much of a body is searched for <meta charset> or an XML declaration.
-CHARSET_PRESCAN_BYTES = 4096
 
-#: Media types acceptable per request kind.
-ACCEPTED_TYPES: dict[str, frozenset[str]] = {
-    "page": frozenset({"text/html", "application/xhtml+xml"}),
-    "feed": frozenset(
-        {
-            "application/rss+xml",
-            "application/atom+xml",
-            "application/rdf+xml",  # RSS 1.0
-            "application/xml",
-            "text/xml",
-            "application/feed+json",
-            "application/json",
-        }
-    ),
-    "sitemap": frozenset(
-        {"application/xml", "text/xml", "application/x-gzip", "application/gzip", "text/plain"}
-    ),
-}
-#: Media types whose body is a gzip file (not a Content-Encoding).
-GZIP_TYPES = frozenset({"application/x-gzip", "application/gzip"})
 #: Accept header per request kind.
 ACCEPT_HEADERS: dict[str, str] = {
     "page": "text/html,application/xhtml+xml;q=0.9,*/*;q=0.1",
@@ -193,144 +174,7 @@ class FetchResult:
         return self.status == 304
 
 
-# --------------------------------------------------------------------------- pure helpers
-
-
-def backoff_delay(retry: int, *, base_s: float, max_s: float, rng: random.Random) -> float:
-    """Full-jitter exponential backoff before retry number ``retry`` (0 for the first retry)."""
-    ceiling = min(max_s, base_s * (2 ** max(0, retry)))
-    return rng.uniform(0.0, ceiling)
-
-
-def parse_retry_after(value: str | None, *, now: datetime) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date); None when absent or bad."""
-    if value is None:
-        return None
-    value = value.strip()
-    if not value:
-        return None
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - now).total_seconds())
-
-
-def parse_content_type(header: str | None) -> tuple[str | None, str | None]:
-    """``'Text/HTML; charset="UTF-8"'`` -> ``("text/html", "UTF-8")``; missing parts are None."""
-    if not header or not header.strip():
-        return None, None
-    raw_media, _, params = header.partition(";")
-    media = raw_media.strip().lower() or None
-    charset = None
-    for param in params.split(";"):
-        key, sep, val = param.partition("=")
-        if sep and key.strip().lower() == "charset":
-            charset = val.strip().strip("\"'").strip() or None
-    return media, charset
-
-
-def sniffs_as_html(body: bytes) -> bool:
-    head = body[:1024].lstrip().lower()
-    return head.startswith((b"<!doctype html", b"<html")) or any(
-        tag in head for tag in (b"<html", b"<head", b"<body")
-    )
-
-
-def _sniffs_as_feed(body: bytes) -> bool:
-    head = body[:1024].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
-    return head.startswith((b"<?xml", b"<rss", b"<feed", b"<rdf:rdf", b"{"))
-
-
-def accepts(kind: str, media_type: str | None, body: bytes) -> bool:
-    """Whether a response of ``media_type`` (None: no Content-Type) is acceptable for ``kind``."""
-    if media_type is None:
-        if kind == "page":
-            return sniffs_as_html(body)
-        return _sniffs_as_feed(body)
-    return media_type in ACCEPTED_TYPES.get(kind, frozenset())
-
-
-def _codec_name(label: str | None) -> str | None:
-    if not label:
-        return None
-    try:
-        return codecs.lookup(label.strip()).name
-    except LookupError:
-        return None
-
-
-_META_CHARSET = re.compile(rb"""<meta[^>]*?charset\s*=\s*["']?\s*([A-Za-z0-9_.:\-]+)""", re.IGNORECASE)
-_XML_ENCODING = re.compile(rb"""^\s*<\?xml[^>]*?encoding\s*=\s*["']([A-Za-z0-9_.\-]+)["']""", re.IGNORECASE)
-_BOMS = (
-    (codecs.BOM_UTF8, "utf-8-sig"),
-    (codecs.BOM_UTF32_LE, "utf-32"),
-    (codecs.BOM_UTF32_BE, "utf-32"),
-    (codecs.BOM_UTF16_LE, "utf-16"),
-    (codecs.BOM_UTF16_BE, "utf-16"),
-)
-
-
-def declared_charset(body: bytes) -> str | None:
-    """The charset a document declares about itself: BOM, XML declaration or ``<meta charset>``."""
-    for bom, name in _BOMS:
-        if body.startswith(bom):
-            return name
-    head = body[:CHARSET_PRESCAN_BYTES]
-    for pattern in (_XML_ENCODING, _META_CHARSET):
-        match = pattern.search(head)
-        if match:
-            codec = _codec_name(match.group(1).decode("ascii", errors="ignore"))
-            if codec is not None:
-                return codec
-    return None
-
-
-def decode_body(body: bytes, header_charset: str | None) -> tuple[str | None, str | None]:
-    """``(text, charset)``: BOM, then the header's charset, then the document's own declaration, then
-    strict UTF-8, then charset_normalizer. A declared charset decodes with replacement characters; an
-    undeclared body that nothing decodes gives ``(None, None)``."""
-    if not body:
-        return "", None
-    bom = next((name for bom, name in _BOMS if body.startswith(bom)), None)
-    for candidate in (bom, _codec_name(header_charset), declared_charset(body)):
-        if candidate is not None:
-            return body.decode(candidate, errors="replace"), candidate
-    try:
-        return body.decode("utf-8"), "utf-8"
-    except UnicodeDecodeError:
-        pass
-    best = charset_normalizer.from_bytes(body).best()
-    if best is None:
-        return None, None
-    return str(best), _codec_name(best.encoding) or best.encoding
-
-
-class BodyTooLarge(Exception):
-    """Internal signal: a body grew past its cap."""
-
-
-def gunzip_capped(data: bytes, max_bytes: int) -> bytes:
-    """Decompress a gzip file, raising ``BodyTooLarge`` past ``max_bytes`` and ``ValueError`` when corrupt."""
-    decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    try:
-        out = decompressor.decompress(data, max_bytes + 1)
-    except zlib.error as exc:
-        raise ValueError(f"corrupt gzip data: {exc}") from exc
-    if len(out) > max_bytes or decompressor.unconsumed_tail:
-        raise BodyTooLarge(max_bytes)
-    if not decompressor.eof:
-        raise ValueError("truncated gzip data")
-    return out
-
-
-def host_key(url: URL) -> str:
-    """``scheme://host:port``: the unit of politeness (one throttle per key)."""
-    return f"{url.scheme.lower()}://{(url.raw_host or '').lower()}:{url.port}"
+# --------------------------------------------------------------------------- helpers
 
 
 def _safe_header(value: str | None) -> str | None:
@@ -344,98 +188,6 @@ def _reason(status: int) -> str:
         return f"{status} {HTTPStatus(status).phrase}"
     except ValueError:
         return str(status)
-
-
-# --------------------------------------------------------------------------- throttling
-
-
-class HostThrottle:
-    """Politeness for one ``scheme://host:port``: concurrency slots and a minimum gap between starts."""
-
-    def __init__(
-        self,
-        *,
-        concurrency: int,
-        delay_s: float,
-        backoff_floor_s: float,
-        global_slots: asyncio.Semaphore,
-        clock: Callable[[], float],
-        sleep: Callable[[float], Awaitable[object]],
-    ) -> None:
-        self.base_delay_s = delay_s
-        self.delay_s = delay_s
-        self.requests = 0
-        self.backoffs = 0
-        self._floor = backoff_floor_s
-        self._slots = asyncio.Semaphore(concurrency)
-        self._global = global_slots
-        self._turn = asyncio.Lock()
-        self._clock = clock
-        self._sleep = sleep
-        self._last_start: float | None = None
-        self._not_before = float("-inf")
-
-    @asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        """Hold a host slot and a global slot, starting no sooner than the host's delay allows.
-
-        The start is marked again when the request's headers are sent (``mark_sent``, from a trace hook), so
-        the gap the server sees between two requests is at least the delay even when connecting is slow.
-        """
-        async with self._slots:
-            async with self._turn:
-                while True:
-                    now = self._clock()
-                    start = self._not_before
-                    if self._last_start is not None:
-                        start = max(start, self._last_start + self.delay_s)
-                    if start <= now:
-                        break
-                    await self._sleep(start - now)
-                    if self._clock() <= now:  # a clock that does not move with sleep (tests)
-                        break
-                await self._global.acquire()
-                self._last_start = max(self._clock(), start)
-                self.requests += 1
-            try:
-                yield
-            finally:
-                self._global.release()
-
-    def mark_sent(self) -> None:
-        """The request's headers left now: count the gap from here, so connecting does not eat into it."""
-        now = self._clock()
-        if self._last_start is None or now > self._last_start:
-            self._last_start = now
-
-    def raise_base_delay(self, delay_s: float) -> None:
-        """Crawl-delay: never go faster than ``delay_s`` (capped at ``MAX_HOST_DELAY_S``)."""
-        delay_s = min(MAX_HOST_DELAY_S, delay_s)
-        if delay_s > self.base_delay_s:
-            self.base_delay_s = delay_s
-            self.delay_s = max(self.delay_s, delay_s)
-
-    def slow_down(self) -> None:
-        """429/503: double the delay between starts."""
-        self.backoffs += 1
-        self.delay_s = min(MAX_HOST_DELAY_S, max(self.delay_s * 2, self._floor, self.base_delay_s))
-
-    def recover(self) -> None:
-        """A success: halve the distance back to the base delay."""
-        if self.delay_s > self.base_delay_s:
-            self.delay_s = max(self.base_delay_s, (self.delay_s + self.base_delay_s) / 2)
-
-    def defer(self, seconds: float) -> None:
-        """No request to this host before ``seconds`` from now (Retry-After, backoff)."""
-        self._not_before = max(self._not_before, self._clock() + seconds)
-
-    def stats(self) -> dict[str, float]:
-        return {
-            "requests": float(self.requests),
-            "delay_s": self.delay_s,
-            "base_delay_s": self.base_delay_s,
-            "backoffs": float(self.backoffs),
-        }
 
 
 # --------------------------------------------------------------------------- the fetcher
@@ -763,7 +515,7 @@ class Fetcher:
     # ------------------------------------------------------------------ one URL, with retries
 
     def _throttle(self, url: URL) -> HostThrottle:
-        key = host_key(url)
+        key = host_key(str(url))
         throttle = self._throttles.get(key)
         if throttle is None:
             assert self._global is not None, "use the Fetcher as an async context manager"
@@ -1042,6 +794,6 @@ async def _read_capped(response: aiohttp.ClientResponse, max_bytes: int) -> tupl
 def _request_key(url: str) -> str:
     """Grouping key of ``fetch_many``: the host key, or a shared key for URLs that do not parse."""
     try:
-        return host_key(URL(url.strip()))
+        return host_key(str(URL(url.strip())))
     except (ValueError, TypeError):
         return "invalid"

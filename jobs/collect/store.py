@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
+from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
 
 from jobs.collect.dedup import similarity
@@ -110,6 +111,18 @@ class StoreBatch:
         return pa.Table.from_pylist(rows)
 
     def store(self, rec: dict[str, Any]) -> dict[str, Any]:
+        """Store one record; a record PostgreSQL refuses is quarantined (``store_error``) instead of
+        stopping the job, and nothing of it is kept but that."""
+        try:
+            return self._store(rec)
+        except (DataError, IntegrityError) as exc:
+            logger.warning("cannot store %s: %s", rec["url"], exc.orig)
+            detail = f"PostgreSQL refused the record: {exc.orig}"
+            failed = {**rec, "outcome": "failed", "error": "store_error", "error_detail": detail}
+            failed.update(documents="[]", discovered="[]", rejects="[]", problem=None, retry_after_s=None)
+            return self._store(failed)
+
+    def _store(self, rec: dict[str, Any]) -> dict[str, Any]:
         counts: Counter[str] = Counter()
         with session_scope(self.sessions) as session:
             frontier = FrontierRepository(session)

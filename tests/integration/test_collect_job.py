@@ -130,6 +130,8 @@ def test_collect_sources_of_every_kind_and_hostile_pages(
         {"name": "flaky", "kind": "page", "uri": site.url("/flaky")},
         {"name": "ratelimited", "kind": "page", "uri": site.url("/ratelimited")},
         {"name": "latin1", "kind": "page", "uri": site.url("/latin1.html")},
+        {"name": "broken-html", "kind": "page", "uri": site.url("/malformed.html")},
+        {"name": "nul", "kind": "page", "uri": site.url("/nul.html")},
         {"name": "imports", "kind": "files", "uri": str(imports), "language": "de"},
     ]
     specs += [
@@ -145,7 +147,15 @@ def test_collect_sources_of_every_kind_and_hostile_pages(
     news = sorted(p.name for p in (SHARED_DATA / "news_html" / "html").glob("*.html"))
     stored = {url for (url,) in query(clean_db, "SELECT canonical_url FROM documents")}
     assert {site.url(f"/news/{n}") for n in news} <= stored
-    for route in ("/etag/page.html", "/flaky", "/ratelimited", "/latin1.html"):
+    # Broken markup is parsed leniently; NUL characters (which PostgreSQL refuses) are dropped.
+    for route in (
+        "/etag/page.html",
+        "/flaky",
+        "/ratelimited",
+        "/latin1.html",
+        "/malformed.html",
+        "/nul.html",
+    ):
         assert site.url(route) in stored
     assert "https://example.org/a" in stored
     assert {site.url(f"/articles/{i}.html") for i in range(5)} <= stored
@@ -172,6 +182,10 @@ def test_collect_sources_of_every_kind_and_hostile_pages(
             0
         ][0]
     )
+    nul_title, nul_text = query(
+        clean_db, f"SELECT title, text FROM documents WHERE canonical_url = '{site.url('/nul.html')}'"
+    )[0]
+    assert "\x00" not in nul_title + nul_text and "Bridge budget" in nul_title
     # The summary adds up and the run is recorded.
     assert summary.counts["new"] == len(stored)
     assert summary.counts["failed"] == len(HOSTILE) + 2  # + the broken feed + the bad JSONL line

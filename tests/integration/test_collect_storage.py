@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -136,3 +137,42 @@ def test_raw_fetch_records_are_partitioned_parquet(tmp_path: Path) -> None:
     table = store.read(path)
     assert table.column("body").to_pylist() == [b"<html>"]
     assert store.write([], run_id=7, day=day) is None
+
+
+def test_a_record_postgresql_refuses_is_quarantined_not_fatal(clean_db: str) -> None:
+    from jobs.collect.store import StoreBatch
+    from storage.database import make_engine, make_session_factory, session_scope
+
+    engine = make_engine(clean_db, pool_size=1)
+    with session_scope(make_session_factory(engine)) as session:
+        source = SourceRepository(session).add(name="s", kind="page", uri="http://a.example/p")
+        FrontierRepository(session).seed(
+            [NewURL("http://a.example/p", source.id, "page", "http://a.example:80", 0, {})]
+        )
+    store = StoreBatch(
+        database_url=clean_db,
+        run_id=1,
+        sources={source.id: source},
+        near_duplicate_threshold=0.8,
+        max_depth=3,
+    )
+    bad = _doc("http://a.example/p", STORY) | {"language": "x" * 40}  # over the column's 16 characters
+    record = {
+        "url": "http://a.example/p",
+        "source_id": source.id,
+        "kind": "page",
+        "depth": 0,
+        "outcome": "document",
+        "documents": json.dumps([bad]),
+        "status": 200,
+    }
+    with session_scope(make_session_factory(engine)) as session:
+        session.execute(text("INSERT INTO collect_runs (id) OVERRIDING SYSTEM VALUE VALUES (1)"))
+    out = store.store(record)
+    assert out["failed"] == 1 and out["error"] == "store_error"
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM documents")).scalar_one() == 0
+        assert conn.execute(text("SELECT reason FROM quarantine")).scalar_one() == "store_error"
+        assert conn.execute(text("SELECT status, error FROM crawl_urls")).one() == ("failed", "store_error")
+    store.engine.dispose()
+    engine.dispose()

@@ -92,6 +92,7 @@ ROUTES: dict[str, str] = {
     "/articles_sitemap.xml?start=&count=": "urlset of /articles/{start}.html .. start+count-1",
     "/local_feed.rss": "RSS 2.0 whose five items are /articles/0-4.html on the requesting host",
     "/wire/{variant}.html": "reuters.com2.html with a variant-specific line added: a wire copy",
+    "/nul.html": "a UTF-8 article with NUL characters in its title, description and text",
 }
 
 
@@ -478,6 +479,14 @@ def build_app(
         )
         return bytes_response(page, "text/html; charset=utf-8")
 
+    async def nul_page(request: web.Request) -> web.Response:
+        text = "A council meeting\x00 decided on the new bridge budget after a long debate. " * 4
+        page = (
+            '<html><head><title>Bridge\x00 budget</title><meta name="description" content="Bridge\x00 news">'
+            f"</head><body><article><h1>Bridge budget</h1><p>{text}</p></article></body></html>"
+        ).encode()
+        return bytes_response(page, "text/html; charset=utf-8")
+
     app = web.Application(middlewares=[record])
     app.add_routes(
         [
@@ -517,6 +526,7 @@ def build_app(
             web.get("/articles_sitemap.xml", articles_sitemap),
             web.get("/local_feed.rss", local_feed),
             web.get("/wire/{variant}.html", wire),
+            web.get("/nul.html", nul_page),
         ]
     )
     return app

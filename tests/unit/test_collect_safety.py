@@ -12,20 +12,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from jobs.collect.content import BodyTooLarge, accepts, decode_body, gunzip_capped, parse_content_type
 from jobs.collect.errors import BlockedAddress, BlockedURL, InvalidAllowList, InvalidFetchPolicy
-from jobs.collect.fetch import (
-    BodyTooLarge,
-    FetchPolicy,
-    HostThrottle,
-    accepts,
-    backoff_delay,
-    decode_body,
-    gunzip_capped,
-    parse_content_type,
-    parse_retry_after,
-)
+from jobs.collect.fetch import FetchPolicy
 from jobs.collect.robots import RobotsCache, RobotsFile, product_token, robots_url, rules_from_file
 from jobs.collect.safety import AllowList, SafeResolver, check_url
+from jobs.collect.throttle import HostThrottle, backoff_delay, parse_retry_after
 
 NOTHING = AllowList()
 
