@@ -19,6 +19,7 @@ import re
 import tempfile
 import time
 from typing import Any
+from urllib.parse import unquote
 
 from common import SHARED, bench_database, emit
 
@@ -118,7 +119,8 @@ def main() -> int:
                 )
             ).all()
         engine.dispose()
-    pipeline = {u.rsplit("/", 1)[-1]: t or "" for u, t in rows}
+    # Canonical URLs percent-encode the file names (spaces, umlauts): decode them back.
+    pipeline = {unquote(u.rsplit("/", 1)[-1]): t or "" for u, t in rows}
     through_pipeline = score(pipeline, truth)
     baseline = score(direct, truth)
     emit(

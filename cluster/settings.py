@@ -142,7 +142,12 @@ class CollectSettings(BaseModel):
         default=None,
         description="Fetch tasks per round (hosts are split among them). Unset: twice the cluster's CPUs.",
     )
-    fetch_cpus: float = Field(default=0.25, description="CPUs reserved by each fetch task (it mostly waits).")
+    fetch_cpus: float = Field(
+        default=0.05,
+        description=(
+            "CPUs reserved by each fetch task: small, it mostly waits (and Ray Data then runs them all)."
+        ),
+    )
     extract_batch_size: int = Field(default=8, description="Pages per extraction task batch.")
     store_actors: int = Field(default=1, description="Actors writing collected records to PostgreSQL.")
     near_duplicate_threshold: float = Field(

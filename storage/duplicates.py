@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
-from sqlalchemy import delete, func, select, tuple_
+from sqlalchemy import delete, select, text, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -28,8 +28,14 @@ class DuplicateRepository:
     def lock_keys(self, *, content_hash: str, buckets: Sequence[int]) -> None:
         """Transaction-scoped advisory locks, taken in ascending order (no deadlock between writers)."""
         keys = sorted({_key("hash:" + content_hash), *(_key(f"lsh:{b}") for b in buckets)})
-        for key in keys:
-            self.session.execute(select(func.pg_advisory_xact_lock(key)))
+        # One round trip; the sorted subquery fixes the order in which the locks are taken.
+        self.session.execute(
+            text(
+                "SELECT pg_advisory_xact_lock(k) FROM "
+                "(SELECT k FROM unnest(CAST(:keys AS bigint[])) AS k ORDER BY k) AS ordered"
+            ),
+            {"keys": keys},
+        )
 
     def document_with_hash(self, content_hash: str, *, exclude_url: str) -> int | None:
         return self.session.execute(

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
-from sqlalchemy.exc import DataError, IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from jobs.collect.dedup import similarity
@@ -31,6 +31,10 @@ logger = logging.getLogger(__name__)
 
 #: Job name recorded with quarantined records.
 JOB_NAME = "collect"
+#: SQLSTATE of a deadlock PostgreSQL broke by aborting one transaction.
+DEADLOCK_DETECTED = "40P01"
+#: Times a deadlocked store batch is retried.
+DEADLOCK_RETRIES = 3
 #: Counters each stored record reports (columns of the store stage's output).
 COUNTERS = ("new", "updated", "unchanged", "duplicates", "discovered", "filtered", "failed")
 
@@ -88,7 +92,7 @@ def store_document(
 
 
 class StoreBatch:
-    """``map_batches`` callable on a small actor pool: one engine per actor, one transaction per record."""
+    """``map_batches`` callable on a small actor pool: one engine per actor, one transaction per batch."""
 
     def __init__(
         self,
@@ -107,92 +111,105 @@ class StoreBatch:
         self.max_depth = max_depth
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        rows = [self.store(record) for record in batch.to_pylist()]
-        return pa.Table.from_pylist(rows)
+        return pa.Table.from_pylist(self.store_all(batch.to_pylist()))
 
-    def store(self, rec: dict[str, Any]) -> dict[str, Any]:
-        """Store one record; a record PostgreSQL refuses is quarantined (``store_error``) instead of
-        stopping the job, and nothing of it is kept but that."""
+    def store_all(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """One transaction per batch, one savepoint per record. Two store actors may deadlock on the
+        advisory locks of near-duplicate buckets; PostgreSQL then aborts one batch, which is retried."""
+        for attempt in range(DEADLOCK_RETRIES + 1):
+            try:
+                with session_scope(self.sessions) as session:
+                    return [self.store(session, rec) for rec in records]
+            except OperationalError as exc:
+                if getattr(exc.orig, "sqlstate", None) != DEADLOCK_DETECTED or attempt == DEADLOCK_RETRIES:
+                    raise
+                logger.warning("store batch deadlocked with another writer; retrying (%d)", attempt + 1)
+        raise AssertionError("unreachable")
+
+    def store(self, session: Session, rec: dict[str, Any]) -> dict[str, Any]:
+        """Store one record in a savepoint; a record PostgreSQL refuses is quarantined (``store_error``)
+        instead of stopping the job, and nothing of it is kept but that."""
         try:
-            return self._store(rec)
+            with session.begin_nested():
+                return self._store(session, rec)
         except (DataError, IntegrityError) as exc:
             logger.warning("cannot store %s: %s", rec["url"], exc.orig)
             detail = f"PostgreSQL refused the record: {exc.orig}"
             failed = {**rec, "outcome": "failed", "error": "store_error", "error_detail": detail}
             failed.update(documents="[]", discovered="[]", rejects="[]", problem=None, retry_after_s=None)
-            return self._store(failed)
+            with session.begin_nested():
+                return self._store(session, failed)
 
-    def _store(self, rec: dict[str, Any]) -> dict[str, Any]:
+    def _store(self, session: Session, rec: dict[str, Any]) -> dict[str, Any]:
         counts: Counter[str] = Counter()
-        with session_scope(self.sessions) as session:
-            frontier = FrontierRepository(session)
-            docs_repo = DocumentRepository(session)
-            document_id: int | None = None
-            source_id = int(rec["source_id"])
-            for reject in json.loads(rec.get("rejects") or "[]"):
-                docs_repo.quarantine(
-                    job=JOB_NAME,
-                    source_ref=reject["ref"],
-                    reason=reject["reason"],
-                    payload={"url": rec["url"]},
-                )
-                counts["failed"] += 1
-            if rec["outcome"] == "document":
-                for doc in json.loads(rec["documents"]):
-                    fetched = rec.get("final_url") or rec["url"]
-                    document_id, outcome = store_document(
-                        session,
-                        doc,
-                        source_id=source_id,
-                        fetched_url=fetched if rec["kind"] == "page" else None,
-                        near_duplicate_threshold=self.threshold,
-                    )
-                    counts[outcome] += 1
-            elif rec["outcome"] == "listing":
-                items = json.loads(rec["discovered"])
-                source = self.sources.get(source_id)
-                if source is not None:
-                    new_urls, filtered = discovered_urls(
-                        items, source=source, depth=int(rec["depth"]), max_depth=self.max_depth
-                    )
-                    counts["discovered"] += frontier.add(new_urls)
-                    counts["filtered"] += filtered
-            elif rec["outcome"] == "unchanged":
-                counts["unchanged"] += 1
-            if rec.get("problem"):
-                docs_repo.quarantine(
-                    job=JOB_NAME,
-                    source_ref=rec["url"],
-                    reason=f"malformed_{'feed' if rec['kind'] == 'feed' else 'sitemap'}",
-                    payload={"detail": rec["problem"], "partial": True},
-                )
-            failed = rec["outcome"] == "failed"
-            if failed:
-                counts["failed"] += 1
-                docs_repo.quarantine(
-                    job=JOB_NAME,
-                    source_ref=rec["url"],
-                    reason=rec["error"],
-                    payload={
-                        "detail": rec.get("error_detail"),
-                        "status": rec.get("status"),
-                        "kind": rec["kind"],
-                    },
-                )
-            frontier.record(
-                URLOutcome(
-                    url=rec["url"],
-                    status="failed" if failed else "done",
-                    http_status=rec.get("status"),
-                    error=rec.get("error"),
-                    etag=rec.get("etag"),
-                    last_modified=rec.get("last_modified"),
-                    document_id=document_id,
-                    fetched_at=_when(rec.get("fetched_at")),
-                    retry_after_s=rec.get("retry_after_s") if failed else None,
-                ),
-                run_id=self.run_id,
+        frontier = FrontierRepository(session)
+        docs_repo = DocumentRepository(session)
+        document_id: int | None = None
+        source_id = int(rec["source_id"])
+        for reject in json.loads(rec.get("rejects") or "[]"):
+            docs_repo.quarantine(
+                job=JOB_NAME,
+                source_ref=reject["ref"],
+                reason=reject["reason"],
+                payload={"url": rec["url"]},
             )
+            counts["failed"] += 1
+        if rec["outcome"] == "document":
+            for doc in json.loads(rec["documents"]):
+                fetched = rec.get("final_url") or rec["url"]
+                document_id, outcome = store_document(
+                    session,
+                    doc,
+                    source_id=source_id,
+                    fetched_url=fetched if rec["kind"] == "page" else None,
+                    near_duplicate_threshold=self.threshold,
+                )
+                counts[outcome] += 1
+        elif rec["outcome"] == "listing":
+            items = json.loads(rec["discovered"])
+            source = self.sources.get(source_id)
+            if source is not None:
+                new_urls, filtered = discovered_urls(
+                    items, source=source, depth=int(rec["depth"]), max_depth=self.max_depth
+                )
+                counts["discovered"] += frontier.add(new_urls)
+                counts["filtered"] += filtered
+        elif rec["outcome"] == "unchanged":
+            counts["unchanged"] += 1
+        if rec.get("problem"):
+            docs_repo.quarantine(
+                job=JOB_NAME,
+                source_ref=rec["url"],
+                reason=f"malformed_{'feed' if rec['kind'] == 'feed' else 'sitemap'}",
+                payload={"detail": rec["problem"], "partial": True},
+            )
+        failed = rec["outcome"] == "failed"
+        if failed:
+            counts["failed"] += 1
+            docs_repo.quarantine(
+                job=JOB_NAME,
+                source_ref=rec["url"],
+                reason=rec["error"],
+                payload={
+                    "detail": rec.get("error_detail"),
+                    "status": rec.get("status"),
+                    "kind": rec["kind"],
+                },
+            )
+        frontier.record(
+            URLOutcome(
+                url=rec["url"],
+                status="failed" if failed else "done",
+                http_status=rec.get("status"),
+                error=rec.get("error"),
+                etag=rec.get("etag"),
+                last_modified=rec.get("last_modified"),
+                document_id=document_id,
+                fetched_at=_when(rec.get("fetched_at")),
+                retry_after_s=rec.get("retry_after_s") if failed else None,
+            ),
+            run_id=self.run_id,
+        )
         out: dict[str, Any] = {"url": rec["url"], "kind": rec["kind"], "error": rec.get("error")}
         out.update({name: counts[name] for name in COUNTERS})
         return out

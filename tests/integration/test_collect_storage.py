@@ -168,7 +168,7 @@ def test_a_record_postgresql_refuses_is_quarantined_not_fatal(clean_db: str) -> 
     }
     with session_scope(make_session_factory(engine)) as session:
         session.execute(text("INSERT INTO collect_runs (id) OVERRIDING SYSTEM VALUE VALUES (1)"))
-    out = store.store(record)
+    out = store.store_all([record])[0]
     assert out["failed"] == 1 and out["error"] == "store_error"
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM documents")).scalar_one() == 0
