@@ -18,7 +18,7 @@ def configure_logging(level: str = "INFO") -> None:
         level=getattr(logging, level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    for noisy in ("httpx", "alembic.runtime.migration", "ray.serve", "faiss.loader", "pgserver"):
+    for noisy in ("httpx", "alembic.runtime.migration", "ray.serve", "ray.data", "faiss.loader", "pgserver"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

@@ -74,7 +74,7 @@ class CollectJobConfig:
 
 @dataclass
 class CollectSummary:
-    run_id: int
+    run_id: int | None  # None: nothing was due, no run recorded
     sources: int
     rounds: int = 0
     fetched: int = 0
@@ -96,6 +96,8 @@ class CollectSummary:
         }
 
     def line(self) -> str:
+        if self.run_id is None:
+            return "collect: no source is due (`pulse collect --force` collects them now)"
         c = self.counts
         reasons = ", ".join(f"{k} {v}" for k, v in sorted(self.failed_by_reason.items())) or "none"
         left = f", {self.pending_left} still pending (run again)" if self.pending_left else ""
@@ -325,6 +327,8 @@ def _run_locked(cfg: CollectJobConfig, sessions: Any, start: float) -> CollectSu
     ray.data.DataContext.get_current().enable_progress_bars = False
     with session_scope(sessions) as session:
         due = SourceRepository(session).due(names=cfg.sources, force=cfg.force)
+        if not due:  # nothing to do: no run is recorded (``--loop`` checks often)
+            return CollectSummary(run_id=None, sources=0, seconds=time.perf_counter() - start)
         run_id = RunRepository(session).start()
         frontier = FrontierRepository(session)
         frontier.seed(roots(due))
@@ -372,5 +376,5 @@ def _run_locked(cfg: CollectJobConfig, sessions: Any, start: float) -> CollectSu
         summary.seconds = time.perf_counter() - start
         with session_scope(sessions) as session:
             RunRepository(session).finish(run_id, status=status, summary=summary.as_dict())
-    logger.info("%s", summary.line())
+    logger.debug("%s", summary.line())
     return summary

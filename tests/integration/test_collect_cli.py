@@ -71,5 +71,5 @@ def test_collect_loop_collects_what_is_due_then_waits(
     collect_loop(config(clean_db, tmp_path), max_sleep_s=300, sleep=sleeps.append, iterations=2)
     assert query(clean_db, "SELECT count(*) FROM documents")[0][0] == 5
     runs = query(clean_db, "SELECT summary->>'sources', summary->>'new' FROM collect_runs ORDER BY id")
-    assert runs == [("1", "5"), ("0", "0")]  # the second pass found nothing due
+    assert runs == [("1", "5")]  # the second pass found nothing due and recorded no run
     assert sleeps == [300]  # the source is due again in 600 s; the loop re-checks at least every 300 s
