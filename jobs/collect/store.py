@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
+from ray.util import metrics
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -109,9 +110,18 @@ class StoreBatch:
         self.sources = sources
         self.threshold = near_duplicate_threshold
         self.max_depth = max_depth
+        # Operators see collection on the Ray dashboard / Prometheus, per URL kind and result.
+        self._urls = metrics.Counter(
+            "pulse_collect_urls_total",
+            description="URLs the collect job finished, by kind and result (a document outcome or an error).",
+            tag_keys=("kind", "result"),
+        )
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        return pa.Table.from_pylist(self.store_all(batch.to_pylist()))
+        rows = self.store_all(batch.to_pylist())
+        for row in rows:
+            self._urls.inc(1.0, tags={"kind": row["kind"], "result": _result(row)})
+        return pa.Table.from_pylist(rows)
 
     def store_all(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """One transaction per batch, one savepoint per record. Two store actors may deadlock on the
@@ -213,6 +223,13 @@ class StoreBatch:
         out: dict[str, Any] = {"url": rec["url"], "kind": rec["kind"], "error": rec.get("error")}
         out.update({name: counts[name] for name in COUNTERS})
         return out
+
+
+def _result(row: dict[str, Any]) -> str:
+    """The metric label of a stored record: its error code, else its main outcome."""
+    if row.get("error"):
+        return str(row["error"])
+    return next((name for name in COUNTERS if row.get(name)), "done")
 
 
 def _when(value: Any) -> datetime | None:
