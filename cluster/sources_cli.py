@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import asdict
 from typing import Any
 
 from rich.console import Console
@@ -71,16 +72,7 @@ def run(args: argparse.Namespace, database_url: str, console: Console) -> int:
                     max_items=args.max_items,
                     url_patterns=args.pattern,
                 )
-                row = repo.add(
-                    name=spec.name,
-                    kind=spec.kind,
-                    uri=spec.uri,
-                    language=spec.language,
-                    category=spec.category,
-                    interval_s=spec.interval_s,
-                    max_items=spec.max_items,
-                    url_patterns=spec.url_patterns,
-                )
+                row = repo.add(**asdict(spec))
                 console.print(
                     f"added source {row.name} (id {row.id}, {row.kind} {row.uri}); `pulse collect` fetches it"
                 )

@@ -5,8 +5,7 @@ Hierarchy::
     JobError
     ├── ModelNotFound        the embedding model name or folder cannot be resolved (nothing downloaded)
     ├── InputFileError       an ingest file cannot be read at all (bad records are quarantined instead)
-    ├── SourceSpecError      a source given to `pulse sources add` is invalid
-    └── CollectBusy          another collect run holds the collect lock
+    └── CollectError         the collect job (jobs.collect.errors)
 """
 
 from __future__ import annotations
@@ -29,17 +28,3 @@ class InputFileError(JobError):
     def __init__(self, path: str, reason: str) -> None:
         self.path = path
         super().__init__(f"cannot read {path}: {reason}")
-
-
-class SourceSpecError(JobError):
-    def __init__(self, name: str, reason: str) -> None:
-        self.name = name
-        super().__init__(f"source {name!r}: {reason}")
-
-
-class CollectBusy(JobError):
-    def __init__(self) -> None:
-        super().__init__(
-            "another collect run is in progress on this database; wait for it to finish "
-            "(`pulse sources list` shows when each source was last collected)"
-        )

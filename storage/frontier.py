@@ -60,50 +60,53 @@ class URLOutcome:
     retry_after_s: float | None = None
 
 
+def _rows(urls: Iterable[NewURL]) -> list[dict[str, Any]]:
+    """Insert rows, one per URL (a URL twice in one statement would be an error in ON CONFLICT)."""
+    unique = {u.url: u for u in urls}
+    return [
+        {
+            "url": u.url,
+            "source_id": u.source_id,
+            "kind": u.kind,
+            "host": u.host,
+            "depth": u.depth,
+            "hint": u.hint,
+        }
+        for u in unique.values()
+    ]
+
+
 class FrontierRepository:
     def __init__(self, session: Session) -> None:
         self.session = session
 
     def seed(self, roots: Iterable[NewURL]) -> int:
-        """Queue each source's root URL for this cycle (again, when it was fetched in an earlier one)."""
-        count = 0
-        for root in roots:
-            values = insert(CrawlURL).values(
-                url=root.url,
-                source_id=root.source_id,
-                kind=root.kind,
-                host=root.host,
-                depth=root.depth,
-                hint=root.hint,
-            )
-            stmt = values.on_conflict_do_update(
-                index_elements=[CrawlURL.url],
-                set_={"status": "pending", "source_id": root.source_id, "kind": root.kind, "depth": 0},
-                where=CrawlURL.status != "pending",
-            ).returning(CrawlURL.url)
-            count += len(self.session.execute(stmt).all())
-        return count
+        """Queue each source's root URL for this cycle (again, when it was fetched in an earlier one);
+        validators from earlier fetches are kept for the conditional GET."""
+        rows = _rows(roots)
+        if not rows:
+            return 0
+        stmt = insert(CrawlURL).values(rows)
+        upsert = stmt.on_conflict_do_update(
+            index_elements=[CrawlURL.url],
+            set_={
+                "status": "pending",
+                "source_id": stmt.excluded.source_id,
+                "kind": stmt.excluded.kind,
+                "depth": 0,
+            },
+            where=CrawlURL.status != "pending",
+        ).returning(CrawlURL.url)
+        return len(self.session.execute(upsert).all())
 
     def add(self, urls: Sequence[NewURL]) -> int:
         """Queue newly discovered URLs; a URL already known (pending, done or failed) is left alone."""
-        if not urls:
+        rows = _rows(urls)
+        if not rows:
             return 0
-        unique = {u.url: u for u in urls}
         stmt = (
             insert(CrawlURL)
-            .values(
-                [
-                    {
-                        "url": u.url,
-                        "source_id": u.source_id,
-                        "kind": u.kind,
-                        "host": u.host,
-                        "depth": u.depth,
-                        "hint": u.hint,
-                    }
-                    for u in unique.values()
-                ]
-            )
+            .values(rows)
             .on_conflict_do_nothing(index_elements=[CrawlURL.url])
             .returning(CrawlURL.url)
         )

@@ -48,6 +48,8 @@ class SourceRow:
         )
 
 
+#: When a source is next due: its last collection plus its interval (NULL when never collected).
+NEXT_DUE = Source.last_collected_at + Source.interval_s * text("interval '1 second'")
 #: Source kinds the collect job handles (``file`` sources are `pulse ingest` imports).
 COLLECTABLE_KINDS = ("feed", "sitemap", "page", "site", "files")
 
@@ -125,7 +127,7 @@ class SourceRepository:
             stmt = stmt.where(
                 or_(
                     Source.last_collected_at.is_(None),
-                    Source.last_collected_at + Source.interval_s * text("interval '1 second'") <= func.now(),
+                    func.now() >= NEXT_DUE,
                 )
             )
         return [SourceRow.of(s) for s in self.session.execute(stmt.order_by(Source.id)).scalars()]
@@ -134,10 +136,7 @@ class SourceRepository:
         """Seconds until the next enabled source is due (0 when one is due now), None when there is none."""
         remaining = case(
             (Source.last_collected_at.is_(None), 0),
-            else_=func.extract(
-                "epoch",
-                Source.last_collected_at + Source.interval_s * text("interval '1 second'") - func.now(),
-            ),
+            else_=func.extract("epoch", NEXT_DUE - func.now()),
         )
         value = self.session.execute(
             select(func.min(remaining)).where(Source.enabled, Source.kind.in_(COLLECTABLE_KINDS))

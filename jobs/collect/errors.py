@@ -1,4 +1,4 @@
-"""Errors raised by the collect job's fetching layer.
+"""Errors raised by the collect job.
 
 Fetch failures themselves are not raised: ``Fetcher.fetch`` returns a ``FetchResult`` whose ``error`` is one
 of ``jobs.collect.fetch.ERROR_CODES``. These exceptions cross the seams inside that layer (the URL guard,
@@ -12,7 +12,9 @@ Hierarchy::
         ├── BlockedAddress      (also an OSError) every address a host name resolved to is refused;
         │                       raised by the resolver at connect time, mapped to "blocked_address"
         ├── InvalidAllowList    (also a ValueError) an allow_networks entry is neither a CIDR nor a host name
-        └── InvalidFetchPolicy  (also a ValueError) a FetchPolicy value is out of range
+        ├── InvalidFetchPolicy  (also a ValueError) a FetchPolicy value is out of range
+        ├── SourceSpecError     a source given to `pulse sources add` is invalid
+        └── CollectBusy         another collect run holds the collect lock
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from jobs.errors import JobError
 
 
 class CollectError(JobError):
-    """Base class of the fetching layer's errors."""
+    """Base class of the collect job's errors."""
 
 
 class BlockedURL(CollectError):
@@ -61,3 +63,17 @@ class InvalidFetchPolicy(CollectError, ValueError):
         self.field = field
         self.value = value
         super().__init__(f"fetch policy {field}={value!r}: {reason}")
+
+
+class SourceSpecError(CollectError):
+    def __init__(self, name: str, reason: str) -> None:
+        self.name = name
+        super().__init__(f"source {name!r}: {reason}")
+
+
+class CollectBusy(CollectError):
+    def __init__(self) -> None:
+        super().__init__(
+            "another collect run is in progress on this database; wait for it to finish "
+            "(`pulse sources list` shows when each source was last collected)"
+        )

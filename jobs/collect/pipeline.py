@@ -33,11 +33,11 @@ import pyarrow as pa
 import ray
 import ray.data
 
+from jobs.collect.errors import CollectBusy
 from jobs.collect.fetch import Fetcher, FetchPolicy, FetchRequest, FetchResult
 from jobs.collect.plan import partition, roots
 from jobs.collect.process import process_record
 from jobs.collect.store import COUNTERS, StoreBatch
-from jobs.errors import CollectBusy
 from jobs.progress import JobProgress
 from storage.database import make_engine, make_session_factory, session_scope
 from storage.frontier import FrontierRepository, RunRepository
@@ -137,37 +137,36 @@ def _record(row: dict[str, Any], result: FetchResult) -> dict[str, Any]:
 
 
 def _local_record(row: dict[str, Any], max_bytes: int) -> dict[str, Any]:
+    """A local file read as a fetch would have read it (JSONL files are parsed later, from their path)."""
     path = Path(url2pathname(urlsplit(row["url"]).path))
     started = time.perf_counter()
-    rec: dict[str, Any] = {
-        "url": row["url"],
-        "source_id": row["source_id"],
-        "kind": row["kind"],
-        "depth": row["depth"],
-        "hint": json.dumps(row.get("hint") or {}),
-        "final_url": row["url"],
-        "status": None,
-        "error": None,
-        "error_detail": None,
-        "content_type": None,
-        "charset": None,
-        "etag": None,
-        "last_modified": None,
-        "fetched_at": datetime.now(UTC),
-        "retry_after_s": None,
-        "body": b"",
-        "text": None,
-    }
+    body, error, detail = b"", None, None
     try:
         size = path.stat().st_size
-        if size > max_bytes and path.suffix.lower() != ".jsonl":
-            rec.update(error="too_large", error_detail=f"{path} is {size} bytes, over the {max_bytes} cap")
+        if path.suffix.lower() != ".jsonl" and size > max_bytes:
+            error, detail = "too_large", f"{path} is {size} bytes, over the {max_bytes} cap"
         elif path.suffix.lower() != ".jsonl":
-            rec["body"] = path.read_bytes()
+            body = path.read_bytes()
     except OSError as exc:
-        rec.update(error="file_error", error_detail=f"cannot read {path}: {exc}")
-    rec["elapsed_s"] = time.perf_counter() - started
-    return rec
+        error, detail = "file_error", f"cannot read {path}: {exc}"
+    result = FetchResult(
+        url=row["url"],
+        final_url=row["url"],
+        status=None,
+        body=body,
+        text=None,
+        content_type=None,
+        charset=None,
+        etag=None,
+        last_modified=None,
+        redirects=(),
+        attempts=0,
+        elapsed_s=time.perf_counter() - started,
+        fetched_at=datetime.now(UTC),
+        error=error,
+        error_detail=detail,
+    )
+    return _record(row, result)
 
 
 def fetch_partition(batch: Any, *, policy: FetchPolicy, storage_uri: str, run_id: int) -> Iterator[Any]:

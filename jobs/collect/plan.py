@@ -62,6 +62,7 @@ def discovered_urls(
     returns them and how many were filtered out."""
     accepted: list[NewURL] = []
     filtered = 0
+    pages = 0
     limit = source.max_items
     for item in items:
         if depth + 1 > max_depth:
@@ -75,17 +76,15 @@ def discovered_urls(
         if item["kind"] == "page" and not url_allowed(url, source.url_patterns):
             filtered += 1
             continue
-        if item["kind"] == "page" and limit is not None and _pages(accepted) >= limit:
-            filtered += 1
-            continue
+        if item["kind"] == "page":
+            if limit is not None and pages >= limit:
+                filtered += 1
+                continue
+            pages += 1
         accepted.append(
             NewURL(url, source.id, item["kind"], host_key(url), depth + 1, item.get("hint") or {})
         )
     return accepted, filtered
-
-
-def _pages(urls: list[NewURL]) -> int:
-    return sum(1 for u in urls if u.kind == "page")
 
 
 def partition(rows: Sequence[FrontierRow], *, partitions: int) -> list[list[dict[str, Any]]]:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, get_args
 
-from jobs.errors import SourceSpecError
+from jobs.collect.errors import SourceSpecError
 from jobs.urls import canonical_url
 
 SourceKind = Literal["feed", "sitemap", "page", "site", "files"]

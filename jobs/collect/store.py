@@ -79,7 +79,7 @@ def store_document(
                 if score >= near_duplicate_threshold and (best is None or score > best[1]):
                     best = (candidate_id, score)
         if best is not None:
-            reason = "same_content" if best[1] == 1.0 and twin is not None else "near_duplicate"
+            reason = "same_content" if twin is not None else "near_duplicate"
             dups.add_alias(record.canonical_url, document_id=best[0], reason=reason, similarity=best[1])
             if fetched_url and fetched_url != record.canonical_url:
                 dups.add_alias(fetched_url, document_id=best[0], reason=reason, similarity=best[1])

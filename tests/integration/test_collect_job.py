@@ -16,9 +16,9 @@ import pytest
 import ray
 from sqlalchemy import text
 
+from jobs.collect.errors import CollectBusy
 from jobs.collect.fetch import FetchPolicy
 from jobs.collect.pipeline import CollectJobConfig, run_collect
-from jobs.errors import CollectBusy
 from storage.database import drop_database, ensure_database, make_engine, make_session_factory, session_scope
 from storage.frontier import RunRepository
 from storage.migrate import upgrade

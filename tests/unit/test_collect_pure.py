@@ -9,11 +9,11 @@ import pytest
 
 from jobs.collect.dedup import MIN_WORDS, fingerprint, similarity
 from jobs.collect.discover import ListingError, discover_feeds, parse_feed, parse_sitemap
+from jobs.collect.errors import SourceSpecError
 from jobs.collect.extract import detect_language, extract_page
 from jobs.collect.plan import LOCAL_HOST, discovered_urls, partition, roots
 from jobs.collect.process import process_record
 from jobs.collect.sources import make_source_spec
-from jobs.errors import SourceSpecError
 from jobs.urls import canonical_url, host_key, same_site
 from storage.frontier import FrontierRow
 from storage.sources import SourceRow
