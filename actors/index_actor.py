@@ -21,6 +21,7 @@ from ray.util import metrics
 from actors.errors import IndexNotReady
 from actors.vector_index import SearchHits, VectorIndex
 from cluster.constants import index_actor_name
+from storage.vector_files import CHUNK_SLOTS
 from storage.vector_source import ManifestVectorSource
 
 logger = logging.getLogger(__name__)
@@ -35,9 +36,31 @@ class IndexActorConfig:
     model_id: int
     dimension: int
     namespace: str
+    level: str = "document"  # or "chunk": one vector per chunk, results collapsed to documents
     num_cpus: float = 0.25
     omp_threads: int = 1
     poll_interval_s: float = 10.0
+
+
+#: Chunks fetched per wanted document in an index of chunks (several chunks of one document may lead).
+CHUNK_OVERSAMPLE = 4
+
+
+def collapse_chunks(hits: SearchHits, k: int) -> SearchHits:
+    """Chunk hits -> document hits: each document once, at its best chunk's score, best first."""
+    out_ids: list[list[int]] = []
+    out_scores: list[list[float]] = []
+    for keys, scores in zip(hits.ids, hits.scores, strict=True):
+        seen: dict[int, float] = {}
+        for key, score in zip(keys, scores, strict=True):
+            doc = key // CHUNK_SLOTS
+            if doc not in seen:
+                seen[doc] = score
+                if len(seen) == k:
+                    break
+        out_ids.append(list(seen))
+        out_scores.append(list(seen.values()))
+    return SearchHits(ids=out_ids, scores=out_scores)
 
 
 class VectorIndexService:
@@ -50,7 +73,10 @@ class VectorIndexService:
         faiss.cvar.distance_compute_blas_threshold = 7680
         self._config = config
         self._source = ManifestVectorSource(
-            database_url=config.database_url, storage_uri=config.storage_uri, model_id=config.model_id
+            database_url=config.database_url,
+            storage_uri=config.storage_uri,
+            model_id=config.model_id,
+            level=config.level,
         )
         self._index = VectorIndex(dimension=config.dimension, source=self._source)
         self._ready = threading.Event()
@@ -86,14 +112,19 @@ class VectorIndexService:
         return applied
 
     def search(self, queries: np.ndarray, k: int) -> SearchHits:
+        """The ``k`` best documents per query; in an index of chunks, each document by its best chunk."""
         if not self._ready.is_set():
             raise IndexNotReady(self._config.model_id)
-        return self._index.search(queries, k)
+        if self._config.level == "document":
+            return self._index.search(queries, k)
+        hits = self._index.search(queries, k * CHUNK_OVERSAMPLE)
+        return collapse_chunks(hits, k)
 
     def stats(self) -> dict[str, Any]:
         return {
             **asdict(self._index.stats()),
             "model_id": self._config.model_id,
+            "level": self._config.level,
             "pid": os.getpid(),  # changes when Ray restarts the actor
             "ready": self._ready.is_set(),
             "last_error": self._error,
@@ -114,7 +145,7 @@ VectorIndexActor = ray.remote(VectorIndexService)
 def get_or_create_index_actor(config: IndexActorConfig) -> Any:
     """The model's index actor, created if it does not exist yet (safe to call from many replicas)."""
     return VectorIndexActor.options(  # type: ignore[attr-defined]
-        name=index_actor_name(config.model_id),
+        name=index_actor_name(config.model_id, level=config.level),
         namespace=config.namespace,
         get_if_exists=True,
         num_cpus=config.num_cpus,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 #: Ray namespace of every named Pulse actor (overridable with PULSE_RAY__NAMESPACE).
 DEFAULT_NAMESPACE = "pulse"
-#: Prefix of the per-model vector index actors: ``pulse-index-<model_id>-<shard>``.
+#: Prefix of the per-model vector index actors: ``pulse-index-<model_id>-<shard>`` (document vectors)
+#: and ``pulse-index-<model_id>-chunk-<shard>`` (chunk vectors).
 INDEX_ACTOR_PREFIX = "pulse-index"
 #: Serve application that exposes search.
 SEARCH_APP_NAME = "search"
@@ -14,6 +15,16 @@ SEARCH_ROUTE_PREFIX = "/"
 SEARCH_APP_IMPORT_PATH = "serve_apps.search_app:app_builder"
 
 
-def index_actor_name(model_id: int, shard: int = 0) -> str:
-    """Name of the vector index actor of one model and shard."""
-    return f"{INDEX_ACTOR_PREFIX}-{model_id}-{shard}"
+def index_actor_name(model_id: int, shard: int = 0, *, level: str = "document") -> str:
+    """Name of the vector index actor of one model entry, level and shard."""
+    middle = "" if level == "document" else f"{level}-"
+    return f"{INDEX_ACTOR_PREFIX}-{model_id}-{middle}{shard}"
+
+
+#: Prefix of the detached actor that re-embeds for a model entry and then switches to it.
+ACTIVATION_ACTOR_PREFIX = "pulse-activate"
+
+
+def activation_actor_name(model_id: int) -> str:
+    """Name of the activation actor of one model entry."""
+    return f"{ACTIVATION_ACTOR_PREFIX}-{model_id}"

@@ -88,23 +88,49 @@ class ModelSettings(BaseModel):
     device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto", description="Device for encoding: auto uses CUDA when the worker has a GPU."
     )
-    max_seq_length: int | None = Field(
-        default=None, description="Override of the model's maximum sequence length in tokens."
-    )
 
 
 class EmbedSettings(BaseModel):
-    batch_size: int = Field(default=64, description="Texts per encode call in the embedding job.")
-    min_actors: int = Field(default=1, description="Minimum size of the embedding actor pool.")
+    batch_size: int = Field(default=64, description="Chunks per forward pass on CPU encoders.")
+    gpu_batch_size: int = Field(default=512, description="Chunks per forward pass on GPU encoders (fp16).")
+    min_actors: int = Field(default=1, description="Minimum size of the encoder actor pool.")
     max_actors: int | None = Field(
         default=None,
-        description="Maximum size of the embedding actor pool. Unset: one per CPU of the cluster.",
+        description="Maximum size of the encoder actor pool. Unset: one per GPU, or one per CPU without GPUs.",
     )
-    cpus_per_actor: float = Field(default=1.0, description="CPUs reserved by each embedding actor.")
-    gpus_per_actor: float = Field(
-        default=0.0, description="GPUs reserved by each embedding actor (set 1 on GPU clusters)."
+    cpus_per_actor: float | None = Field(
+        default=None,
+        description=(
+            "CPUs reserved by each encoder actor. Unset: 1 with a GPU; without GPUs, the CPUs left "
+            "after the read and tokenize actors, split evenly."
+        ),
     )
-    rows_per_file: int = Field(default=4096, description="Rows per vector Parquet file written by the job.")
+    gpus_per_actor: float | None = Field(
+        default=None,
+        description=(
+            "GPUs reserved by each encoder actor. Unset: 1 when the cluster has GPUs (and "
+            "PULSE_MODEL__DEVICE is not cpu), else 0. Set 0 to keep encoding on CPUs."
+        ),
+    )
+    tokenize_actors: int | None = Field(
+        default=None, description="Read and tokenize actors each. Unset: 1, or 2 per GPU encoder."
+    )
+    tokenize_cpus: float = Field(default=0.25, description="CPUs reserved by each read or tokenize actor.")
+    cpu_label_selector: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "Ray node labels the read and tokenize actors must run on, e.g. {\"pulse.io/pool\": \"cpu\"} "
+            "to keep them off GPU nodes (ray-cluster.yaml labels its CPU group so)."
+        ),
+    )
+    rows_per_file: int = Field(default=4096, description="Documents per vector Parquet file at most.")
+    chunk_tokens: int | None = Field(
+        default=None,
+        description="Default recipe: content tokens per chunk. Unset: as many as the model takes.",
+    )
+    chunk_overlap: int = Field(default=32, description="Default recipe: tokens shared by consecutive chunks.")
+    max_chunks: int = Field(default=64, description="Default recipe: chunks per document at most (<= 1024).")
+    index_name: str = Field(default="default", description="The index whose active model search serves.")
 
 
 class CollectSettings(BaseModel):

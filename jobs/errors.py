@@ -4,6 +4,8 @@ Hierarchy::
 
     JobError
     ├── ModelNotFound        the embedding model name or folder cannot be resolved (nothing downloaded)
+    ├── RecipeError          a text recipe (fields, chunking) is invalid for the model
+    ├── EmbedBusy            another embedding run holds the model's lock
     ├── InputFileError       an ingest file cannot be read at all (bad records are quarantined instead)
     └── CollectError         the collect job (jobs.collect.errors)
 """
@@ -28,3 +30,18 @@ class InputFileError(JobError):
     def __init__(self, path: str, reason: str) -> None:
         self.path = path
         super().__init__(f"cannot read {path}: {reason}")
+
+
+class RecipeError(JobError):
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"invalid text recipe: {reason}")
+
+
+class EmbedBusy(JobError):
+    def __init__(self, model_id: int) -> None:
+        self.model_id = model_id
+        super().__init__(
+            f"another embedding run is in progress for model {model_id}; wait for it to finish "
+            "(`pulse models list` shows its progress) or stop it first"
+        )

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     Computed,
     DateTime,
     Float,
@@ -97,24 +98,35 @@ class Document(Base):
 
 
 class EmbeddingModel(Base):
+    """The model registry: one row per (model, revision, text recipe, index)."""
+
     __tablename__ = "embedding_models"
     __table_args__ = (
-        UniqueConstraint("name", "revision", name="uq_embedding_models_name_revision"),
+        UniqueConstraint("name", "revision", "recipe_key", "index_name", name="uq_embedding_models_identity"),
         Index(
-            "uq_embedding_models_one_active",
-            "is_active",
+            "uq_embedding_models_one_active_per_index",
+            "index_name",
             unique=True,
-            postgresql_where=sql_text("is_active"),
+            postgresql_where=sql_text("status = 'active'"),
         ),
+        CheckConstraint("status IN ('building', 'active', 'retired')", name="ck_embedding_models_status"),
     )
 
     id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
     name: Mapped[str] = mapped_column(Text)
     revision: Mapped[str] = mapped_column(Text)
+    path: Mapped[str] = mapped_column(Text, server_default="")
     dimension: Mapped[int] = mapped_column(Integer)
     normalize: Mapped[bool] = mapped_column(Boolean, server_default=sql_text("true"))
-    is_active: Mapped[bool] = mapped_column(Boolean, server_default=sql_text("false"))
+    max_seq_length: Mapped[int | None] = mapped_column(Integer)
+    pooling: Mapped[str] = mapped_column(Text, server_default="mean")
+    recipe: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=sql_text("'{}'::jsonb"))
+    recipe_key: Mapped[str] = mapped_column(Text, server_default="")
+    index_name: Mapped[str] = mapped_column(Text, server_default="default")
+    status: Mapped[str] = mapped_column(String(16), server_default="building")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    activated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    retired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class VectorFile(Base):
@@ -140,7 +152,23 @@ class DocumentEmbedding(Base):
     document_id: Mapped[int] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"), primary_key=True)
     content_hash: Mapped[str] = mapped_column(String(64))
     file_id: Mapped[int] = mapped_column(ForeignKey("vector_files.id", ondelete="CASCADE"), index=True)
+    chunk_count: Mapped[int] = mapped_column(SmallInteger, server_default=sql_text("1"))
     embedded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class EmbedRun(Base):
+    """One run of the embedding job; ``cutoff`` lets an interrupted ``--full`` run resume."""
+
+    __tablename__ = "embed_runs"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("embedding_models.id", ondelete="CASCADE"), index=True)
+    full: Mapped[bool] = mapped_column(Boolean, server_default=sql_text("false"))
+    status: Mapped[str] = mapped_column(String(16), server_default=sql_text("'running'"))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    cutoff: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    summary: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=sql_text("'{}'::jsonb"))
 
 
 class QuarantinedRecord(Base):

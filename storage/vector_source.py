@@ -1,4 +1,8 @@
-"""The index actors' view of stored vectors: manifest rows after a watermark, and their files."""
+"""The index actors' view of stored vectors: manifest rows after a watermark, and their files.
+
+``level="document"`` yields one vector per document (the document vector); ``level="chunk"`` yields
+one per chunk, keyed by ``document * CHUNK_SLOTS + chunk`` (a one-chunk document's vector is chunk 0).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,10 @@ import numpy as np
 
 from storage.database import make_engine, make_session_factory, session_scope
 from storage.embeddings import EmbeddingRepository
-from storage.vector_files import VectorFileStore
+from storage.vector_files import CHUNK_SLOTS, DOCUMENT_ROW, VectorBatch, VectorFileStore
+
+#: What an index holds: one vector per document, or one per chunk.
+LEVELS = ("document", "chunk")
 
 
 @dataclass(frozen=True)
@@ -19,13 +26,27 @@ class VectorUpdate:
     watermark: int
     document_ids: np.ndarray
     vectors: np.ndarray
+    keys: np.ndarray | None = None  # chunk keys, in an index of chunks
+
+
+def level_mask(batch: VectorBatch, level: str) -> np.ndarray:
+    """Rows of a vector file that belong to an index of ``level``."""
+    chunk = batch.column("chunk")
+    if level == "document":
+        return np.asarray(chunk == DOCUMENT_ROW)
+    return np.asarray((chunk >= 0) | (batch.column("chunks") == 1))
 
 
 class ManifestVectorSource:
     """Reads committed vector files for one model, oldest first, keeping only current vectors."""
 
-    def __init__(self, *, database_url: str, storage_uri: str, model_id: int) -> None:
+    def __init__(
+        self, *, database_url: str, storage_uri: str, model_id: int, level: str = "document"
+    ) -> None:
+        if level not in LEVELS:
+            raise ValueError(f"level must be one of {LEVELS}, not {level!r}")
         self.model_id = model_id
+        self.level = level
         self._engine = make_engine(database_url, pool_size=1)
         self._sessions = make_session_factory(self._engine)
         self._files = VectorFileStore(storage_uri)
@@ -43,12 +64,16 @@ class ManifestVectorSource:
                 yield VectorUpdate(ref.id, empty_ids, np.empty((0, 0), dtype=np.float32))
                 continue
             batch = self._files.read(ref.path)
-            keep = np.fromiter(
+            keep = level_mask(batch, self.level) & np.fromiter(
                 ((int(d), ref.id) in live for d in batch.document_ids),
                 dtype=bool,
                 count=len(batch.document_ids),
             )
-            yield VectorUpdate(ref.id, batch.document_ids[keep], batch.vectors[keep])
+            rows = batch.select(keep)
+            keys = None
+            if self.level == "chunk":
+                keys = rows.document_ids * CHUNK_SLOTS + np.maximum(rows.column("chunk"), 0).astype(np.int64)
+            yield VectorUpdate(ref.id, rows.document_ids, rows.vectors, keys)
 
     def close(self) -> None:
         self._engine.dispose()

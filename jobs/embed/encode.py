@@ -24,7 +24,11 @@ DEFAULT_MODEL_NAMES = frozenset(
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """Identity of an embedding model as recorded in the registry."""
+    """Identity of an embedding model as recorded in the registry.
+
+    ``ref`` is what the user named (a model name or a folder); ``path`` is where it resolved on the
+    machine that described it. Workers resolve ``ref`` again, since site-packages differ across nodes.
+    """
 
     name: str
     path: str
@@ -32,6 +36,17 @@ class ModelInfo:
     dimension: int
     normalize: bool
     max_seq_length: int | None
+    pooling: str = "mean"
+    ref: str = ""
+
+    def local_path(self) -> str:
+        """The model's folder on this machine."""
+        if self.ref:
+            try:
+                return str(resolve_model_path(self.ref))
+            except ModelNotFound:
+                pass
+        return self.path
 
 
 def _hf_cache_path(name: str) -> Path | None:
@@ -78,6 +93,7 @@ def describe_model(name: str) -> ModelInfo:
     dimension: int | None = None
     normalize = False
     max_seq: int | None = None
+    pooling = "mean"
     if modules_file.is_file():
         with modules_file.open(encoding="utf-8") as fh:
             modules = json.load(fh)
@@ -85,7 +101,9 @@ def describe_model(name: str) -> ModelInfo:
             kind = str(module.get("type", ""))
             config_file = path / module.get("path", "") / "config.json"
             if kind.endswith("Pooling") and config_file.is_file():
-                dimension = int(_read_json(config_file).get("word_embedding_dimension", 0)) or dimension
+                pooling_config = _read_json(config_file)
+                dimension = int(pooling_config.get("word_embedding_dimension", 0)) or dimension
+                pooling = _pooling_mode(pooling_config)
             elif kind.endswith("Dense") and config_file.is_file():
                 dimension = int(_read_json(config_file).get("out_features", 0)) or dimension
             elif kind.endswith("Normalize"):
@@ -107,7 +125,20 @@ def describe_model(name: str) -> ModelInfo:
         dimension=dimension,
         normalize=normalize,
         max_seq_length=max_seq,
+        pooling=pooling,
+        ref=name,
     )
+
+
+def _pooling_mode(config: dict[str, Any]) -> str:
+    modes = [
+        key.removeprefix("pooling_mode_")
+        for key, on in config.items()
+        if key.startswith("pooling_mode_") and on
+    ]
+    if "pooling_mode" in config:  # newer sentence-transformers write one key
+        return str(config["pooling_mode"])
+    return "+".join(m.removesuffix("_tokens").removesuffix("_token") for m in modes) or "mean"
 
 
 def _revision(path: Path, *, default: bool) -> str:
@@ -140,7 +171,7 @@ def load_model(info: ModelInfo, *, device: str = "auto", threads: int | None = N
     if threads is not None:
         torch.set_num_threads(max(1, threads))
     chosen = pick_device(device)
-    model = SentenceTransformer(info.path, device=chosen, local_files_only=True)
+    model = SentenceTransformer(info.local_path(), device=chosen, local_files_only=True)
     if chosen == "cuda":
         model.half()
     if info.max_seq_length:
@@ -160,3 +191,57 @@ def encode(model: Any, texts: list[str], *, batch_size: int, normalize: bool) ->
         show_progress_bar=False,
     )
     return np.asarray(vectors, dtype=np.float32)
+
+
+def load_tokenizer(info: ModelInfo) -> Any:
+    """The model's own tokenizer (fast, from its folder), without loading the weights."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(info.local_path(), local_files_only=True)
+
+
+def model_token_limit(info: ModelInfo, tokenizer: Any) -> int:
+    """Most tokens one input may have: the model's maximum sequence length, else the tokenizer's."""
+    if info.max_seq_length:
+        return int(info.max_seq_length)
+    limit = int(getattr(tokenizer, "model_max_length", 512) or 512)
+    return limit if limit < 100_000 else 512
+
+
+def encode_tokens(model: Any, input_ids: list[list[int]], *, batch_size: int, normalize: bool) -> Any:
+    """float32 vectors of already tokenized inputs (special tokens included), in the order given.
+
+    Inputs are sorted by length inside the call so each forward pass pads little; on CUDA the model
+    runs in fp16 (``load_model``) and the result is cast back to float32.
+    """
+    import numpy as np
+    import torch
+
+    n = len(input_ids)
+    dimension = model.get_sentence_embedding_dimension()
+    out = np.empty((n, dimension), dtype=np.float32)
+    if n == 0:
+        return out
+    order = sorted(range(n), key=lambda i: len(input_ids[i]), reverse=True)
+    tokenizer = model.tokenizer
+    pad_id = tokenizer.pad_token_id or 0
+    with torch.inference_mode():
+        for start in range(0, n, batch_size):
+            rows = order[start : start + batch_size]
+            width = max(len(input_ids[i]) for i in rows)
+            ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+            mask = torch.zeros((len(rows), width), dtype=torch.long)
+            for j, i in enumerate(rows):
+                seq = input_ids[i]
+                ids[j, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
+                mask[j, : len(seq)] = 1
+            features = {"input_ids": ids.to(model.device), "attention_mask": mask.to(model.device)}
+            if "token_type_ids" in getattr(tokenizer, "model_input_names", ()):
+                features["token_type_ids"] = torch.zeros_like(features["input_ids"])
+            embeddings = model(features)["sentence_embedding"].float()
+            if normalize:
+                embeddings = torch.nn.functional.normalize(embeddings, p=2, dim=1)
+            out[rows] = embeddings.cpu().numpy()
+    return out

@@ -8,6 +8,13 @@ from cluster.constants import index_actor_name
 from cluster.settings import Settings
 from jobs.embed.pipeline import EmbedJobConfig, EmbedSummary
 from storage.vector_files import absolute_storage_uri
+from storage.vector_source import LEVELS
+
+
+def default_recipe(settings: Settings) -> dict[str, object]:
+    """The text recipe a model gets unless `pulse models add` says otherwise."""
+    e = settings.embed
+    return {"chunk_tokens": e.chunk_tokens, "overlap": e.chunk_overlap, "max_chunks": e.max_chunks}
 
 
 def job_config(settings: Settings, database_url: str, **overrides: object) -> EmbedJobConfig:
@@ -16,12 +23,18 @@ def job_config(settings: Settings, database_url: str, **overrides: object) -> Em
         "database_url": database_url,
         "storage_uri": absolute_storage_uri(settings.storage.uri),
         "model_name": settings.model.name,
+        "index_name": e.index_name,
+        "recipe": default_recipe(settings),
         "device": settings.model.device,
         "batch_size": e.batch_size,
+        "gpu_batch_size": e.gpu_batch_size,
         "min_actors": e.min_actors,
         "max_actors": e.max_actors,
         "cpus_per_actor": e.cpus_per_actor,
         "gpus_per_actor": e.gpus_per_actor,
+        "tokenize_actors": e.tokenize_actors,
+        "tokenize_cpus": e.tokenize_cpus,
+        "cpu_label_selector": dict(e.cpu_label_selector),
         "rows_per_file": e.rows_per_file,
     }
     values.update({k: v for k, v in overrides.items() if v is not None})
@@ -29,11 +42,12 @@ def job_config(settings: Settings, database_url: str, **overrides: object) -> Em
 
 
 def notify_index(summary: EmbedSummary, namespace: str) -> None:
-    """Hint the model's index actor that new files are committed (its poll would find them anyway)."""
+    """Hint the model's index actors that new files are committed (their poll would find them anyway)."""
     if not summary.files:
         return
-    try:
-        actor = ray.get_actor(index_actor_name(summary.model_id), namespace=namespace)
-    except ValueError:
-        return  # no index running for this model: it loads everything when it starts
-    actor.catch_up.remote()
+    for level in LEVELS:
+        try:
+            actor = ray.get_actor(index_actor_name(summary.model_id, level=level), namespace=namespace)
+        except ValueError:
+            continue  # no index running for this model and level: it loads everything when it starts
+        actor.catch_up.remote()

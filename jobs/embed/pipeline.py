@@ -1,17 +1,28 @@
-"""The embedding pipeline: pending documents -> encode on an actor pool -> vector files -> manifest.
+"""The embedding pipeline: pending documents -> read -> tokenize and chunk -> encode -> vector files.
 
-``run_embed`` is the whole job; ``build`` only wires the Ray Data stages. The actor pool loads the model
-once per actor (``EmbedBatch.__init__``), encodes a block, writes it to one Parquet file under the storage
-URI and returns the file's manifest entry; the driver commits each manifest row as it arrives, so a crash
-loses at most the files not yet committed (their documents are simply embedded again on the next run).
+``run_embed`` is the whole job; ``build`` only wires the Ray Data stages:
+
+1. **read** (``ReadPending`` on a small actor pool, one PostgreSQL connection each): a planned id range
+   becomes the documents in it that are still pending; or, with ``input_path``, rows read from Parquet
+   are kept if PostgreSQL says they are pending (``FilterPending``);
+2. **tokenize** (``TokenizeBatch`` on CPU actors, the model's own tokenizer): the recipe's text is cut
+   into token windows with overlap; a blank document gets no chunk and is counted as skipped;
+3. **encode** (``EncodeBatch`` on an autoscaling actor pool, ``num_gpus`` per actor on GPU clusters,
+   fp16 there): every chunk is encoded from its token ids, document vectors are the normalised mean of
+   their chunks, and the block becomes one durable Parquet file whose manifest entry is returned.
+
+The driver commits each manifest row as it arrives, so a crash loses at most the files not yet
+committed (their documents are pending again on the next run, and the orphan files are never read).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import resource
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -19,12 +30,16 @@ import pyarrow as pa
 import ray
 import ray.data
 
-from jobs.embed.encode import ModelInfo, describe_model, encode, load_model
-from jobs.embed.text import embedding_text
+from jobs.embed.chunking import chunk_document, pool_documents, token_template
+from jobs.embed.encode import ModelInfo, encode_tokens, load_model, load_tokenizer, model_token_limit
+from jobs.embed.recipe import TextRecipe
+from jobs.embed.registry import entry_spec, info_of
+from jobs.errors import EmbedBusy
 from jobs.progress import JobProgress
 from storage.database import make_engine, make_session_factory, session_scope
-from storage.embeddings import EmbeddingRepository
-from storage.vector_files import VectorFileStore
+from storage.embeddings import EmbeddingRepository, EmbedRunRepository
+from storage.model_registry import ModelRegistry, ModelRow
+from storage.vector_files import DOCUMENT_ROW, VectorBatch, VectorFileStore
 
 logger = logging.getLogger(__name__)
 
@@ -34,13 +49,21 @@ class EmbedJobConfig:
     database_url: str
     storage_uri: str
     model_name: str
+    model_id: int | None = None  # a registry entry; overrides model_name and recipe
+    index_name: str = "default"
+    recipe: dict[str, Any] | None = None  # None: the default recipe
     device: str = "auto"
     batch_size: int = 64
+    gpu_batch_size: int = 512
     min_actors: int = 1
     max_actors: int | None = None
-    cpus_per_actor: float = 1.0
-    gpus_per_actor: float = 0.0
+    cpus_per_actor: float | None = None  # None: 1 with a GPU; CPU-only, the CPUs left split evenly
+    gpus_per_actor: float | None = None  # None: 1 when the cluster has GPUs and device is not cpu
+    tokenize_actors: int | None = None  # None: 1, or 2 per GPU encoder
+    tokenize_cpus: float = 0.25
+    cpu_label_selector: dict[str, str] = field(default_factory=dict)
     rows_per_file: int = 4096
+    input_path: str | None = None
     full: bool = False
     progress: bool = True
 
@@ -55,19 +78,137 @@ class EmbedSummary:
     files: int
     actors: int
     seconds: float
+    chunks: int = 0
+    tokens: int = 0
+    run_id: int | None = None
     actor_encode_s: float = 0.0  # summed over actors: time inside encode + write
     actor_load_s: float = 0.0  # summed over actors: model loading
+    actor_peak_rss_mb: float = 0.0  # largest encoder process
+    devices: tuple[str, ...] = ()
+    placement: dict[str, dict[str, int]] = field(default_factory=dict)  # stage -> node id -> blocks
 
     def line(self) -> str:
         rate = self.embedded / self.seconds if self.seconds > 0 else 0.0
         return (
-            f"embed: model {self.model_name} (id {self.model_id}): {self.embedded} embedded, "
-            f"{self.skipped_empty} skipped (empty text), {self.files} files, "
-            f"{self.seconds:.1f} s ({rate:,.0f} docs/s, {self.actors} actors)"
+            f"embed: model {self.model_name} (id {self.model_id}): {self.embedded} documents embedded "
+            f"({self.chunks} chunks, {self.tokens:,} tokens), {self.skipped_empty} skipped (empty text), "
+            f"{self.files} files, {self.seconds:.1f} s ({rate:,.0f} docs/s, {self.actors} actors"
+            f"{' on ' + '/'.join(self.devices) if self.devices else ''})"
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+
+
+def _node_id() -> str:
+    return str(ray.get_runtime_context().get_node_id())
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+DOCUMENT_COLUMNS = ("id", "content_hash", "title", "text")
+
+
+def _documents_table(rows: list[Any]) -> pa.Table:
+    return pa.table(
+        {
+            "id": pa.array([r.id for r in rows], type=pa.int64()),
+            "content_hash": pa.array([r.content_hash for r in rows], type=pa.string()),
+            "title": pa.array([r.title for r in rows], type=pa.string()),
+            "text": pa.array([r.text for r in rows], type=pa.string()),
+        }
+    )
+
+
+class _PendingReader:
+    def __init__(self, *, database_url: str, model_id: int, cutoff: datetime | None) -> None:
+        self._engine = make_engine(database_url, pool_size=1)
+        self._sessions = make_session_factory(self._engine)
+        self._model_id = model_id
+        self._cutoff = cutoff
+
+
+class ReadPending(_PendingReader):
+    """``map_batches`` callable: planned id ranges -> the documents in them that are still pending."""
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        rows: list[Any] = []
+        with session_scope(self._sessions) as session:
+            repo = EmbeddingRepository(session)
+            for lo, hi in zip(batch.column("lo").to_pylist(), batch.column("hi").to_pylist(), strict=True):
+                rows.extend(repo.pending_in_range(model_id=self._model_id, lo=lo, hi=hi, cutoff=self._cutoff))
+        return _documents_table(rows)
+
+
+class FilterPending(_PendingReader):
+    """``map_batches`` callable: documents read from Parquet -> those PostgreSQL says are pending."""
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        keys = list(
+            zip(batch.column("id").to_pylist(), batch.column("content_hash").to_pylist(), strict=True)
+        )
+        with session_scope(self._sessions) as session:
+            pending = EmbeddingRepository(session).pending_of(
+                model_id=self._model_id, keys=keys, cutoff=self._cutoff
+            )
+        mask = pa.array([int(k) in pending for k, _ in keys], type=pa.bool_())
+        return batch.select(list(DOCUMENT_COLUMNS)).filter(mask)
+
+
+class TokenizeBatch:
+    """``map_batches`` callable: documents -> token windows of the recipe's text (the model's tokenizer)."""
+
+    def __init__(self, *, model: dict[str, Any], recipe: dict[str, Any]) -> None:
+        info = ModelInfo(**model)
+        self._recipe = TextRecipe.from_json(recipe)
+        self._tokenizer = load_tokenizer(info)
+        self._template = token_template(self._tokenizer, self._recipe.document_prefix)
+        self._size = self._recipe.content_tokens(
+            max_seq_length=model_token_limit(info, self._tokenizer),
+            special_tokens=len(self._template.tail),
+            prefix_tokens=len(self._template.head),
+        )
+        self._node = _node_id()
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        texts = [
+            self._recipe.text_of(title or "", text or "")
+            for title, text in zip(
+                batch.column("title").to_pylist(), batch.column("text").to_pylist(), strict=True
+            )
+        ]
+        encoded = self._tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
+        input_ids: list[list[list[int]]] = []
+        starts: list[list[int]] = []
+        ends: list[list[int]] = []
+        for ids, offsets in zip(encoded["input_ids"], encoded["offset_mapping"], strict=True):
+            chunks = chunk_document(
+                ids,
+                offsets,
+                template=self._template,
+                size=self._size,
+                overlap=self._recipe.overlap,
+                max_chunks=self._recipe.max_chunks,
+            )
+            input_ids.append([c.input_ids for c in chunks])
+            starts.append([c.char_start for c in chunks])
+            ends.append([c.char_end for c in chunks])
+        return pa.table(
+            {
+                "id": batch.column("id"),
+                "content_hash": batch.column("content_hash"),
+                "input_ids": pa.array(input_ids, type=pa.list_(pa.list_(pa.int32()))),
+                "char_start": pa.array(starts, type=pa.list_(pa.int32())),
+                "char_end": pa.array(ends, type=pa.list_(pa.int32())),
+                "text_chars": pa.array([len(t) for t in texts], type=pa.int32()),
+                "tokenize_node": pa.array([self._node] * batch.num_rows, type=pa.string()),
+            }
         )
 
 
-class EmbedBatch:
+class EncodeBatch:
     """``map_batches`` callable: one model per actor; each block becomes one durable vector file."""
 
     def __init__(
@@ -78,39 +219,143 @@ class EmbedBatch:
         storage_uri: str,
         device: str,
         batch_size: int,
+        gpu_batch_size: int,
         threads: int,
     ) -> None:
         started = time.perf_counter()
         self._info = ModelInfo(**model)
         self._model = load_model(self._info, device=device, threads=threads)
+        self._device = str(self._model.device.type)
+        self._batch_size = gpu_batch_size if self._device == "cuda" else batch_size
         self._load_s = time.perf_counter() - started
         self._model_id = model_id
         self._store = VectorFileStore(storage_uri)
-        self._batch_size = batch_size
+        self._node = _node_id()
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         started = time.perf_counter()
-        ids = batch.column("id").to_numpy()
-        hashes = batch.column("content_hash").to_pylist()
-        vectors = encode(
-            self._model,
-            batch.column("text").to_pylist(),
-            batch_size=self._batch_size,
-            normalize=self._info.normalize,
-        )
-        path = self._store.write(
-            model_id=self._model_id, document_ids=ids, content_hashes=hashes, vectors=vectors
-        )
+        per_doc = batch.column("input_ids").to_pylist()
+        counts = np.fromiter((len(c) for c in per_doc), dtype=np.int64, count=len(per_doc))
+        keep = counts > 0  # a blank document has no chunk: skipped, counted
+        ids = batch.column("id").to_numpy()[keep]
+        hashes = [h for h, k in zip(batch.column("content_hash").to_pylist(), keep, strict=True) if k]
+        counts = counts[keep]
+        flat = [chunk for chunks in per_doc for chunk in chunks]
+        tokens = sum(len(c) for c in flat)
+        path = ""
+        rows = 0
+        if len(ids):
+            chunk_vectors = encode_tokens(
+                self._model, flat, batch_size=self._batch_size, normalize=self._info.normalize
+            )
+            doc_vectors = pool_documents(chunk_vectors, counts)
+            vectors = _file_rows(
+                ids=ids,
+                hashes=hashes,
+                counts=counts,
+                doc_vectors=doc_vectors,
+                chunk_vectors=chunk_vectors,
+                starts=[
+                    s
+                    for doc, k in zip(batch.column("char_start").to_pylist(), keep, strict=True)
+                    if k
+                    for s in doc
+                ],
+                ends=[
+                    e
+                    for doc, k in zip(batch.column("char_end").to_pylist(), keep, strict=True)
+                    if k
+                    for e in doc
+                ],
+                text_chars=batch.column("text_chars").to_numpy()[keep],
+            )
+            path = self._store.write(model_id=self._model_id, batch=vectors)
+            rows = len(vectors.document_ids)
         load_s, self._load_s = self._load_s, 0.0  # reported once per actor
+        tokenize_nodes = sorted(set(batch.column("tokenize_node").to_pylist()))
         return pa.table(
             {
                 "path": [path],
+                "rows": [rows],
+                "skipped": [int((~keep).sum())],
+                "chunks": [len(flat)],
+                "tokens": [tokens],
                 "encode_s": [time.perf_counter() - started],
                 "load_s": [load_s],
+                "peak_rss_mb": [_peak_rss_mb()],
+                "device": [self._device],
+                "node": [self._node],
+                "tokenize_nodes": pa.array([tokenize_nodes], type=pa.list_(pa.string())),
                 "document_ids": pa.array([ids.tolist()], type=pa.list_(pa.int64())),
                 "content_hashes": pa.array([hashes], type=pa.list_(pa.string())),
+                "chunk_counts": pa.array([counts.tolist()], type=pa.list_(pa.int64())),
             }
         )
+
+
+def _file_rows(
+    *,
+    ids: np.ndarray,
+    hashes: list[str],
+    counts: np.ndarray,
+    doc_vectors: np.ndarray,
+    chunk_vectors: np.ndarray,
+    starts: list[int],
+    ends: list[int],
+    text_chars: np.ndarray,
+) -> VectorBatch:
+    """Document rows for every document, then chunk rows of the documents with more than one chunk."""
+    multi = counts > 1
+    chunk_owner = np.repeat(np.arange(len(ids)), counts)
+    chunk_no = np.concatenate([np.arange(n) for n in counts]).astype(np.int16)
+    chunk_keep = multi[chunk_owner]
+    return VectorBatch(
+        document_ids=np.concatenate([ids, ids[chunk_owner[chunk_keep]]]),
+        content_hashes=hashes + [hashes[o] for o in chunk_owner[chunk_keep]],
+        vectors=np.concatenate([doc_vectors, chunk_vectors[chunk_keep]]),
+        chunk=np.concatenate([np.full(len(ids), DOCUMENT_ROW, dtype=np.int16), chunk_no[chunk_keep]]),
+        chunks=np.concatenate([counts, counts[chunk_owner[chunk_keep]]]).astype(np.int16),
+        char_start=np.concatenate(
+            [np.zeros(len(ids), dtype=np.int32), np.asarray(starts, dtype=np.int32)[chunk_keep]]
+        ),
+        char_end=np.concatenate(
+            [np.asarray(text_chars, dtype=np.int32), np.asarray(ends, dtype=np.int32)[chunk_keep]]
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class PoolPlan:
+    """How many actors of each stage and what each reserves."""
+
+    encoders: int
+    encoder_cpus: float
+    encoder_gpus: float
+    threads: int
+    tokenizers: int
+    tokenize_cpus: float
+
+
+def plan_pools(cfg: EmbedJobConfig, resources: dict[str, float]) -> PoolPlan:
+    """Pool sizes from the cluster's resources: GPUs when it has them (and device allows), else CPUs."""
+    total_cpus = float(resources.get("CPU", 1.0))
+    total_gpus = float(resources.get("GPU", 0.0))
+    gpus = cfg.gpus_per_actor
+    if gpus is None:
+        gpus = 1.0 if total_gpus >= 1 and cfg.device != "cpu" else 0.0
+    if gpus > 0:
+        encoders = cfg.max_actors or max(1, int(total_gpus // gpus))
+        tokenizers = cfg.tokenize_actors or 2 * encoders
+        cpus = cfg.cpus_per_actor if cfg.cpus_per_actor is not None else 1.0
+        return PoolPlan(encoders, cpus, gpus, max(1, int(cpus)), tokenizers, cfg.tokenize_cpus)
+    tokenizers = cfg.tokenize_actors or 1
+    # Readers and tokenizers reserve a little; the encoders split the rest, one torch thread per CPU.
+    reserved = 2 * tokenizers * cfg.tokenize_cpus
+    encoders = cfg.max_actors or max(1, int(total_cpus))
+    cpus = cfg.cpus_per_actor
+    if cpus is None:
+        cpus = max(0.1, math.floor((total_cpus - reserved) / encoders * 100) / 100)
+    return PoolPlan(encoders, cpus, 0.0, max(1, round(cpus)), tokenizers, cfg.tokenize_cpus)
 
 
 #: Blocks per actor the job aims for: small enough that the last blocks do not leave actors idle.
@@ -126,130 +371,199 @@ def plan_blocks(n_rows: int, *, actors: int, rows_per_file: int, min_rows: int) 
 
 
 def build(
-    blocks: list[pa.Table], *, info: ModelInfo, model_id: int, cfg: EmbedJobConfig, actors: int
+    source: ray.data.Dataset,
+    *,
+    info: ModelInfo,
+    entry: ModelRow,
+    cfg: EmbedJobConfig,
+    plan: PoolPlan,
+    cutoff: datetime | None,
 ) -> ray.data.Dataset:
-    """Wire the stages: blocks of pending rows -> EmbedBatch on an autoscaling actor pool."""
-    return ray.data.from_arrow(blocks).map_batches(
-        EmbedBatch,
-        batch_size=None,  # one block, one encode call, one file
+    """Wire the stages: read (or filter) -> tokenize on CPU actors -> encode on an autoscaling pool."""
+    cpu_stage: dict[str, Any] = {"num_cpus": plan.tokenize_cpus}
+    if cfg.cpu_label_selector:
+        cpu_stage["label_selector"] = dict(cfg.cpu_label_selector)
+    reader = FilterPending if cfg.input_path else ReadPending
+    read = source.map_batches(
+        reader,
+        batch_size=None,
+        batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=plan.tokenizers),
+        fn_constructor_kwargs={"database_url": cfg.database_url, "model_id": entry.id, "cutoff": cutoff},
+        **cpu_stage,
+    )
+    tokenized = read.map_batches(
+        TokenizeBatch,
+        batch_size=None,
+        batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=plan.tokenizers),
+        fn_constructor_kwargs={"model": asdict(info), "recipe": entry.recipe},
+        **cpu_stage,
+    )
+    return tokenized.map_batches(
+        EncodeBatch,
+        batch_size=None,  # one block, one file
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(
-            min_size=min(cfg.min_actors, actors),
-            max_size=actors,
+            min_size=min(cfg.min_actors, plan.encoders),
+            max_size=plan.encoders,
             # One block running and one queued per actor: dynamic balance, no static split of the tail.
             max_tasks_in_flight_per_actor=2,
         ),
-        num_cpus=cfg.cpus_per_actor,
-        num_gpus=cfg.gpus_per_actor or None,
+        num_cpus=plan.encoder_cpus,
+        num_gpus=plan.encoder_gpus or None,
         fn_constructor_kwargs={
             "model": asdict(info),
-            "model_id": model_id,
+            "model_id": entry.id,
             "storage_uri": cfg.storage_uri,
             "device": cfg.device,
             "batch_size": cfg.batch_size,
-            "threads": max(1, int(cfg.cpus_per_actor)),
+            "gpu_batch_size": cfg.gpu_batch_size,
+            "threads": plan.threads,
         },
     )
 
 
-def _pool_size(cfg: EmbedJobConfig) -> int:
-    if cfg.max_actors:
-        return cfg.max_actors
-    resource = "GPU" if cfg.gpus_per_actor else "CPU"
-    per_actor = cfg.gpus_per_actor or cfg.cpus_per_actor
-    total = float(ray.cluster_resources().get(resource, 1.0))  # type: ignore[no-untyped-call]
-    return max(1, int(total // per_actor))
+def _source(cfg: EmbedJobConfig, ranges: list[Any], rows: int) -> ray.data.Dataset:
+    if cfg.input_path:
+        ds = ray.data.read_parquet(cfg.input_path, columns=list(DOCUMENT_COLUMNS))
+        return ds.repartition(target_num_rows_per_block=rows)
+    items = [{"lo": r.lo, "hi": r.hi} for r in ranges]
+    return ray.data.from_items(items, override_num_blocks=len(items))
 
 
 def run_embed(cfg: EmbedJobConfig) -> EmbedSummary:
-    """Embed every document lacking a current vector for the model; needs Ray only if there is work."""
+    """Embed every document lacking a current vector for the model entry; needs Ray only if there is work.
+
+    The model is resolved and the recipe checked before anything else, so a bad model name or recipe
+    fails at once. Runs of one entry are exclusive (``EmbedBusy``).
+    """
     start = time.perf_counter()
-    info = describe_model(cfg.model_name)  # fails fast, before any work, on an unknown model
-    engine = make_engine(cfg.database_url, pool_size=1)
+    spec = (
+        None
+        if cfg.model_id is not None
+        else entry_spec(cfg.model_name, recipe=cfg.recipe, index_name=cfg.index_name)[1]
+    )
+    engine = make_engine(cfg.database_url, pool_size=2)
     sessions = make_session_factory(engine)
+    lock_session = sessions()
     try:
         with session_scope(sessions) as session:
-            repo = EmbeddingRepository(session)
-            model = repo.register_model(
-                name=info.name, revision=info.revision, dimension=info.dimension, normalize=info.normalize
+            registry = ModelRegistry(session)
+            entry = (
+                registry.get(cfg.model_id) if spec is None else registry.register(spec, activate_if_none=True)
             )
-            ids: list[int] = []
-            hashes: list[str] = []
-            texts: list[str] = []
-            skipped = 0
-            after = 0
-            while True:
-                page = repo.pending_documents(model_id=model.id, after_id=after, full=cfg.full)
-                if not page:
-                    break
-                after = page[-1].id
-                for doc in page:
-                    text = embedding_text(doc.title, doc.text)
-                    if not text:
-                        skipped += 1
-                        continue
-                    ids.append(doc.id)
-                    hashes.append(doc.content_hash)
-                    texts.append(text)
-        if not ids:
-            summary = EmbedSummary(model.id, model.name, 0, 0, skipped, 0, 0, time.perf_counter() - start)
+        info = info_of(entry)
+        runs = EmbedRunRepository(lock_session)
+        if not runs.try_lock(entry.id):
+            raise EmbedBusy(entry.id)
+        lock_session.commit()
+        try:
+            with session_scope(sessions) as session:
+                run = EmbedRunRepository(session).start(model_id=entry.id, full=cfg.full)
+            try:
+                summary = _run_locked(
+                    cfg,
+                    sessions,
+                    info=info,
+                    entry=entry,
+                    run_id=run.id,
+                    cutoff=run.cutoff if cfg.full else None,
+                    start=start,
+                )
+            except BaseException:
+                with session_scope(sessions) as session:
+                    EmbedRunRepository(session).finish(run.id, status="failed", summary={})
+                raise
+            with session_scope(sessions) as session:
+                EmbedRunRepository(session).finish(run.id, status="done", summary=summary.as_json())
             return summary
+        finally:
+            runs.unlock(entry.id)
+            lock_session.commit()
+    finally:
+        lock_session.close()
+        engine.dispose()
 
-        actors = _pool_size(cfg)
-        # Similar lengths in a block mean less padding inside each encode call.
-        order = np.argsort(
-            np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts)), kind="stable"
-        )
-        table = pa.table(
-            {
-                "id": pa.array(np.asarray(ids, dtype=np.int64)[order]),
-                "content_hash": pa.array([hashes[i] for i in order], type=pa.string()),
-                "text": pa.array([texts[i] for i in order], type=pa.string()),
-            }
-        )
-        rows = plan_blocks(len(ids), actors=actors, rows_per_file=cfg.rows_per_file, min_rows=cfg.batch_size)
-        blocks = [table.slice(offset, rows) for offset in range(0, table.num_rows, rows)]
-        logger.info(
-            "embedding %d documents with %s in %d blocks on up to %d actors",
-            len(ids),
-            info.name,
-            len(blocks),
-            actors,
-        )
-        # The job reports its own progress (documents committed); Ray Data's per-operator bars are off.
-        ray.data.DataContext.get_current().enable_progress_bars = False
-        dataset = build(blocks, info=info, model_id=model.id, cfg=cfg, actors=actors)
-        embedded = 0
-        files = 0
-        encode_s = 0.0
-        load_s = 0.0
-        with JobProgress(total=len(ids), label="embedding", enabled=cfg.progress) as progress:
-            for row in dataset.iter_rows():
+
+def _run_locked(
+    cfg: EmbedJobConfig,
+    sessions: Any,
+    *,
+    info: ModelInfo,
+    entry: ModelRow,
+    run_id: int,
+    cutoff: datetime | None,
+    start: float,
+) -> EmbedSummary:
+    with session_scope(sessions) as session:
+        total = EmbeddingRepository(session).count_pending(model_id=entry.id, cutoff=cutoff)
+    if total == 0:
+        return EmbedSummary(entry.id, entry.name, 0, 0, 0, 0, 0, time.perf_counter() - start, run_id=run_id)
+    plan = plan_pools(cfg, ray.cluster_resources())  # type: ignore[no-untyped-call]
+    rows = plan_blocks(total, actors=plan.encoders, rows_per_file=cfg.rows_per_file, min_rows=cfg.batch_size)
+    ranges: list[Any] = []
+    if not cfg.input_path:
+        with session_scope(sessions) as session:
+            repo = EmbeddingRepository(session)
+            ranges = list(repo.plan_ranges(model_id=entry.id, cutoff=cutoff, rows_per_range=rows))
+    logger.info(
+        "embedding %d documents with %s (entry %d) in blocks of %d on up to %d encoders (%s)",
+        total,
+        info.name,
+        entry.id,
+        rows,
+        plan.encoders,
+        "GPU" if plan.encoder_gpus else "CPU",
+    )
+    # The job reports its own progress (documents committed); Ray Data's per-operator bars are off.
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    dataset = build(_source(cfg, ranges, rows), info=info, entry=entry, cfg=cfg, plan=plan, cutoff=cutoff)
+    totals = {"embedded": 0, "skipped": 0, "files": 0, "chunks": 0, "tokens": 0}
+    encode_s = load_s = peak = 0.0
+    devices: set[str] = set()
+    placement: dict[str, dict[str, int]] = {"encode": {}, "tokenize": {}}
+    with JobProgress(total=total, label="embedding", enabled=cfg.progress) as progress:
+        for row in dataset.iter_rows():
+            if row["path"]:
                 with session_scope(sessions) as session:
                     EmbeddingRepository(session).record_vector_file(
-                        model_id=model.id,
+                        model_id=entry.id,
                         path=row["path"],
                         document_ids=row["document_ids"],
                         content_hashes=row["content_hashes"],
+                        chunk_counts=row["chunk_counts"],
+                        row_count=row["rows"],
                     )
-                n = len(row["document_ids"])
-                encode_s += float(row["encode_s"])
-                load_s += float(row["load_s"])
-                embedded += n
-                files += 1
-                progress.advance(n)
-        summary = EmbedSummary(
-            model.id,
-            model.name,
-            len(ids),
-            embedded,
-            skipped,
-            files,
-            actors,
-            time.perf_counter() - start,
-            actor_encode_s=encode_s,
-            actor_load_s=load_s,
-        )
-        return summary
-    finally:
-        engine.dispose()
+                totals["files"] += 1
+            n = len(row["document_ids"])
+            totals["embedded"] += n
+            totals["skipped"] += int(row["skipped"])
+            totals["chunks"] += int(row["chunks"])
+            totals["tokens"] += int(row["tokens"])
+            encode_s += float(row["encode_s"])
+            load_s += float(row["load_s"])
+            peak = max(peak, float(row["peak_rss_mb"]))
+            devices.add(str(row["device"]))
+            placement["encode"][row["node"]] = placement["encode"].get(row["node"], 0) + 1
+            for node in row["tokenize_nodes"]:
+                placement["tokenize"][node] = placement["tokenize"].get(node, 0) + 1
+            progress.advance(n + int(row["skipped"]))
+    return EmbedSummary(
+        entry.id,
+        entry.name,
+        total,
+        totals["embedded"],
+        totals["skipped"],
+        totals["files"],
+        plan.encoders,
+        time.perf_counter() - start,
+        chunks=totals["chunks"],
+        tokens=totals["tokens"],
+        run_id=run_id,
+        actor_encode_s=encode_s,
+        actor_load_s=load_s,
+        actor_peak_rss_mb=peak,
+        devices=tuple(sorted(devices)),
+        placement=placement,
+    )

@@ -1,4 +1,4 @@
-"""The text recipe: what of a document is embedded."""
+"""How a document's title and text are joined into the passage a model embeds."""
 
 from __future__ import annotations
 
