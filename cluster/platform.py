@@ -34,6 +34,7 @@ from jobs.ingest.loader import ingest_file
 from storage.database import make_engine, make_session_factory, session_scope
 from storage.documents import DocumentRepository
 from storage.embeddings import EmbeddingRepository
+from storage.model_registry import ModelRegistry
 
 logger = logging.getLogger(__name__)
 
@@ -248,7 +249,7 @@ def status(settings: Settings, console: Console) -> int:
         with session_scope(make_session_factory(engine)) as session:
             documents = DocumentRepository(session).count()
             embeddings = EmbeddingRepository(session)
-            model = embeddings.active_model()
+            model = ModelRegistry(session).active(settings.embed.index_name)
             embedded = embeddings.count_embedded(model_id=model.id) if model else 0
             pending = embeddings.count_pending(model_id=model.id) if model else documents
     finally:

@@ -96,7 +96,7 @@ class EmbedSettings(BaseModel):
     min_actors: int = Field(default=1, description="Minimum size of the encoder actor pool.")
     max_actors: int | None = Field(
         default=None,
-        description="Maximum size of the encoder actor pool. Unset: one per GPU, or one per CPU without GPUs.",
+        description="Maximum size of the encoder actor pool. Unset: one per GPU, else one per CPU.",
     )
     cpus_per_actor: float | None = Field(
         default=None,
@@ -119,7 +119,7 @@ class EmbedSettings(BaseModel):
     cpu_label_selector: dict[str, str] = Field(
         default_factory=dict,
         description=(
-            "Ray node labels the read and tokenize actors must run on, e.g. {\"pulse.io/pool\": \"cpu\"} "
+            'Ray node labels the read and tokenize actors must run on, e.g. {"pulse.io/pool": "cpu"} '
             "to keep them off GPU nodes (ray-cluster.yaml labels its CPU group so)."
         ),
     )

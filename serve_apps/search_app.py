@@ -29,7 +29,7 @@ from serve_apps.errors import InvalidRequest, NotReady, install_error_handlers
 from serve_apps.schemas import ErrorResponse, Health, Readiness, SearchResponse, SearchResult
 from storage.database import make_async_engine
 from storage.documents import fetch_summaries
-from storage.embeddings import ModelRow, fetch_active_model
+from storage.model_registry import ModelRow, fetch_active_model
 from storage.vector_files import absolute_storage_uri
 
 logger = logging.getLogger(__name__)

@@ -89,7 +89,7 @@ def chunk_document(
     ]
 
 
-def pool_documents(chunk_vectors: np.ndarray, counts: Sequence[int]) -> np.ndarray:
+def pool_documents(chunk_vectors: np.ndarray, counts: Sequence[int] | np.ndarray) -> np.ndarray:
     """One vector per document: the mean of its consecutive chunk vectors, L2-normalised."""
     counts_arr = np.asarray(counts, dtype=np.int64)
     if counts_arr.sum() != len(chunk_vectors) or (counts_arr <= 0).any():

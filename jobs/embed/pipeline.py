@@ -352,8 +352,9 @@ def plan_pools(cfg: EmbedJobConfig, resources: dict[str, float]) -> PoolPlan:
     # Readers and tokenizers reserve a little; the encoders split the rest, one torch thread per CPU.
     reserved = 2 * tokenizers * cfg.tokenize_cpus
     encoders = cfg.max_actors or max(1, int(total_cpus))
-    cpus = cfg.cpus_per_actor
-    if cpus is None:
+    if cfg.cpus_per_actor is not None:
+        cpus = cfg.cpus_per_actor
+    else:
         cpus = max(0.1, math.floor((total_cpus - reserved) / encoders * 100) / 100)
     return PoolPlan(encoders, cpus, 0.0, max(1, round(cpus)), tokenizers, cfg.tokenize_cpus)
 
@@ -450,9 +451,11 @@ def run_embed(cfg: EmbedJobConfig) -> EmbedSummary:
     try:
         with session_scope(sessions) as session:
             registry = ModelRegistry(session)
-            entry = (
-                registry.get(cfg.model_id) if spec is None else registry.register(spec, activate_if_none=True)
-            )
+            if cfg.model_id is not None:
+                entry = registry.get(cfg.model_id)
+            else:
+                assert spec is not None
+                entry = registry.register(spec, activate_if_none=True)
         info = info_of(entry)
         runs = EmbedRunRepository(lock_session)
         if not runs.try_lock(entry.id):

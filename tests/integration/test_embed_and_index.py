@@ -100,7 +100,7 @@ def test_embed_is_incremental_and_index_serves_and_survives_a_kill(
     info = describe_model("default")
     model = load_model(info, threads=1)
     with engine.connect() as conn:
-        model_id = conn.execute(text("SELECT id FROM embedding_models WHERE is_active")).scalar_one()
+        model_id = conn.execute(text("SELECT id FROM embedding_models WHERE status = 'active'")).scalar_one()
         probe = conn.execute(
             text("SELECT id, title, text FROM documents WHERE id <> :id AND title <> '' ORDER BY id LIMIT 5"),
             {"id": changed_id},
@@ -182,7 +182,7 @@ def test_index_skips_superseded_files_and_recovers_from_lost_storage_by_full_ree
     storage = tmp_path / "storage"
     first = run_embed(config(clean_db, storage, max_actors=1))
     with engine.connect() as conn:
-        model_id = conn.execute(text("SELECT id FROM embedding_models WHERE is_active")).scalar_one()
+        model_id = conn.execute(text("SELECT id FROM embedding_models WHERE status = 'active'")).scalar_one()
     actor_cfg = IndexActorConfig(
         database_url=clean_db,
         storage_uri=str(storage),

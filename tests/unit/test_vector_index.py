@@ -14,6 +14,7 @@ class Update:
     watermark: int
     document_ids: np.ndarray
     vectors: np.ndarray
+    keys: np.ndarray | None = None
 
 
 class ListSource:
@@ -86,3 +87,26 @@ def test_dimension_mismatch_is_refused() -> None:
         index.search(np.zeros((1, 5), dtype=np.float32), k=1)
     with pytest.raises(DimensionMismatch):
         index.upsert(np.array([1]), np.zeros((1, 3), dtype=np.float32))
+
+
+def test_chunk_keys_of_a_document_are_replaced_together() -> None:
+    index = VectorIndex(dimension=8, source=ListSource())
+    vectors = unit_vectors(5, 8, seed=3)
+    # Document 7 has three chunks, document 9 two.
+    index.upsert(np.array([7, 7, 7, 9, 9]), vectors, keys=np.array([7168, 7169, 7170, 9216, 9217]))
+    assert index.size == 5
+    # Re-embedded with one chunk: its old chunks all leave, document 9 is untouched.
+    index.upsert(np.array([7]), vectors[:1], keys=np.array([7168]))
+    assert index.size == 3
+    hits = index.search(vectors[2:3], k=3)
+    assert 7170 not in hits.ids[0]
+
+
+def test_collapse_chunks_keeps_each_document_once_at_its_best_score() -> None:
+    from actors.index_actor import collapse_chunks
+    from actors.vector_index import SearchHits
+
+    hits = SearchHits(ids=[[7169, 7168, 9216, 3072]], scores=[[0.9, 0.8, 0.7, 0.6]])
+    collapsed = collapse_chunks(hits, k=2)
+    assert collapsed.ids == [[7, 9]]
+    assert collapsed.scores == [[0.9, 0.7]]
