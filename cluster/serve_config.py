@@ -33,6 +33,8 @@ def search_app_args(settings: Settings, database_url: str) -> dict[str, Any]:
         "index_num_cpus": settings.index.num_cpus,
         "index_omp_threads": settings.index.omp_threads,
         "index_poll_interval_s": settings.index.poll_interval_s,
+        "index_name": settings.embed.index_name,
+        "model_refresh_s": s.model_refresh_s,
     }
 
 

@@ -217,6 +217,10 @@ class ServeSettings(BaseModel):
         default=0.005, description="Longest wait to fill a query-embedding batch, in seconds."
     )
     max_query_chars: int = Field(default=1000, description="Longest accepted query in characters (else 422).")
+    model_refresh_s: float = Field(
+        default=5.0,
+        description="Seconds between the search app's checks for a newly activated model.",
+    )
     ready_timeout_s: float = Field(
         default=180.0, description="Seconds `pulse up` waits for the API to answer."
     )

@@ -15,8 +15,15 @@ class SearchResult(BaseModel):
     score: float = Field(description="Cosine similarity to the query (higher is better)")
 
 
+class ModelRef(BaseModel):
+    id: int = Field(description="Registry entry of the model that served the search")
+    name: str
+
+
 class SearchResponse(BaseModel):
     query: str
+    model: ModelRef
+    level: str = Field(description="document or chunk: what the query was matched against")
     results: list[SearchResult]
 
 

@@ -11,7 +11,8 @@ Run it with ``pulse up``, or ``serve run serve_apps.search_app:app_builder datab
 import asyncio
 import logging
 import time
-from typing import Annotated, Any
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import ray
@@ -23,12 +24,14 @@ from ray.serve.handle import DeploymentHandle
 from ray.util import metrics
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from actors.errors import IndexNotReady
 from actors.index_actor import IndexActorConfig, get_or_create_index_actor
 from jobs.embed.encode import describe_model, encode, load_model
 from serve_apps.errors import InvalidRequest, NotReady, install_error_handlers
-from serve_apps.schemas import ErrorResponse, Health, Readiness, SearchResponse, SearchResult
+from serve_apps.schemas import ErrorResponse, Health, ModelRef, Readiness, SearchResponse, SearchResult
 from storage.database import make_async_engine
 from storage.documents import fetch_summaries
+from storage.embeddings import fetch_latest_watermark
 from storage.model_registry import ModelRow, fetch_active_model
 from storage.vector_files import absolute_storage_uri
 
@@ -56,28 +59,71 @@ class SearchArgs(BaseModel):
     index_num_cpus: float = Field(default=0.25, ge=0)
     index_omp_threads: int = Field(default=1, ge=1)
     index_poll_interval_s: float = Field(default=10.0, gt=0)
+    index_name: str = Field(default="default", description="The index whose active model is served")
+    model_refresh_s: float = Field(default=5.0, gt=0, description="Seconds between active-model checks")
+
+
+@dataclass(frozen=True)
+class QueryModel:
+    """Which model embeds a query, and how (its registry entry's recipe)."""
+
+    entry_id: int
+    ref: str
+    normalize: bool
+    query_prefix: str = ""
+
+
+def query_model(entry: ModelRow) -> QueryModel:
+    return QueryModel(
+        entry_id=entry.id,
+        ref=entry.path or entry.name,
+        normalize=entry.normalize,
+        query_prefix=str(entry.recipe.get("query_prefix") or ""),
+    )
 
 
 class QueryEmbedder:
-    """Embeds queries with the same model as the documents; concurrent queries share one encode call."""
+    """Embeds queries with the model of the index being searched; concurrent queries share encode calls.
+
+    Models are loaded on first use (``prepare`` loads one ahead of a switch) and kept by reference, so
+    during a model switch queries for the old and the new index are both served.
+    """
 
     def __init__(
         self, model_name: str, device: str, max_batch_size: int, batch_wait_timeout_s: float
     ) -> None:
-        self._info = describe_model(model_name)
-        self._model = load_model(self._info, device=device, threads=1)
+        self._device = device
+        self._models: dict[str, Any] = {}
+        self._load(model_name)  # the configured model, ready before the first query
         self.embed.set_max_batch_size(max_batch_size)  # type: ignore[attr-defined]
         self.embed.set_batch_wait_timeout_s(batch_wait_timeout_s)  # type: ignore[attr-defined]
 
-    def model_name(self) -> str:
-        return self._info.name
+    def _load(self, ref: str) -> Any:
+        if ref not in self._models:
+            self._models[ref] = load_model(describe_model(ref), device=self._device, threads=1)
+        return self._models[ref]
+
+    async def prepare(self, model: QueryModel) -> bool:
+        await asyncio.to_thread(self._load, model.ref)
+        return True
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
-    async def embed(self, texts: list[str]) -> list[np.ndarray]:
-        vectors = await asyncio.to_thread(
-            encode, self._model, texts, batch_size=len(texts), normalize=self._info.normalize
-        )
-        return list(vectors)
+    async def embed(self, requests: list[tuple[str, QueryModel]]) -> list[np.ndarray]:
+        """``(query, model)`` pairs -> vectors; one encode call per model in the batch."""
+        texts = [text for text, _ in requests]
+        out: list[np.ndarray | None] = [None] * len(texts)
+        groups: dict[QueryModel, list[int]] = {}
+        for i, (_, m) in enumerate(requests):
+            groups.setdefault(m, []).append(i)
+        for m, rows in groups.items():
+            model = await asyncio.to_thread(self._load, m.ref)
+            batch = [m.query_prefix + texts[i] for i in rows]
+            vectors = await asyncio.to_thread(
+                encode, model, batch, batch_size=len(batch), normalize=m.normalize
+            )
+            for i, v in zip(rows, vectors, strict=True):
+                out[i] = v
+        return [v for v in out if v is not None]
 
 
 api = FastAPI(
@@ -91,13 +137,23 @@ install_error_handlers(api)
 
 @serve.ingress(api)
 class SearchIngress:
+    """HTTP front: embeds the query, asks the active entry's index actor, reads titles from PostgreSQL.
+
+    It re-reads the index's active entry every ``model_refresh_s`` seconds. When another entry became
+    active it keeps answering from the current (complete) index while the new entry's index loads, and
+    moves over only once that index holds every file committed at the switch: a model switch is
+    atomic for clients, and never serves a half-built index.
+    """
+
     def __init__(self, embedder: DeploymentHandle[Any], args: dict[str, Any]) -> None:
         self._args = SearchArgs.model_validate(args)
         self._embedder = embedder
         self._engine = make_async_engine(self._args.database_url, pool_size=4)
         self._sessions = async_sessionmaker(self._engine, expire_on_commit=False)
-        self._model: ModelRow | None = None
-        self._index: Any = None
+        self._active: ModelRow | None = None
+        self._indexes: dict[tuple[int, str], Any] = {}
+        self._checked_at = 0.0
+        self._switching: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._stage_ms = metrics.Histogram(
             "pulse_search_stage_latency_ms",
@@ -106,29 +162,68 @@ class SearchIngress:
             tag_keys=("stage",),
         )
 
-    async def _index_actor(self) -> tuple[ModelRow, Any]:
-        if self._index is not None and self._model is not None:
-            return self._model, self._index
+    def _index(self, entry: ModelRow, level: str) -> Any:
+        key = (entry.id, level)
+        if key not in self._indexes:
+            config = IndexActorConfig(
+                database_url=self._args.database_url,
+                storage_uri=self._args.storage_uri,
+                model_id=entry.id,
+                dimension=entry.dimension,
+                namespace=self._args.namespace,
+                level=level,
+                num_cpus=self._args.index_num_cpus,
+                omp_threads=self._args.index_omp_threads,
+                poll_interval_s=self._args.index_poll_interval_s,
+            )
+            self._indexes[key] = get_or_create_index_actor(config)
+        return self._indexes[key]
+
+    async def _entry(self) -> ModelRow:
+        """The entry search serves now; notices a newly activated entry and prepares the switch."""
+        now = time.monotonic()
+        if self._active is not None and now - self._checked_at < self._args.model_refresh_s:
+            return self._active
         async with self._lock:
-            if self._index is None:
+            if self._active is None or now - self._checked_at >= self._args.model_refresh_s:
+                self._checked_at = now
                 async with self._sessions() as session:
-                    model = await fetch_active_model(session)
-                if model is None:
-                    raise NotReady("no embedding model is active yet; run `pulse embed`", retry_after_s=30)
-                config = IndexActorConfig(
-                    database_url=self._args.database_url,
-                    storage_uri=self._args.storage_uri,
-                    model_id=model.id,
-                    dimension=model.dimension,
-                    namespace=self._args.namespace,
-                    num_cpus=self._args.index_num_cpus,
-                    omp_threads=self._args.index_omp_threads,
-                    poll_interval_s=self._args.index_poll_interval_s,
-                )
-                self._index = get_or_create_index_actor(config)
-                self._model = model
-        assert self._model is not None
-        return self._model, self._index
+                    latest = await fetch_active_model(session, self._args.index_name)
+                if latest is not None and self._active is None:
+                    self._active = latest
+                elif (
+                    latest is not None
+                    and self._active is not None
+                    and latest.id != self._active.id
+                    and (self._switching is None or self._switching.done())
+                ):
+                    self._switching = asyncio.create_task(self._switch_to(latest))
+        if self._active is None:
+            raise NotReady("no embedding model is active yet; run `pulse embed`", retry_after_s=30)
+        return self._active
+
+    async def _switch_to(self, entry: ModelRow) -> None:
+        """Serve ``entry`` once its document index holds every file committed when it became active."""
+        try:
+            async with self._sessions() as session:
+                target = await fetch_latest_watermark(session, model_id=entry.id)
+            index = self._index(entry, "document")
+            await self._embedder.prepare.remote(query_model(entry))
+            while True:
+                stats = await index.stats.remote()
+                if stats["ready"] and stats["watermark"] >= target:
+                    break
+                await asyncio.sleep(0.5)
+            previous, self._active = self._active, entry
+            logger.info(
+                "search moved from entry %s to entry %d (%s, %d vectors)",
+                previous.id if previous else None,
+                entry.id,
+                entry.name,
+                stats["size"],
+            )
+        except Exception:  # the next refresh tries again; meanwhile the current index keeps serving
+            logger.exception("switching search to entry %d failed", entry.id)
 
     @api.get("/healthz", response_model=Health, summary="Liveness: the HTTP server answers")
     async def healthz(self) -> Health:
@@ -142,8 +237,8 @@ class SearchIngress:
     )
     async def readyz(self) -> Any:
         try:
-            model, index = await self._index_actor()
-            stats = await asyncio.wait_for(index.stats.remote(), timeout=5)
+            model = await self._entry()
+            stats = await asyncio.wait_for(self._index(model, "document").stats.remote(), timeout=5)
         except NotReady as exc:
             return JSONResponse(
                 status_code=503,
@@ -181,6 +276,15 @@ class SearchIngress:
         q: Annotated[str, Query(min_length=1, description="The query text")],
         response: Response,
         k: Annotated[int, Query(ge=1, le=MAX_K, description="How many results (1-100)")] = 10,
+        level: Annotated[
+            Literal["document", "chunk"],
+            Query(
+                description=(
+                    "Match against document vectors (the mean of a document's chunks) or against each "
+                    "chunk (a long document ranks by its best passage)"
+                )
+            ),
+        ] = "document",
     ) -> SearchResponse:
         query = q.strip()
         if not query:
@@ -189,11 +293,17 @@ class SearchIngress:
             raise InvalidRequest(
                 f"q: the query is {len(query)} characters long; the limit is {self._args.max_query_chars}"
             )
-        _, index = await self._index_actor()
+        entry = await self._entry()
+        index = self._index(entry, level)
         t0 = time.perf_counter()
-        vector = await self._embedder.embed.remote(query)
+        vector = await self._embedder.embed.remote((query, query_model(entry)))
         t1 = time.perf_counter()
-        hits = await index.search.remote(np.asarray(vector, dtype=np.float32)[None, :], k)
+        try:
+            hits = await index.search.remote(np.asarray(vector, dtype=np.float32)[None, :], k)
+        except IndexNotReady as exc:
+            raise NotReady(
+                f"the {level} index of model {entry.name} is loading; retry shortly", retry_after_s=5
+            ) from exc
         ids, scores = hits.ids[0], hits.scores[0]
         t2 = time.perf_counter()
         async with self._sessions() as session:
@@ -210,7 +320,9 @@ class SearchIngress:
             for i, s in zip(ids, scores, strict=True)
             if i in docs  # a document deleted since it was indexed is skipped
         ]
-        return SearchResponse(query=query, results=results)
+        return SearchResponse(
+            query=query, model=ModelRef(id=entry.id, name=entry.name), level=level, results=results
+        )
 
 
 def app_builder(args: dict[str, Any]) -> serve.Application:

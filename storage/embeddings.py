@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from storage.models import Document, DocumentEmbedding, EmbedRun, VectorFile
@@ -210,8 +211,7 @@ class EmbeddingRepository:
         return [VectorFileRef(r.id, r.path, r.row_count) for r in self.session.execute(stmt)]
 
     def latest_watermark(self, *, model_id: int) -> int:
-        stmt = select(func.coalesce(func.max(VectorFile.id), 0)).where(VectorFile.model_id == model_id)
-        return int(self.session.execute(stmt).scalar_one())
+        return int(self.session.execute(_latest_watermark(model_id)).scalar_one())
 
     def committed_paths(self, *, model_id: int) -> set[str]:
         stmt = select(VectorFile.path).where(VectorFile.model_id == model_id)
@@ -274,3 +274,12 @@ class EmbedRunRepository:
             select(EmbedRun).where(EmbedRun.model_id == model_id).order_by(EmbedRun.id.desc()).limit(1)
         ).scalar_one_or_none()
         return _run_row(run) if run else None
+
+
+def _latest_watermark(model_id: int):  # type: ignore[no-untyped-def]
+    return select(func.coalesce(func.max(VectorFile.id), 0)).where(VectorFile.model_id == model_id)
+
+
+async def fetch_latest_watermark(session: AsyncSession, *, model_id: int) -> int:
+    """The newest committed vector file of a model (0 if none), for async callers."""
+    return int((await session.execute(_latest_watermark(model_id))).scalar_one())

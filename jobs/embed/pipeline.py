@@ -403,7 +403,7 @@ def build(
     )
     return tokenized.map_batches(
         EncodeBatch,
-        batch_size=None,  # one block, one file
+        batch_size=cfg.rows_per_file if plan.encoder_gpus else None,  # Ray Data needs one with GPUs
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(
             min_size=min(cfg.min_actors, plan.encoders),

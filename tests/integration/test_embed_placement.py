@@ -1,0 +1,82 @@
+"""Placement on a simulated multi-node cluster: encoders on the GPU node, tokenizers on the CPU node.
+
+The cluster (``ray.cluster_utils.Cluster``) runs in a subprocess (``tests.support.placement_probe``):
+this process already holds the session's local Ray, and one process holds one cluster. The GPU node
+declares ``num_gpus=1`` with no device behind it, so the encoder must still run, on CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from jobs.ingest.loader import ingest_file
+from tests.conftest import ROOT
+from tests.integration.helpers import sample_subset
+
+pytestmark = pytest.mark.slow
+
+PROBE_TIMEOUT_S = 300
+
+
+def run_probe(database_url: str, storage: Path) -> dict[str, Any]:
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env.update({"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.support.placement_probe", database_url, str(storage)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=PROBE_TIMEOUT_S,
+        check=False,
+    )
+    detail = f"rc {proc.returncode}\nstdout:\n{proc.stdout[-4000:]}\nstderr:\n{proc.stderr[-6000:]}"
+    assert proc.returncode == 0, detail
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert lines, detail
+    return dict(json.loads(lines[-1]))
+
+
+def test_encoders_run_on_the_gpu_node_and_tokenizers_on_the_cpu_node(
+    clean_db: str,
+    engine,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+) -> None:
+    corpus = sample_subset(tmp_path / "subset.jsonl", n_other=40)
+    ingest_file(corpus, database_url=clean_db, source_name="huffpost_2018")
+    with engine.connect() as conn:
+        total = conn.execute(text("SELECT count(*) FROM documents")).scalar_one()
+    assert total >= 40
+
+    result = run_probe(clean_db, tmp_path / "storage")
+
+    gpu_node, cpu_node = result["nodes"]["gpu"], result["nodes"]["cpu"]
+    assert gpu_node != cpu_node
+    encode, tokenize = result["placement"]["encode"], result["placement"]["tokenize"]
+    # Every encoded block ran on the node that declares the GPU, every tokenized one on the CPU node.
+    assert set(encode) == {gpu_node}, result
+    assert set(tokenize) == {cpu_node}, result
+    assert encode[gpu_node] == result["files"] >= 1
+    assert tokenize[cpu_node] >= 1
+    # The declared GPU is not a real device: the encoder fell back to CPU and still did the work.
+    assert result["devices"] == ["cpu"]
+    assert result["pending"] == total
+    assert result["embedded"] + result["skipped_empty"] == total
+    assert result["embedded"] == total
+    assert result["chunks"] >= total
+
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT count(*), count(DISTINCT document_id) FROM document_embeddings")
+        ).one()
+        files = conn.execute(text("SELECT count(*) FROM vector_files")).scalar_one()
+    assert tuple(rows) == (total, total)
+    assert files == result["files"]
