@@ -41,6 +41,8 @@ lint: install
 test-embedded: install
 	PULSE_TEST_DB=embedded $(BIN)/pytest -q -p no:cacheprovider tests/integration \
 		--deselect tests/integration/test_embed_and_index.py \
+		--deselect tests/integration/test_embed_models.py \
+		--deselect tests/integration/test_embed_placement.py \
 		--deselect tests/integration/test_collect_job.py \
 		--deselect tests/integration/test_fetch.py
 

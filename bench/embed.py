@@ -40,6 +40,7 @@ import json
 import multiprocessing
 import os
 import random
+import shutil
 import statistics
 import sys
 import tempfile
@@ -89,7 +90,7 @@ def load_documents(n: int, n_long: int) -> list[tuple[str, str, bool]]:
 
 
 def chunk_texts(pairs: list[tuple[str, str]]) -> tuple[list[str], list[int], list[int]]:
-    """The job's chunking (``TokenizeBatch``) of every document: chunk texts, chunks and tokens per document."""
+    """The job's chunking (``TokenizeBatch``): chunk texts, then chunks and tokens per document."""
     from jobs.embed.chunking import chunk_document, token_template
     from jobs.embed.encode import describe_model, load_tokenizer, model_token_limit
     from jobs.embed.recipe import TextRecipe
@@ -129,6 +130,9 @@ def plain_round(
     pairs: list[tuple[str, str]], *, batch_size: int, threads: int, device: str, details: bool
 ) -> dict[str, Any]:
     """One plain round, run in a fresh process: chunking, model load, ``encode`` of the chunk texts."""
+    import sentence_transformers  # noqa: F401  (imports are not timed: the job's actors import before work)
+    import transformers  # noqa: F401
+
     from jobs.embed.encode import describe_model, encode, load_model
 
     t0 = time.perf_counter()
@@ -225,6 +229,8 @@ def main() -> int:
     args = parser.parse_args()
     if args.quick:
         args.n, args.long, args.rounds = 600, 100, 1
+    if args.rounds < 1 or args.n < 1:
+        parser.error("--n and --rounds must be at least 1")
     if args.long is None:
         args.long = min(args.n, len(long_documents()))
     docs = load_documents(args.n, args.long)
@@ -280,6 +286,7 @@ def run(args: argparse.Namespace, docs: list[tuple[str, str, bool]], url: str) -
         return summary
 
     ray.init(
+        address="local",  # always a new cluster of its own, never one `ray start` left running
         num_cpus=args.num_cpus,
         include_dashboard=False,
         log_to_driver=False,
@@ -351,7 +358,7 @@ def run(args: argparse.Namespace, docs: list[tuple[str, str, bool]], url: str) -
         else:
             gpu = gpu_plain_result
             summary = ray_job("cuda", args.batch_size)
-            assert summary.chunks == gpu["chunks"], (summary.chunks, gpu["chunks"])
+            assert summary.embedded == n and summary.chunks == gpu["chunks"], (summary, gpu["chunks"])
             gpu_plain_s = gpu["chunk_s"] + gpu["encode_s"]
             gpu.update(
                 {
@@ -369,6 +376,7 @@ def run(args: argparse.Namespace, docs: list[tuple[str, str, bool]], url: str) -
             gpu["gpu_sentences_per_s"] = gpu["sentences"] / gpu.pop("sentences_s")
     finally:
         ray.shutdown()
+        shutil.rmtree(storage, ignore_errors=True)
 
     def med(key: str) -> float:
         return float(statistics.median(x[key] for x in rounds))
@@ -426,6 +434,7 @@ def run(args: argparse.Namespace, docs: list[tuple[str, str, bool]], url: str) -
                 "baseline (chunking, model, encode)"
             ),
         },
+        "gpu_sentences_per_s": gpu["gpu_sentences_per_s"] if gpu else None,
         "gpu": gpu,
         **({"gpu_reason": gpu_reason} if gpu_reason else {}),
         "per_round": rounds,

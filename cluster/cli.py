@@ -6,7 +6,8 @@ pulse down      stop what `pulse up` started (data kept)
 pulse status    database, model, Ray and API state
 pulse migrate   bring the database schema to the latest revision
 pulse ingest    load a JSONL or CSV file of documents (then `pulse embed`, or --embed)
-pulse embed     embed documents lacking a current vector for the active model
+pulse embed     embed documents lacking a current vector for the active model (or --model)
+pulse models    the embedding model registry: list, add, activate (background re-embed + switch)
 pulse sources   add, list, show or remove the sources the collector reads
 pulse collect   fetch the due sources (feeds, sitemaps, pages, sites, local files) into documents
 """
@@ -19,15 +20,15 @@ from pathlib import Path
 
 from rich.console import Console
 
-from cluster import sources_cli
+from cluster import models_cli, sources_cli
 from cluster.database import connect_database
 from cluster.entry import EXIT_USER_ERROR, run_entry
-from cluster.platform import PlatformError, down, status, up
+from cluster.platform import PlatformError, down, running_address, status, up
 from cluster.runtime import configure_logging, init_ray
 from cluster.settings import Settings, get_settings
 from jobs.collect.launch import job_config as collect_config
 from jobs.collect.schedule import collect_loop, collect_once
-from jobs.embed.launch import job_config, notify_index
+from jobs.embed.launch import embed_target, job_config, notify_index
 from jobs.embed.pipeline import run_embed
 from jobs.ingest.loader import ingest_file
 
@@ -54,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_embed = sub.add_parser("embed", help="embed documents lacking a vector for the active model")
     p_embed.add_argument("--full", action="store_true", help="re-embed every document")
     p_embed.add_argument("--max-actors", type=int, help="largest embedding actor pool")
+    p_embed.add_argument("--model", help="entry id, model name or local folder (default: the active entry)")
+    p_embed.add_argument("--input", help="read documents from this Parquet file or folder instead")
+    models_cli.add_parser(sub)
     sources_cli.add_parser(sub)
     p_collect = sub.add_parser("collect", help="collect the due sources into documents")
     p_collect.add_argument("--source", action="append", default=[], help="only this source (repeatable)")
@@ -64,17 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _embed(settings: Settings, database_url: str, console: Console, **overrides: object) -> None:
-    init_ray(settings.ray, address=settings.ray.address or _running_address())
-    summary = run_embed(job_config(settings, database_url, **overrides))
+    cfg = job_config(settings, database_url, **overrides)
+    init_ray(settings.ray, address=settings.ray.address or running_address())
+    summary = run_embed(cfg)
     notify_index(summary, settings.ray.namespace)
     console.print(summary.line())
-
-
-def _running_address() -> str | None:
-    """Join the local `pulse up` cluster when one runs, so embedding reuses it."""
-    from cluster.platform import local_ray_running
-
-    return "auto" if local_ray_running() else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,15 +106,26 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "embed":
             db = connect_database(settings.database)
-            _embed(settings, db.url, console, full=args.full, max_actors=args.max_actors)
+            _embed(
+                settings,
+                db.url,
+                console,
+                full=args.full,
+                max_actors=args.max_actors,
+                input_path=args.input,
+                **embed_target(args.model, db.url, settings),
+            )
             return 0
+        if args.command == "models":
+            db = connect_database(settings.database)
+            return models_cli.run(args, settings, db.url, console)
         if args.command == "sources":
             db = connect_database(settings.database)
             return sources_cli.run(args, db.url, console)
         if args.command == "collect":
             db = connect_database(settings.database)
             cfg = collect_config(settings, db.url, sources=tuple(args.source), force=args.force)
-            init_ray(settings.ray, address=settings.ray.address or _running_address())
+            init_ray(settings.ray, address=settings.ray.address or running_address())
             if args.loop:
                 collect_loop(cfg, max_sleep_s=settings.collect.loop_interval_s)
                 return 0

@@ -28,7 +28,7 @@ from cluster.constants import INDEX_ACTOR_PREFIX, SEARCH_APP_NAME
 from cluster.database import DatabaseChoice, connect_database, stop_embedded
 from cluster.serve_config import deploy_search
 from cluster.settings import Settings
-from jobs.embed.launch import job_config, notify_index
+from jobs.embed.launch import embed_target, job_config, notify_index
 from jobs.embed.pipeline import run_embed
 from jobs.ingest.loader import ingest_file
 from storage.database import make_engine, make_session_factory, session_scope
@@ -102,6 +102,11 @@ def local_ray_address() -> str | None:
 
 def local_ray_running() -> bool:
     return local_ray_address() is not None
+
+
+def running_address() -> str | None:
+    """``"auto"`` when a local `pulse up` cluster runs (so commands join it), else None."""
+    return "auto" if local_ray_running() else None
 
 
 def start_ray_head(settings: Settings) -> None:
@@ -182,7 +187,7 @@ def up(settings: Settings, console: Console, *, ingest_sample: bool = True) -> P
         )
         console.print(f"[bold]ray[/]: local node with {ray.cluster_resources().get('CPU', 0):.0f} CPUs")  # type: ignore[no-untyped-call]
 
-    embed_summary = run_embed(job_config(settings, db.url))
+    embed_summary = run_embed(job_config(settings, db.url, **embed_target(None, db.url, settings)))
     console.print(f"[bold]embedding[/]: {embed_summary.line()}")
     notify_index(embed_summary, settings.ray.namespace)
 
@@ -249,16 +254,20 @@ def status(settings: Settings, console: Console) -> int:
         with session_scope(make_session_factory(engine)) as session:
             documents = DocumentRepository(session).count()
             embeddings = EmbeddingRepository(session)
-            model = ModelRegistry(session).active(settings.embed.index_name)
+            registry = ModelRegistry(session)
+            model = registry.active(settings.embed.index_name)
+            building = [m for m in registry.all() if m.status == "building"]
             embedded = embeddings.count_embedded(model_id=model.id) if model else 0
             pending = embeddings.count_pending(model_id=model.id) if model else documents
     finally:
         engine.dispose()
     console.print(f"[bold]database[/]: {db.describe()}")
     console.print(f"  documents: {documents}, embedded: {embedded}, pending: {pending}")
-    console.print(
-        f"  active model: {f'{model.name} ({model.revision}, dim {model.dimension})' if model else 'none'}"
-    )
+    active = f"{model.name} ({model.revision}, dim {model.dimension}, entry {model.id})" if model else "none"
+    console.print(f"  active model: {active}")
+    if building:
+        names = ", ".join(f"{m.id} ({m.name})" for m in building)
+        console.print(f"  building: {names}; `pulse models list` shows their progress")
     running = bool(settings.ray.address) or local_ray_running()
     console.print(f"[bold]ray[/]: {'running' if running else 'not running'}")
     url = api_url(settings)

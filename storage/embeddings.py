@@ -139,7 +139,9 @@ class EmbeddingRepository:
                 select(Document.id, Document.content_hash)
                 .outerjoin(DocumentEmbedding, join)
                 .where(condition, Document.id.in_(ids))
-            ).tuples()
+            )
+            .tuples()
+            .all()
         )
         return {int(k) for k, h in keys if current.get(int(k)) == h}
 

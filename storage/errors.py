@@ -6,6 +6,7 @@ Hierarchy::
     ├── DatabaseUnavailable      the server cannot be reached (carries the masked URL)
     ├── ModelNotRegistered       no embedding model row for an id
     ├── VectorFileError          a vector Parquet file is missing or has the wrong schema
+    ├── DocumentFileError        a Parquet file of documents (embedding input) is missing or malformed
     ├── SchemaOutdated           the database is not at the head migration
     ├── SourceExists             `pulse sources add` with a name already taken
     └── SourceNotFound           no source of that name
@@ -65,3 +66,13 @@ class SourceNotFound(StorageError):
     def __init__(self, name: str) -> None:
         self.name = name
         super().__init__(f"no source named {name!r}; `pulse sources list` shows the sources")
+
+
+class DocumentFileError(StorageError):
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(
+            f"document file {path}: {reason}. The embedding job reads Parquet with the columns "
+            "id, content_hash, title, text (ids and hashes as in PostgreSQL's documents table)"
+        )

@@ -28,6 +28,7 @@ TABLES = (
     "crawl_urls",
     "collect_runs",
     "document_embeddings",
+    "embed_runs",
     "vector_files",
     "embedding_models",
     "quarantine",

@@ -9,7 +9,7 @@ from cluster.database import connect_database
 from cluster.entry import run_job
 from cluster.runtime import init_ray
 from cluster.settings import Settings
-from jobs.embed.launch import job_config, notify_index
+from jobs.embed.launch import embed_target, job_config, notify_index
 from jobs.embed.pipeline import run_embed
 
 
@@ -18,7 +18,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--full", action="store_true", help="re-embed every document, not only new or changed ones"
     )
-    p.add_argument("--model", help="model name or local folder (default: PULSE_MODEL__NAME)")
+    p.add_argument("--model", help="entry id, model name or local folder (default: the index's active entry)")
+    p.add_argument("--input", help="read documents (id, content_hash, title, text) from Parquet instead")
     p.add_argument("--max-actors", type=int, help="largest embedding actor pool (default: one per CPU)")
     p.add_argument("--no-progress", action="store_true", help="no progress display")
     return p
@@ -30,9 +31,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         settings,
         db.url,
         full=args.full,
-        model_name=args.model,
         max_actors=args.max_actors,
+        input_path=args.input,
         progress=not args.no_progress,
+        **embed_target(args.model, db.url, settings),
     )
     init_ray(settings.ray)
     summary = run_embed(cfg)

@@ -7,6 +7,8 @@ import ray
 from cluster.constants import index_actor_name
 from cluster.settings import Settings
 from jobs.embed.pipeline import EmbedJobConfig, EmbedSummary
+from storage.database import make_engine, make_session_factory, session_scope
+from storage.model_registry import ModelRegistry
 from storage.vector_files import absolute_storage_uri
 from storage.vector_source import LEVELS
 
@@ -51,3 +53,17 @@ def notify_index(summary: EmbedSummary, namespace: str) -> None:
         except ValueError:
             continue  # no index running for this model and level: it loads everything when it starts
         actor.catch_up.remote()
+
+
+def embed_target(model: str | None, database_url: str, settings: Settings) -> dict[str, object]:
+    """Which entry an embed run serves: ``model`` (an entry id, or a model name / folder with the
+    default recipe), else the index's active entry, else PULSE_MODEL__NAME (which becomes active)."""
+    if model:
+        return {"model_id": int(model)} if model.isdigit() else {"model_name": model}
+    engine = make_engine(database_url, pool_size=1)
+    try:
+        with session_scope(make_session_factory(engine)) as session:
+            active = ModelRegistry(session).active(settings.embed.index_name)
+    finally:
+        engine.dispose()
+    return {"model_id": active.id} if active else {}

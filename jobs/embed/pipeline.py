@@ -37,6 +37,7 @@ from jobs.embed.registry import entry_spec, info_of
 from jobs.errors import EmbedBusy
 from jobs.progress import JobProgress
 from storage.database import make_engine, make_session_factory, session_scope
+from storage.document_files import list_row_groups, read_row_group
 from storage.embeddings import EmbeddingRepository, EmbedRunRepository
 from storage.model_registry import ModelRegistry, ModelRow
 from storage.vector_files import DOCUMENT_ROW, VectorBatch, VectorFileStore
@@ -85,7 +86,8 @@ class EmbedSummary:
     actor_load_s: float = 0.0  # summed over actors: model loading
     actor_peak_rss_mb: float = 0.0  # largest encoder process
     devices: tuple[str, ...] = ()
-    placement: dict[str, dict[str, int]] = field(default_factory=dict)  # stage -> node id -> blocks
+    # stage -> node id -> encoded blocks it handled (tokenize: blocks holding rows tokenized there)
+    placement: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def line(self) -> str:
         rate = self.embedded / self.seconds if self.seconds > 0 else 0.0
@@ -106,9 +108,6 @@ def _node_id() -> str:
 
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-DOCUMENT_COLUMNS = ("id", "content_hash", "title", "text")
 
 
 def _documents_table(rows: list[Any]) -> pa.Table:
@@ -143,18 +142,28 @@ class ReadPending(_PendingReader):
 
 
 class FilterPending(_PendingReader):
-    """``map_batches`` callable: documents read from Parquet -> those PostgreSQL says are pending."""
+    """``map_batches`` callable: Parquet row groups -> their documents that PostgreSQL says are pending."""
+
+    def __init__(self, *, input_path: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._input_path = input_path
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        parts = [
+            read_row_group(self._input_path, path, group)
+            for path, group in zip(
+                batch.column("path").to_pylist(), batch.column("row_group").to_pylist(), strict=True
+            )
+        ]
+        table = pa.concat_tables(parts).cast(_documents_table([]).schema)
         keys = list(
-            zip(batch.column("id").to_pylist(), batch.column("content_hash").to_pylist(), strict=True)
+            zip(table.column("id").to_pylist(), table.column("content_hash").to_pylist(), strict=True)
         )
         with session_scope(self._sessions) as session:
             pending = EmbeddingRepository(session).pending_of(
                 model_id=self._model_id, keys=keys, cutoff=self._cutoff
             )
-        mask = pa.array([int(k) in pending for k, _ in keys], type=pa.bool_())
-        return batch.select(list(DOCUMENT_COLUMNS)).filter(mask)
+        return table.filter(pa.array([int(k) in pending for k, _ in keys], type=pa.bool_()))
 
 
 class TokenizeBatch:
@@ -170,6 +179,8 @@ class TokenizeBatch:
             special_tokens=len(self._template.tail),
             prefix_tokens=len(self._template.head),
         )
+        # Whole documents are tokenized on purpose (then windowed): no "longer than the maximum" warning.
+        self._tokenizer.model_max_length = 1 << 30
         self._node = _node_id()
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -355,7 +366,7 @@ def plan_pools(cfg: EmbedJobConfig, resources: dict[str, float]) -> PoolPlan:
     if cfg.cpus_per_actor is not None:
         cpus = cfg.cpus_per_actor
     else:
-        cpus = max(0.1, math.floor((total_cpus - reserved) / encoders * 100) / 100)
+        cpus = max(0.1, min(1.0, math.floor((total_cpus - reserved) / encoders * 100) / 100))
     return PoolPlan(encoders, cpus, 0.0, max(1, round(cpus)), tokenizers, cfg.tokenize_cpus)
 
 
@@ -379,18 +390,25 @@ def build(
     cfg: EmbedJobConfig,
     plan: PoolPlan,
     cutoff: datetime | None,
+    rows: int,
 ) -> ray.data.Dataset:
     """Wire the stages: read (or filter) -> tokenize on CPU actors -> encode on an autoscaling pool."""
     cpu_stage: dict[str, Any] = {"num_cpus": plan.tokenize_cpus}
     if cfg.cpu_label_selector:
         cpu_stage["label_selector"] = dict(cfg.cpu_label_selector)
-    reader = FilterPending if cfg.input_path else ReadPending
+    reader_kwargs: dict[str, Any] = {
+        "database_url": cfg.database_url,
+        "model_id": entry.id,
+        "cutoff": cutoff,
+    }
+    if cfg.input_path:
+        reader_kwargs["input_path"] = cfg.input_path
     read = source.map_batches(
-        reader,
+        FilterPending if cfg.input_path else ReadPending,
         batch_size=None,
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=plan.tokenizers),
-        fn_constructor_kwargs={"database_url": cfg.database_url, "model_id": entry.id, "cutoff": cutoff},
+        fn_constructor_kwargs=reader_kwargs,
         **cpu_stage,
     )
     tokenized = read.map_batches(
@@ -403,7 +421,8 @@ def build(
     )
     return tokenized.map_batches(
         EncodeBatch,
-        batch_size=cfg.rows_per_file if plan.encoder_gpus else None,  # Ray Data needs one with GPUs
+        # One block, one file; Ray Data wants an explicit batch size for GPU stages: the planned block.
+        batch_size=rows if plan.encoder_gpus else None,
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(
             min_size=min(cfg.min_actors, plan.encoders),
@@ -426,9 +445,21 @@ def build(
 
 
 def _source(cfg: EmbedJobConfig, ranges: list[Any], rows: int) -> ray.data.Dataset:
+    """One input block per unit of reading: a planned id range, or Parquet row groups of ~``rows``.
+
+    Reading happens in the read actors (which reserve their CPUs), not in Ray Data read tasks that
+    would each want a whole CPU beside encoders holding the rest.
+    """
     if cfg.input_path:
-        ds = ray.data.read_parquet(cfg.input_path, columns=list(DOCUMENT_COLUMNS))
-        return ds.repartition(target_num_rows_per_block=rows)
+        blocks: list[list[dict[str, Any]]] = [[]]
+        filled = 0
+        for ref in list_row_groups(cfg.input_path):
+            if filled >= rows:
+                blocks.append([])
+                filled = 0
+            blocks[-1].append({"path": ref.path, "row_group": ref.row_group})
+            filled += ref.rows
+        return ray.data.from_arrow([pa.Table.from_pylist(b) for b in blocks])
     items = [{"lo": r.lo, "hi": r.hi} for r in ranges]
     return ray.data.from_items(items, override_num_blocks=len(items))
 
@@ -440,6 +471,8 @@ def run_embed(cfg: EmbedJobConfig) -> EmbedSummary:
     fails at once. Runs of one entry are exclusive (``EmbedBusy``).
     """
     start = time.perf_counter()
+    if cfg.input_path:
+        list_row_groups(cfg.input_path)  # a missing or malformed input fails here, before any work
     spec = (
         None
         if cfg.model_id is not None
@@ -521,7 +554,9 @@ def _run_locked(
     )
     # The job reports its own progress (documents committed); Ray Data's per-operator bars are off.
     ray.data.DataContext.get_current().enable_progress_bars = False
-    dataset = build(_source(cfg, ranges, rows), info=info, entry=entry, cfg=cfg, plan=plan, cutoff=cutoff)
+    dataset = build(
+        _source(cfg, ranges, rows), info=info, entry=entry, cfg=cfg, plan=plan, cutoff=cutoff, rows=rows
+    )
     totals = {"embedded": 0, "skipped": 0, "files": 0, "chunks": 0, "tokens": 0}
     encode_s = load_s = peak = 0.0
     devices: set[str] = set()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from tests.conftest import SAMPLE
 
@@ -25,3 +27,15 @@ def sample_subset(path: Path, *, n_other: int, must_contain: tuple[str, ...] = P
             others += 1
     path.write_text("\n".join(picked) + "\n", encoding="utf-8")
     return path
+
+
+def cli_runner(capsys: Any) -> Callable[..., tuple[int, str, str]]:
+    """Run `pulse ARGS...` in this process; returns (exit code, stdout, stderr)."""
+    from cluster import cli
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        code = cli.main(list(argv))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run

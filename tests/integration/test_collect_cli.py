@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from cluster import cli
 from cluster.settings import get_settings
 from jobs.collect.schedule import collect_loop
 from storage.database import make_engine, make_session_factory, session_scope
 from storage.sources import SourceRepository
+from tests.integration.helpers import cli_runner
 from tests.integration.test_collect_job import config, query
 from tests.support.web_site import LocalSite
 
@@ -20,13 +20,7 @@ from tests.support.web_site import LocalSite
 def pulse(clean_db: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
     monkeypatch.setenv("PULSE_DATABASE__URL", clean_db)
     get_settings.cache_clear()
-
-    def run(*argv: str) -> tuple[int, str, str]:
-        code = cli.main(list(argv))
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    yield run
+    yield cli_runner(capsys)
     get_settings.cache_clear()
 
 

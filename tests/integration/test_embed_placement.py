@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 
 from jobs.ingest.loader import ingest_file
 from tests.conftest import ROOT
@@ -47,7 +47,7 @@ def run_probe(database_url: str, storage: Path) -> dict[str, Any]:
 
 def test_encoders_run_on_the_gpu_node_and_tokenizers_on_the_cpu_node(
     clean_db: str,
-    engine,  # type: ignore[no-untyped-def]
+    engine: Engine,
     tmp_path: Path,
 ) -> None:
     corpus = sample_subset(tmp_path / "subset.jsonl", n_other=40)
@@ -64,8 +64,13 @@ def test_encoders_run_on_the_gpu_node_and_tokenizers_on_the_cpu_node(
     # Every encoded block ran on the node that declares the GPU, every tokenized one on the CPU node.
     assert set(encode) == {gpu_node}, result
     assert set(tokenize) == {cpu_node}, result
-    assert encode[gpu_node] == result["files"] >= 1
+    assert encode[gpu_node] == result["files"] >= 2
     assert tokenize[cpu_node] >= 1
+    # The same from the GCS actor table: the reading actors too, which the job does not record.
+    actors = result["actors"]
+    assert actors["EncodeBatch"] == [gpu_node], result
+    assert actors["TokenizeBatch"] == [cpu_node], result
+    assert actors["ReadPending"] == [cpu_node], result
     # The declared GPU is not a real device: the encoder fell back to CPU and still did the work.
     assert result["devices"] == ["cpu"]
     assert result["pending"] == total

@@ -12,9 +12,11 @@ The cluster (``ray.cluster_utils.Cluster``, every node a local raylet):
 - a GPU node (1 CPU, 1 declared GPU) labelled ``pulse.io/pool=gpu``: the GPU is only a resource,
   there is no device behind it, so the encoder must fall back to CPU there.
 
-The job runs with ``cpu_label_selector={"pulse.io/pool": "cpu"}`` and one encoder. The last line of
-stdout is one JSON object: ``nodes`` (label -> node id), ``placement`` (stage -> node id -> blocks),
-``devices``, ``embedded``, ``skipped_empty``, ``chunks``, ``files``, ``pending``.
+The job runs with ``cpu_label_selector={"pulse.io/pool": "cpu"}``, one encoder and small files (several
+blocks, several files). The last line of stdout is one JSON object: ``nodes`` (label -> node id),
+``placement`` (the job's own record: stage -> node id -> blocks), ``actors`` (from the GCS actor table,
+independent of the job: stage class -> sorted node ids of its actors, the read stage included, which the
+job does not record), ``devices``, ``pending``, ``embedded``, ``skipped_empty``, ``chunks``, ``files``.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from typing import Any
 POOL_LABEL = "pulse.io/pool"
 OBJECT_STORE_BYTES = 128 * 1024 * 1024
 NODE_TIMEOUT_S = 60.0
+ROWS_PER_FILE = 64
+STAGES = ("ReadPending", "TokenizeBatch", "EncodeBatch")
 
 
 def _node_ids(expected: dict[str, float]) -> dict[str, str]:
@@ -58,6 +62,19 @@ def _node_ids(expected: dict[str, float]) -> dict[str, str]:
         time.sleep(0.2)
 
 
+def _actor_nodes() -> dict[str, list[str]]:
+    """Stage class -> node ids of the Ray Data actors that ran it (dead ones included), from the GCS."""
+    from ray._private import state
+
+    nodes: dict[str, set[str]] = {stage: set() for stage in STAGES}
+    for actor in state.actors().values():  # type: ignore[no-untyped-call]
+        name = str(actor.get("ActorClassName", ""))
+        for stage in STAGES:
+            if f"MapBatches({stage})" in name:
+                nodes[stage].add(str(actor["Address"]["NodeID"]))
+    return {stage: sorted(ids) for stage, ids in nodes.items()}
+
+
 def probe(database_url: str, storage_dir: str) -> dict[str, Any]:
     import ray
     from ray.cluster_utils import Cluster
@@ -82,7 +99,7 @@ def probe(database_url: str, storage_dir: str) -> dict[str, Any]:
             address=cluster.address,
             namespace=f"pulse-placement-{os.getpid()}",
             log_to_driver=False,
-            logging_level="WARNING",
+            logging_level=logging.WARNING,
         )
         try:
             nodes = _node_ids({"cpu": 2.0, "gpu": 1.0})
@@ -93,16 +110,19 @@ def probe(database_url: str, storage_dir: str) -> dict[str, Any]:
                     model_name="default",
                     cpu_label_selector={POOL_LABEL: "cpu"},
                     max_actors=1,
+                    rows_per_file=ROWS_PER_FILE,
                     progress=False,
                 )
             )
+            actors = _actor_nodes()
         finally:
             ray.shutdown()
     finally:
-        cluster.shutdown()
+        cluster.shutdown()  # type: ignore[no-untyped-call]
     return {
         "nodes": nodes,
         "placement": summary.placement,
+        "actors": actors,
         "devices": list(summary.devices),
         "pending": summary.pending,
         "embedded": summary.embedded,

@@ -1,0 +1,203 @@
+"""`pulse models list|add|activate`: the embedding model registry.
+
+An entry is a model (a name or a local folder; nothing is downloaded) with a text recipe, for an index.
+``add`` registers it (``building``); ``activate`` re-embeds every document for it in the background
+and then switches search to it atomically, or switches at once if its vectors are already complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from cluster.platform import running_address
+from cluster.runtime import init_ray
+from cluster.settings import Settings
+from jobs.embed.activation import activate_entry, launch_activation
+from jobs.embed.launch import default_recipe, job_config
+from jobs.embed.recipe import RECIPE_FIELDS
+from jobs.embed.registry import entry_spec
+from storage.database import make_engine, make_session_factory, session_scope
+from storage.embeddings import EmbeddingRepository, EmbedRunRepository
+from storage.model_registry import ACTIVE, ModelRegistry, ModelRow
+
+
+class ModelRefError(Exception):
+    """A model reference that matches no entry, or several."""
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("models", help="embedding model registry: list, add, activate")
+    msub = p.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+    msub.add_parser("list", help="every entry with its status, recipe and progress")
+    for action, helptext in (
+        ("add", "register a model (a name or a local folder) with a text recipe"),
+        ("activate", "re-embed for an entry in the background, then switch search to it"),
+    ):
+        a = msub.add_parser(action, help=helptext)
+        a.add_argument("model", help="entry id, or a model name / local folder")
+        a.add_argument("--index", help="index the entry serves (default: PULSE_EMBED__INDEX_NAME)")
+        a.add_argument(
+            "--chunk-tokens", type=int, help="content tokens per chunk (default: the model's limit)"
+        )
+        a.add_argument("--overlap", type=int, help="tokens shared by consecutive chunks")
+        a.add_argument("--max-chunks", type=int, help="chunks per document at most")
+        a.add_argument(
+            "--fields", help=f"comma-separated fields to embed, of {','.join(RECIPE_FIELDS)} (default: both)"
+        )
+        a.add_argument("--document-prefix", help='text put before every chunk, e.g. "passage: "')
+        a.add_argument("--query-prefix", help='text put before every query, e.g. "query: "')
+        if action == "activate":
+            a.add_argument("--wait", action="store_true", help="wait for the switch, showing progress")
+
+
+def _recipe(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    recipe: dict[str, Any] = default_recipe(settings)
+    for key, value in (
+        ("chunk_tokens", args.chunk_tokens),
+        ("overlap", args.overlap),
+        ("max_chunks", args.max_chunks),
+        ("document_prefix", args.document_prefix),
+        ("query_prefix", args.query_prefix),
+    ):
+        if value is not None:
+            recipe[key] = value
+    if args.fields:
+        recipe["fields"] = [f.strip() for f in args.fields.split(",") if f.strip()]
+    return recipe
+
+
+def _recipe_given(args: argparse.Namespace) -> bool:
+    return any(
+        getattr(args, name) is not None
+        for name in ("chunk_tokens", "overlap", "max_chunks", "fields", "document_prefix", "query_prefix")
+    )
+
+
+def _describe_recipe(recipe: dict[str, Any]) -> str:
+    chunk = recipe.get("chunk_tokens") or "max"
+    text = f"{'+'.join(recipe.get('fields', RECIPE_FIELDS))}, {chunk} tok/chunk"
+    text += f", overlap {recipe.get('overlap', 32)}, <= {recipe.get('max_chunks', 64)} chunks"
+    if recipe.get("query_prefix") or recipe.get("document_prefix"):
+        text += f", prefixes {recipe.get('query_prefix', '')!r}/{recipe.get('document_prefix', '')!r}"
+    return text
+
+
+def resolve(session: Any, args: argparse.Namespace, settings: Settings) -> ModelRow:
+    """An entry from an id, or from a model name/folder plus recipe (registered if new)."""
+    registry = ModelRegistry(session)
+    if args.model.isdigit():
+        if _recipe_given(args):
+            raise ModelRefError("an entry id already has its recipe; pass a model name to use another recipe")
+        return registry.get(int(args.model))
+    index = args.index or settings.embed.index_name
+    given_recipe = _recipe_given(args)
+    if not given_recipe:
+        # A bare name picks its existing entry on this index when there is exactly one.
+        known = [m for m in registry.find(args.model) if m.index_name == index]
+        if len(known) == 1:
+            return known[0]
+        if len(known) > 1:
+            ids = ", ".join(str(m.id) for m in known)
+            raise ModelRefError(
+                f"{args.model!r} has several entries on index {index!r} (ids {ids}); pass the id"
+            )
+    _, spec = entry_spec(args.model, recipe=_recipe(args, settings), index_name=index)
+    return registry.register(spec)
+
+
+def run(args: argparse.Namespace, settings: Settings, database_url: str, console: Console) -> int:
+    engine = make_engine(database_url, pool_size=1)
+    sessions = make_session_factory(engine)
+    try:
+        if args.models_command == "list":
+            _list(sessions, console)
+            return 0
+        with session_scope(sessions) as session:
+            entry = resolve(session, args, settings)
+        if args.models_command == "add":
+            console.print(
+                f"registered entry {entry.id}: {entry.name} ({entry.revision}, dim {entry.dimension}) "
+                f"on index {entry.index_name!r}, {_describe_recipe(entry.recipe)}; status {entry.status}. "
+                f"`pulse models activate {entry.id}` embeds every document for it and then switches search."
+            )
+            return 0
+        return _activate(args, settings, database_url, entry, sessions, console)
+    finally:
+        engine.dispose()
+
+
+def _list(sessions: Any, console: Console) -> None:
+    table = Table(box=None, pad_edge=False)
+    for column in (
+        "id",
+        "model",
+        "revision",
+        "dim",
+        "index",
+        "status",
+        "recipe",
+        "embedded",
+        "pending",
+        "last run",
+    ):
+        table.add_column(column)
+    with session_scope(sessions) as session:
+        embeddings = EmbeddingRepository(session)
+        runs = EmbedRunRepository(session)
+        for m in ModelRegistry(session).all():
+            last = runs.last(m.id)
+            table.add_row(
+                str(m.id),
+                m.name,
+                m.revision,
+                str(m.dimension),
+                m.index_name,
+                f"[bold]{m.status}[/]" if m.status == ACTIVE else m.status,
+                _describe_recipe(m.recipe),
+                str(embeddings.count_embedded(model_id=m.id)),
+                str(embeddings.count_pending(model_id=m.id)),
+                f"{last.status} {last.started_at:%Y-%m-%d %H:%M}" if last else "never",
+            )
+    console.print(table)
+
+
+def _activate(
+    args: argparse.Namespace,
+    settings: Settings,
+    database_url: str,
+    entry: ModelRow,
+    sessions: Any,
+    console: Console,
+) -> int:
+
+    if entry.status == ACTIVE:
+        console.print(f"entry {entry.id} ({entry.name}) is already active on index {entry.index_name!r}")
+        return 0
+    with session_scope(sessions) as session:
+        current = ModelRegistry(session).active(entry.index_name)
+        pending = EmbeddingRepository(session).count_pending(model_id=entry.id)
+    serving = f"entry {current.id} ({current.name})" if current else "nothing"
+    cfg = replace(job_config(settings, database_url), model_id=entry.id, progress=True)
+    address = settings.ray.address or running_address()
+    init_ray(settings.ray, address=address)
+    if address is None or args.wait:
+        # No running cluster to hand the work to (or asked to wait): do it here, with progress.
+        console.print(
+            f"activating entry {entry.id} ({entry.name}): embedding {pending} documents here; "
+            f"search keeps serving {serving} until they are done"
+        )
+        result = activate_entry(cfg, namespace=settings.ray.namespace)
+        console.print(result.line())
+        return 0
+    launch_activation(replace(cfg, progress=False), settings.ray.namespace)
+    console.print(
+        f"activating entry {entry.id} ({entry.name}) in the background: {pending} documents to embed; "
+        f"search keeps serving {serving} until they are done, then switches. "
+        "`pulse models list` shows the progress."
+    )
+    return 0
