@@ -12,7 +12,6 @@ from dataclasses import replace
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
 from cluster.platform import running_address
 from cluster.runtime import init_ray
@@ -132,38 +131,25 @@ def run(args: argparse.Namespace, settings: Settings, database_url: str, console
 
 
 def _list(sessions: Any, console: Console) -> None:
-    table = Table(box=None, pad_edge=False)
-    for column in (
-        "id",
-        "model",
-        "revision",
-        "dim",
-        "index",
-        "status",
-        "recipe",
-        "embedded",
-        "pending",
-        "last run",
-    ):
-        table.add_column(column)
+    """One block per entry (lines, not a table, so nothing is cut on a narrow terminal)."""
     with session_scope(sessions) as session:
         embeddings = EmbeddingRepository(session)
         runs = EmbedRunRepository(session)
-        for m in ModelRegistry(session).all():
+        entries = ModelRegistry(session).all()
+        if not entries:
+            console.print("no models yet: `pulse embed` registers the default, `pulse models add` others")
+        for m in entries:
             last = runs.last(m.id)
-            table.add_row(
-                str(m.id),
-                m.name,
-                m.revision,
-                str(m.dimension),
-                m.index_name,
-                f"[bold]{m.status}[/]" if m.status == ACTIVE else m.status,
-                _describe_recipe(m.recipe),
-                str(embeddings.count_embedded(model_id=m.id)),
-                str(embeddings.count_pending(model_id=m.id)),
-                f"{last.status} {last.started_at:%Y-%m-%d %H:%M}" if last else "never",
+            status = f"[bold]{m.status}[/]" if m.status == ACTIVE else m.status
+            console.print(
+                f"{m.id}  {m.name}  {status}  index {m.index_name}  dim {m.dimension}  "
+                f"embedded {embeddings.count_embedded(model_id=m.id)}  "
+                f"pending {embeddings.count_pending(model_id=m.id)}"
             )
-    console.print(table)
+            console.print(
+                f"    revision {m.revision}; recipe: {_describe_recipe(m.recipe)}; last run: "
+                + (f"{last.status} {last.started_at:%Y-%m-%d %H:%M}" if last else "never")
+            )
 
 
 def _activate(

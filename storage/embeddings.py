@@ -139,9 +139,7 @@ class EmbeddingRepository:
                 select(Document.id, Document.content_hash)
                 .outerjoin(DocumentEmbedding, join)
                 .where(condition, Document.id.in_(ids))
-            )
-            .tuples()
-            .all()
+            ).all()
         )
         return {int(k) for k, h in keys if current.get(int(k)) == h}
 

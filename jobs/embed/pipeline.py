@@ -94,7 +94,7 @@ class EmbedSummary:
         return (
             f"embed: model {self.model_name} (id {self.model_id}): {self.embedded} documents embedded "
             f"({self.chunks} chunks, {self.tokens:,} tokens), {self.skipped_empty} skipped (empty text), "
-            f"{self.files} files, {self.seconds:.1f} s ({rate:,.0f} docs/s, {self.actors} actors"
+            f"{self.files} files, {self.seconds:.1f} s ({rate:,.0f} docs/s, up to {self.actors} encoders"
             f"{' on ' + '/'.join(self.devices) if self.devices else ''})"
         )
 

@@ -237,7 +237,7 @@ def write_projected_model(path: Path, dimension: int) -> Path:
     """A real, different model: MiniLM with a fixed random projection to ``dimension`` dims."""
     import torch
     from sentence_transformers import SentenceTransformer
-    from sentence_transformers.models import Dense, Normalize
+    from sentence_transformers.sentence_transformer.modules import Dense, Normalize
 
     base = load_model(describe_model("default"), device="cpu", threads=1)
     torch.manual_seed(7)
@@ -315,12 +315,10 @@ def test_activating_a_model_of_another_dimension_builds_beside_and_switches(  # 
     code, out, _ = pulse("models", "activate", str(new_id), "--wait")
     assert code == 0 and f"entry {new_id} is active" in out and f"replaced entry {old_id}" in out
     with engine.connect() as conn:
-        statuses = dict(conn.execute(text("SELECT id, status FROM embedding_models")).tuples().all())
-        dims = dict(conn.execute(text("SELECT id, dimension FROM embedding_models")).tuples().all())
+        statuses = dict(conn.execute(text("SELECT id, status FROM embedding_models")).all())
+        dims = dict(conn.execute(text("SELECT id, dimension FROM embedding_models")).all())
         counts = dict(
-            conn.execute(text("SELECT model_id, count(*) FROM document_embeddings GROUP BY model_id"))
-            .tuples()
-            .all()
+            conn.execute(text("SELECT model_id, count(*) FROM document_embeddings GROUP BY model_id")).all()
         )
     assert statuses == {old_id: "retired", new_id: "active"} and dims == {old_id: 384, new_id: 128}
     assert counts == {old_id: total, new_id: total}
@@ -392,7 +390,7 @@ def test_background_activation_survives_a_crash_of_its_actor(clean_db: str, engi
         embedded = conn.execute(
             text("SELECT count(*) FROM document_embeddings WHERE model_id = :m"), {"m": entry.id}
         ).scalar_one()
-        statuses = dict(conn.execute(text("SELECT id, status FROM embedding_models")).tuples().all())
+        statuses = dict(conn.execute(text("SELECT id, status FROM embedding_models")).all())
     assert embedded == first.embedded and statuses[first.model_id] == "retired"
     assert set(live_rows(engine, storage, entry.id).values()) == {1}
     # Its work done, the actor leaves and frees its name for a later activation.
