@@ -92,7 +92,7 @@ class EmbedSummary:
     def line(self) -> str:
         rate = self.embedded / self.seconds if self.seconds > 0 else 0.0
         return (
-            f"embed: model {self.model_name} (id {self.model_id}): {self.embedded} documents embedded "
+            f"embed: model {self.model_name} (id {self.model_id}): {self.embedded} embedded "
             f"({self.chunks} chunks, {self.tokens:,} tokens), {self.skipped_empty} skipped (empty text), "
             f"{self.files} files, {self.seconds:.1f} s ({rate:,.0f} docs/s, up to {self.actors} encoders"
             f"{' on ' + '/'.join(self.devices) if self.devices else ''})"

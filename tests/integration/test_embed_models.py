@@ -342,7 +342,7 @@ def test_activating_a_model_of_another_dimension_builds_beside_and_switches(  # 
         assert stats["size"] == total and stats["dimension"] == 128
         # `pulse embed` now serves the active (new) entry: nothing left to do for it.
         code, out, _ = pulse("embed")
-        assert code == 0 and "0 documents embedded" in out and f"(id {new_id})" in out
+        assert code == 0 and "0 embedded (" in out and f"(id {new_id})" in out
     finally:
         ray.kill(new_index, no_restart=True)
         ray.kill(old_index, no_restart=True)
