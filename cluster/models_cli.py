@@ -165,8 +165,10 @@ def _activate(
         console.print(f"entry {entry.id} ({entry.name}) is already active on index {entry.index_name!r}")
         return 0
     with session_scope(sessions) as session:
-        current = ModelRegistry(session).active(entry.index_name)
+        registry = ModelRegistry(session)
+        current = registry.active(entry.index_name)
         pending = EmbeddingRepository(session).count_pending(model_id=entry.id)
+        registry.request_activation(entry.id)  # recorded first: `pulse up` resumes it after a restart
     serving = f"entry {current.id} ({current.name})" if current else "nothing"
     cfg = replace(job_config(settings, database_url), model_id=entry.id, progress=True)
     address = settings.ray.address or running_address()

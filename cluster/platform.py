@@ -28,6 +28,7 @@ from cluster.constants import INDEX_ACTOR_PREFIX, SEARCH_APP_NAME
 from cluster.database import DatabaseChoice, connect_database, stop_embedded
 from cluster.serve_config import deploy_search
 from cluster.settings import Settings
+from jobs.embed.activation import resume_activations
 from jobs.embed.launch import embed_target, job_config, notify_index
 from jobs.embed.pipeline import run_embed
 from jobs.ingest.loader import ingest_file
@@ -192,6 +193,12 @@ def up(settings: Settings, console: Console, *, ingest_sample: bool = True) -> P
     notify_index(embed_summary, settings.ray.namespace)
 
     deploy_search(settings, db.url)
+    resumed = resume_activations(job_config(settings, db.url), settings.ray.namespace)
+    if resumed:
+        console.print(
+            f"[bold]models[/]: resuming the activation of entries {', '.join(map(str, resumed))} in the "
+            "background (`pulse models list` shows the progress)"
+        )
     state.api_url = api_url(settings)
     if settings.ray.include_dashboard and not settings.ray.address:
         state.dashboard_url = f"http://127.0.0.1:{settings.ray.dashboard_port}"

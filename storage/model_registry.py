@@ -149,14 +149,23 @@ class ModelRegistry:
         model = self.session.execute(active_statement(index_name)).scalar_one_or_none()
         return _row(model) if model else None
 
-    def set_status(self, model_id: int, status: str) -> None:
-        if status == ACTIVE:
-            raise ValueError("use switch_active to activate a model")
+    def request_activation(self, model_id: int) -> None:
+        """Record that the entry should become active once built (``building`` unless already active)."""
+        self.get(model_id)
         self.session.execute(
             update(EmbeddingModel)
             .where(EmbeddingModel.id == model_id, EmbeddingModel.status != ACTIVE)
-            .values(status=status)
+            .values(status=BUILDING, activation_requested_at=func.now())
         )
+
+    def requested_activations(self) -> list[ModelRow]:
+        """Entries whose activation was asked for and has not switched yet (to resume after a restart)."""
+        stmt = (
+            select(EmbeddingModel)
+            .where(EmbeddingModel.activation_requested_at.is_not(None), EmbeddingModel.status == BUILDING)
+            .order_by(EmbeddingModel.id)
+        )
+        return [_row(m) for m in self.session.execute(stmt).scalars()]
 
     def switch_active(self, model_id: int) -> ModelRow | None:
         """Make ``model_id`` its index's active entry in this transaction; returns the entry it replaced."""
@@ -182,7 +191,7 @@ class ModelRegistry:
         self.session.execute(
             update(EmbeddingModel)
             .where(EmbeddingModel.id == model_id)
-            .values(status=ACTIVE, activated_at=func.now(), retired_at=None)
+            .values(status=ACTIVE, activated_at=func.now(), retired_at=None, activation_requested_at=None)
         )
         return replaced
 

@@ -127,6 +127,7 @@ class EmbeddingModel(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     activated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     retired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    activation_requested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class VectorFile(Base):

@@ -26,7 +26,7 @@ import ray
 from cluster.constants import activation_actor_name, index_actor_name
 from jobs.embed.pipeline import EmbedJobConfig, EmbedSummary, run_embed
 from storage.database import make_engine, make_session_factory, session_scope
-from storage.model_registry import ACTIVE, BUILDING, ModelRegistry, ModelRow
+from storage.model_registry import ModelRegistry, ModelRow
 from storage.vector_source import LEVELS
 
 logger = logging.getLogger(__name__)
@@ -65,8 +65,7 @@ def activate_entry(
         with session_scope(sessions) as session:
             registry = ModelRegistry(session)
             entry = registry.get(cfg.model_id)
-            if entry.status != ACTIVE:
-                registry.set_status(entry.id, BUILDING)
+            registry.request_activation(entry.id)
         passes: list[EmbedSummary] = []
         for _ in range(MAX_PASSES):
             summary = run_embed(replace(cfg, full=False))
@@ -151,6 +150,19 @@ ACTIVATION_ACTOR_OPTIONS: dict[str, Any] = {
 }
 
 ActivationActor = ray.remote(ActivationRunner)
+
+
+def resume_activations(cfg: EmbedJobConfig, namespace: str) -> list[int]:
+    """Relaunch the activations a cluster restart cut off (entries asked for but not switched yet)."""
+    engine = make_engine(cfg.database_url, pool_size=1)
+    try:
+        with session_scope(make_session_factory(engine)) as session:
+            entries = ModelRegistry(session).requested_activations()
+    finally:
+        engine.dispose()
+    for entry in entries:
+        launch_activation(replace(cfg, model_id=entry.id, progress=False), namespace)
+    return [e.id for e in entries]
 
 
 def launch_activation(cfg: EmbedJobConfig, namespace: str) -> Any:

@@ -402,3 +402,35 @@ def test_background_activation_survives_a_crash_of_its_actor(clean_db: str, engi
         time.sleep(0.5)
     else:
         raise AssertionError("the activation actor did not exit after the switch")
+
+
+def test_an_activation_cut_off_by_a_restart_is_resumed(clean_db: str, engine, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from dataclasses import replace
+
+    from jobs.embed.activation import resume_activations
+    from jobs.embed.registry import entry_spec
+    from storage.database import make_session_factory, session_scope
+    from storage.model_registry import ModelRegistry
+
+    ingest_file(sample_subset(tmp_path / "s.jsonl", n_other=40), database_url=clean_db)
+    storage = tmp_path / "storage"
+    cfg = config(clean_db, storage, max_actors=1)
+    first = run_embed(cfg)
+    _, spec = entry_spec("default", recipe={"fields": ["title"]})
+    with session_scope(make_session_factory(engine)) as session:
+        registry = ModelRegistry(session)
+        entry = registry.register(spec)
+        idle = registry.register(entry_spec("default", recipe={"overlap": 8})[1])  # added, never activated
+        registry.request_activation(entry.id)  # asked for; then the cluster went down before it ran
+    namespace = ray.get_runtime_context().namespace
+    assert resume_activations(replace(cfg, model_id=None), namespace) == [entry.id]
+    deadline = time.monotonic() + 300
+    statuses: dict[int, str] = {}
+    while time.monotonic() < deadline:
+        with engine.connect() as conn:
+            statuses = dict(conn.execute(text("SELECT id, status FROM embedding_models")).all())
+        if statuses[entry.id] == "active":
+            break
+        time.sleep(0.5)
+    assert statuses == {first.model_id: "retired", entry.id: "active", idle.id: "building"}
+    assert resume_activations(cfg, namespace) == []  # nothing left to resume

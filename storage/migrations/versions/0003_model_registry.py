@@ -37,6 +37,8 @@ def upgrade() -> None:
     )
     op.add_column("embedding_models", sa.Column("activated_at", sa.DateTime(timezone=True)))
     op.add_column("embedding_models", sa.Column("retired_at", sa.DateTime(timezone=True)))
+    # Set by `pulse models activate`, cleared by the switch: `pulse up` resumes what a restart cut off.
+    op.add_column("embedding_models", sa.Column("activation_requested_at", sa.DateTime(timezone=True)))
     op.execute(
         "UPDATE embedding_models SET status = CASE WHEN is_active THEN 'active' ELSE 'retired' END, "
         "activated_at = CASE WHEN is_active THEN now() END"
@@ -109,6 +111,7 @@ def downgrade() -> None:
         postgresql_where=sa.text("is_active"),
     )
     for column in (
+        "activation_requested_at",
         "retired_at",
         "activated_at",
         "status",
