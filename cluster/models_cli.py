@@ -18,14 +18,15 @@ from cluster.runtime import init_ray
 from cluster.settings import Settings
 from jobs.embed.activation import activate_entry, launch_activation
 from jobs.embed.launch import default_recipe, job_config
-from jobs.embed.recipe import RECIPE_FIELDS
+from jobs.embed.recipe import RECIPE_FIELDS, TextRecipe
 from jobs.embed.registry import entry_spec
+from jobs.errors import JobError
 from storage.database import make_engine, make_session_factory, session_scope
 from storage.embeddings import EmbeddingRepository, EmbedRunRepository
 from storage.model_registry import ACTIVE, ModelRegistry, ModelRow
 
 
-class ModelRefError(Exception):
+class ModelRefError(JobError):
     """A model reference that matches no entry, or several."""
 
 
@@ -54,35 +55,24 @@ def add_parser(sub: Any) -> None:
             a.add_argument("--wait", action="store_true", help="wait for the switch, showing progress")
 
 
-def _recipe(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
-    recipe: dict[str, Any] = default_recipe(settings)
-    for key, value in (
-        ("chunk_tokens", args.chunk_tokens),
-        ("overlap", args.overlap),
-        ("max_chunks", args.max_chunks),
-        ("document_prefix", args.document_prefix),
-        ("query_prefix", args.query_prefix),
-    ):
-        if value is not None:
-            recipe[key] = value
-    if args.fields:
-        recipe["fields"] = [f.strip() for f in args.fields.split(",") if f.strip()]
-    return recipe
+#: Recipe options of `add` / `activate` (argparse dest = recipe key).
+RECIPE_OPTIONS = ("chunk_tokens", "overlap", "max_chunks", "fields", "document_prefix", "query_prefix")
 
 
-def _recipe_given(args: argparse.Namespace) -> bool:
-    return any(
-        getattr(args, name) is not None
-        for name in ("chunk_tokens", "overlap", "max_chunks", "fields", "document_prefix", "query_prefix")
-    )
+def _recipe_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The recipe options given on the command line."""
+    given = {name: getattr(args, name) for name in RECIPE_OPTIONS if getattr(args, name) is not None}
+    if "fields" in given:
+        given["fields"] = [f.strip() for f in given["fields"].split(",") if f.strip()]
+    return given
 
 
-def _describe_recipe(recipe: dict[str, Any]) -> str:
-    chunk = recipe.get("chunk_tokens") or "max"
-    text = f"{'+'.join(recipe.get('fields', RECIPE_FIELDS))}, {chunk} tok/chunk"
-    text += f", overlap {recipe.get('overlap', 32)}, <= {recipe.get('max_chunks', 64)} chunks"
-    if recipe.get("query_prefix") or recipe.get("document_prefix"):
-        text += f", prefixes {recipe.get('query_prefix', '')!r}/{recipe.get('document_prefix', '')!r}"
+def _describe_recipe(data: dict[str, Any]) -> str:
+    recipe = TextRecipe.from_json(data)
+    text = f"{'+'.join(recipe.fields)}, {recipe.chunk_tokens or 'max'} tok/chunk"
+    text += f", overlap {recipe.overlap}, <= {recipe.max_chunks} chunks"
+    if recipe.query_prefix or recipe.document_prefix:
+        text += f", prefixes {recipe.query_prefix!r}/{recipe.document_prefix!r}"
     return text
 
 
@@ -90,12 +80,12 @@ def resolve(session: Any, args: argparse.Namespace, settings: Settings) -> Model
     """An entry from an id, or from a model name/folder plus recipe (registered if new)."""
     registry = ModelRegistry(session)
     if args.model.isdigit():
-        if _recipe_given(args):
+        if _recipe_options(args):
             raise ModelRefError("an entry id already has its recipe; pass a model name to use another recipe")
         return registry.get(int(args.model))
     index = args.index or settings.embed.index_name
-    given_recipe = _recipe_given(args)
-    if not given_recipe:
+    options = _recipe_options(args)
+    if not options:
         # A bare name picks its existing entry on this index when there is exactly one.
         known = [m for m in registry.find(args.model) if m.index_name == index]
         if len(known) == 1:
@@ -105,7 +95,7 @@ def resolve(session: Any, args: argparse.Namespace, settings: Settings) -> Model
             raise ModelRefError(
                 f"{args.model!r} has several entries on index {index!r} (ids {ids}); pass the id"
             )
-    _, spec = entry_spec(args.model, recipe=_recipe(args, settings), index_name=index)
+    _, spec = entry_spec(args.model, recipe={**default_recipe(settings), **options}, index_name=index)
     return registry.register(spec)
 
 

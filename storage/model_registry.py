@@ -7,7 +7,7 @@ keeps exactly one ``active`` entry per index, and ``switch_active`` flips it in 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
@@ -25,7 +25,7 @@ DEFAULT_INDEX = "default"
 BUILDING, ACTIVE, RETIRED = "building", "active", "retired"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ModelSpec:
     """What registering a model records (read from the model's files and the recipe, not from a load)."""
 
@@ -41,44 +41,27 @@ class ModelSpec:
     index_name: str = DEFAULT_INDEX
 
 
-@dataclass(frozen=True)
-class ModelRow:
+@dataclass(frozen=True, kw_only=True)
+class ModelRow(ModelSpec):
+    """A registry entry: its spec plus identity and status."""
+
     id: int
-    name: str
-    revision: str
-    path: str
-    dimension: int
-    normalize: bool
-    max_seq_length: int | None
-    pooling: str
-    recipe: dict[str, Any]
-    recipe_key: str
-    index_name: str
     status: str
     created_at: datetime | None = None
     activated_at: datetime | None = None
 
-    @property
-    def is_active(self) -> bool:
-        return self.status == ACTIVE
+
+#: Columns that a spec sets.
+SPEC_FIELDS = tuple(f.name for f in fields(ModelSpec))
 
 
 def _row(m: EmbeddingModel) -> ModelRow:
     return ModelRow(
         id=m.id,
-        name=m.name,
-        revision=m.revision,
-        path=m.path,
-        dimension=m.dimension,
-        normalize=m.normalize,
-        max_seq_length=m.max_seq_length,
-        pooling=m.pooling,
-        recipe=dict(m.recipe or {}),
-        recipe_key=m.recipe_key,
-        index_name=m.index_name,
         status=m.status,
         created_at=m.created_at,
         activated_at=m.activated_at,
+        **{name: getattr(m, name) for name in SPEC_FIELDS},
     )
 
 
@@ -97,30 +80,13 @@ class ModelRegistry:
 
     def register(self, spec: ModelSpec, *, activate_if_none: bool = False) -> ModelRow:
         """The entry of ``spec`` (created ``building`` if new); the index's first entry may be activated."""
-        values = {
-            "name": spec.name,
-            "revision": spec.revision,
-            "path": spec.path,
-            "dimension": spec.dimension,
-            "normalize": spec.normalize,
-            "max_seq_length": spec.max_seq_length,
-            "pooling": spec.pooling,
-            "recipe": spec.recipe,
-            "recipe_key": spec.recipe_key,
-            "index_name": spec.index_name,
-        }
-        self.session.execute(
-            insert(EmbeddingModel)
-            .values(**values)
-            .on_conflict_do_update(constraint="uq_embedding_models_identity", set_={"path": spec.path})
-        )
+        # On conflict the row is updated (its loading path), so RETURNING yields it either way.
         model = self.session.execute(
-            select(EmbeddingModel).where(
-                EmbeddingModel.name == spec.name,
-                EmbeddingModel.revision == spec.revision,
-                EmbeddingModel.recipe_key == spec.recipe_key,
-                EmbeddingModel.index_name == spec.index_name,
-            )
+            insert(EmbeddingModel)
+            .values(**asdict(spec))
+            .on_conflict_do_update(constraint="uq_embedding_models_identity", set_={"path": spec.path})
+            .returning(EmbeddingModel),
+            execution_options={"populate_existing": True},
         ).scalar_one()
         if activate_if_none and self.active(spec.index_name) is None:
             self.switch_active(model.id)

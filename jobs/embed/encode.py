@@ -131,13 +131,13 @@ def describe_model(name: str) -> ModelInfo:
 
 
 def _pooling_mode(config: dict[str, Any]) -> str:
+    if "pooling_mode" in config:  # newer sentence-transformers write one key
+        return str(config["pooling_mode"])
     modes = [
         key.removeprefix("pooling_mode_")
         for key, on in config.items()
         if key.startswith("pooling_mode_") and on
     ]
-    if "pooling_mode" in config:  # newer sentence-transformers write one key
-        return str(config["pooling_mode"])
     return "+".join(m.removesuffix("_tokens").removesuffix("_token") for m in modes) or "mean"
 
 

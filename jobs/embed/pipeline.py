@@ -37,7 +37,7 @@ from jobs.embed.registry import entry_spec, info_of
 from jobs.errors import EmbedBusy
 from jobs.progress import JobProgress
 from storage.database import make_engine, make_session_factory, session_scope
-from storage.document_files import list_row_groups, read_row_group
+from storage.document_files import RowGroupRef, list_row_groups, read_row_group
 from storage.embeddings import EmbeddingRepository, EmbedRunRepository
 from storage.model_registry import ModelRegistry, ModelRow
 from storage.vector_files import DOCUMENT_ROW, VectorBatch, VectorFileStore
@@ -266,18 +266,9 @@ class EncodeBatch:
                 counts=counts,
                 doc_vectors=doc_vectors,
                 chunk_vectors=chunk_vectors,
-                starts=[
-                    s
-                    for doc, k in zip(batch.column("char_start").to_pylist(), keep, strict=True)
-                    if k
-                    for s in doc
-                ],
-                ends=[
-                    e
-                    for doc, k in zip(batch.column("char_end").to_pylist(), keep, strict=True)
-                    if k
-                    for e in doc
-                ],
+                # A blank document has no chunk, so the flattened spans line up with ``flat``.
+                starts=batch.column("char_start").combine_chunks().flatten().to_numpy(),
+                ends=batch.column("char_end").combine_chunks().flatten().to_numpy(),
                 text_chars=batch.column("text_chars").to_numpy()[keep],
             )
             path = self._store.write(model_id=self._model_id, batch=vectors)
@@ -311,8 +302,8 @@ def _file_rows(
     counts: np.ndarray,
     doc_vectors: np.ndarray,
     chunk_vectors: np.ndarray,
-    starts: list[int],
-    ends: list[int],
+    starts: np.ndarray,
+    ends: np.ndarray,
     text_chars: np.ndarray,
 ) -> VectorBatch:
     """Document rows for every document, then chunk rows of the documents with more than one chunk."""
@@ -444,16 +435,16 @@ def build(
     )
 
 
-def _source(cfg: EmbedJobConfig, ranges: list[Any], rows: int) -> ray.data.Dataset:
+def _source(ranges: list[Any], row_groups: list[RowGroupRef] | None, rows: int) -> ray.data.Dataset:
     """One input block per unit of reading: a planned id range, or Parquet row groups of ~``rows``.
 
     Reading happens in the read actors (which reserve their CPUs), not in Ray Data read tasks that
     would each want a whole CPU beside encoders holding the rest.
     """
-    if cfg.input_path:
+    if row_groups is not None:
         blocks: list[list[dict[str, Any]]] = [[]]
         filled = 0
-        for ref in list_row_groups(cfg.input_path):
+        for ref in row_groups:
             if filled >= rows:
                 blocks.append([])
                 filled = 0
@@ -471,8 +462,8 @@ def run_embed(cfg: EmbedJobConfig) -> EmbedSummary:
     fails at once. Runs of one entry are exclusive (``EmbedBusy``).
     """
     start = time.perf_counter()
-    if cfg.input_path:
-        list_row_groups(cfg.input_path)  # a missing or malformed input fails here, before any work
+    # A missing or malformed Parquet input fails here, before any work; the row groups are read once.
+    row_groups = list_row_groups(cfg.input_path) if cfg.input_path else None
     spec = (
         None
         if cfg.model_id is not None
@@ -506,6 +497,7 @@ def run_embed(cfg: EmbedJobConfig) -> EmbedSummary:
                     run_id=run.id,
                     cutoff=run.cutoff if cfg.full else None,
                     start=start,
+                    row_groups=row_groups,
                 )
             except BaseException:
                 with session_scope(sessions) as session:
@@ -531,6 +523,7 @@ def _run_locked(
     run_id: int,
     cutoff: datetime | None,
     start: float,
+    row_groups: list[RowGroupRef] | None,
 ) -> EmbedSummary:
     with session_scope(sessions) as session:
         total = EmbeddingRepository(session).count_pending(model_id=entry.id, cutoff=cutoff)
@@ -555,7 +548,13 @@ def _run_locked(
     # The job reports its own progress (documents committed); Ray Data's per-operator bars are off.
     ray.data.DataContext.get_current().enable_progress_bars = False
     dataset = build(
-        _source(cfg, ranges, rows), info=info, entry=entry, cfg=cfg, plan=plan, cutoff=cutoff, rows=rows
+        _source(ranges, row_groups, rows),
+        info=info,
+        entry=entry,
+        cfg=cfg,
+        plan=plan,
+        cutoff=cutoff,
+        rows=rows,
     )
     totals = {"embedded": 0, "skipped": 0, "files": 0, "chunks": 0, "tokens": 0}
     encode_s = load_s = peak = 0.0

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from jobs.embed.chunking import token_template
-from jobs.embed.encode import ModelInfo, describe_model, load_tokenizer, model_token_limit
+from jobs.embed.encode import ModelInfo, describe_model, load_tokenizer, model_token_limit, resolve_model_path
 from jobs.embed.recipe import TextRecipe
 from storage.model_registry import DEFAULT_INDEX, ModelRow, ModelSpec
 
@@ -50,14 +50,14 @@ def check_recipe(info: ModelInfo, recipe: TextRecipe) -> int:
 
 def info_of(entry: ModelRow) -> ModelInfo:
     """What workers need to load a registered model; ``ModelNotFound`` if it is gone from this machine."""
-    described = describe_model(entry.path or entry.name)
+    ref = entry.path or entry.name
     return ModelInfo(
         name=entry.name,
-        path=described.path,
+        path=str(resolve_model_path(ref)),
         revision=entry.revision,
         dimension=entry.dimension,
         normalize=entry.normalize,
         max_seq_length=entry.max_seq_length,
         pooling=entry.pooling,
-        ref=entry.path or entry.name,
+        ref=ref,
     )

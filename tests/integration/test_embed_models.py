@@ -82,6 +82,20 @@ def live_rows(engine, storage: Path, model_id: int | None = None) -> dict[tuple[
     return seen
 
 
+def wait_until_active(engine, entry_id: int, timeout_s: float = 300) -> dict[int, str]:  # type: ignore[no-untyped-def]
+    """Every entry's status once ``entry_id`` is active (AssertionError after ``timeout_s``)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with engine.connect() as conn:
+            statuses: dict[int, str] = dict(
+                conn.execute(text("SELECT id, status FROM embedding_models")).all()
+            )
+        if statuses[entry_id] == "active":
+            return statuses
+        time.sleep(0.5)
+    raise AssertionError(f"entry {entry_id} did not become active within {timeout_s} s")
+
+
 def test_long_documents_are_chunked_with_overlap_and_pooled(clean_db: str, engine, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     ingest_bbc(tmp_path, clean_db, 6)
     storage = tmp_path / "storage"
@@ -274,6 +288,8 @@ def test_models_cli_errors_come_before_any_work(pulse, tmp_path: Path, engine) -
     assert code == 2 and "overlap (80) must be smaller than chunk_tokens (64)" in err
     code, _, err = pulse("models", "add", "default", "--chunk-tokens", "4000")
     assert code == 2 and "lower --chunk-tokens" in err
+    code, _, err = pulse("models", "activate", "1", "--overlap", "8")
+    assert code == 2 and "already has its recipe" in err
     code, _, err = pulse("embed", "--model", "acme/no-such-model")
     assert code == 2 and "not found" in err
     with engine.connect() as conn:
@@ -377,15 +393,7 @@ def test_background_activation_survives_a_crash_of_its_actor(clean_db: str, engi
                 break
         time.sleep(0.2)
     ray.kill(actor, no_restart=False)
-    while time.monotonic() < deadline:
-        with engine.connect() as conn:
-            status = conn.execute(
-                text("SELECT status FROM embedding_models WHERE id = :m"), {"m": entry.id}
-            ).scalar_one()
-        if status == "active":
-            break
-        time.sleep(0.5)
-    assert status == "active"
+    wait_until_active(engine, entry.id)
     with engine.connect() as conn:
         embedded = conn.execute(
             text("SELECT count(*) FROM document_embeddings WHERE model_id = :m"), {"m": entry.id}
@@ -424,13 +432,6 @@ def test_an_activation_cut_off_by_a_restart_is_resumed(clean_db: str, engine, tm
         registry.request_activation(entry.id)  # asked for; then the cluster went down before it ran
     namespace = ray.get_runtime_context().namespace
     assert resume_activations(replace(cfg, model_id=None), namespace) == [entry.id]
-    deadline = time.monotonic() + 300
-    statuses: dict[int, str] = {}
-    while time.monotonic() < deadline:
-        with engine.connect() as conn:
-            statuses = dict(conn.execute(text("SELECT id, status FROM embedding_models")).all())
-        if statuses[entry.id] == "active":
-            break
-        time.sleep(0.5)
+    statuses = wait_until_active(engine, entry.id)
     assert statuses == {first.model_id: "retired", entry.id: "active", idle.id: "building"}
     assert resume_activations(cfg, namespace) == []  # nothing left to resume
