@@ -1,24 +1,46 @@
-"""``VectorIndex``: an exact inner-product FAISS index over stored vectors, with document ids kept.
+"""``VectorIndex``: a FAISS index with document ids, upserts, deletes, filters and non-blocking rebuilds.
 
 Plain Python (no Ray): it takes its vector source as an argument, so it is tested without a cluster.
-Upserts replace a document's previous vectors; a ``watermark`` records the last manifest file applied,
-so ``catch_up()`` after a restart or a notification reads only what is new. An index of chunks keys each
-vector by ``document * CHUNK_SLOTS + chunk`` and replaces all of a document's chunks at once (a document
-re-embedded with fewer chunks leaves none of its old ones behind).
+
+How it hides FAISS's sharp edges:
+
+- **Rows, not FAISS ids.** Every vector ever added is a row of an append-only store (key, document,
+  vector, live flag, metadata). The FAISS index ("main") is built over rows ``[0, main.rows)`` and is
+  never modified after it is built, so searches run concurrently with writes without a lock.
+- **Upsert and delete for every index type.** An upsert appends new rows and marks the key's old rows
+  dead; a delete marks rows dead. Dead rows are tombstones, filtered inside the FAISS search through an
+  ``IDSelectorBitmap`` (HNSW cannot delete).
+- **Delta + background rebuild.** Rows appended after the main index was built (the "delta") are
+  searched exactly. When the delta or the tombstones grow past a share of the index, ``rebuild()``
+  builds a new main index from the live rows into a new object (training IVF when needed) while searches
+  keep using the old one, then swaps both in one assignment.
+- **Index type by size**, through the FAISS index factory: exact (``Flat``) for small collections,
+  ``HNSW`` for large ones, ``IVF...,PQ`` beyond (or any factory string from the settings).
+- **Filters inside the search** with oversampling: a permissive filter is a selector in the ANN search,
+  with ``efSearch``/``nprobe`` raised by the inverse of its selectivity; a selective one (few rows pass)
+  is answered exactly over just those rows; if the ANN search still returns fewer than ``k`` results,
+  the exact path answers. So ``k`` results come back whenever ``k`` rows pass.
+
+A ``watermark`` records the last manifest file applied and a ``deletion_watermark`` the last deletion
+seen, so ``catch_up()`` after a restart or a notification reads only what is new. An index of chunks
+keys each vector by ``document * CHUNK_SLOTS + chunk`` and replaces all of a document's chunks at once.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
-from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Protocol
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import faiss
 import numpy as np
 
 from actors.errors import DimensionMismatch
+from actors.filters import MetaBatch, MetaColumns, SearchFilter, Vocabulary
 
 logger = logging.getLogger(__name__)
 
@@ -32,15 +54,21 @@ class VectorUpdateLike(Protocol):
     def vectors(self) -> np.ndarray: ...
     @property
     def keys(self) -> np.ndarray | None: ...
+    @property
+    def meta(self) -> MetaBatch | None: ...
 
 
 class VectorSource(Protocol):
     def updates_after(self, watermark: int) -> Iterable[VectorUpdateLike]: ...
 
+    def deletions_after(self, sequence: int) -> tuple[int, np.ndarray]:
+        """(last deletion sequence, ids of documents deleted after ``sequence``)."""
+        ...
+
 
 @dataclass(frozen=True)
 class SearchHits:
-    """Best-first ids and scores per query; rows shorter than ``k`` when the index holds fewer."""
+    """Best-first ids and scores per query; rows shorter than ``k`` when fewer match."""
 
     ids: list[list[int]]
     scores: list[list[float]]
@@ -49,29 +77,193 @@ class SearchHits:
 @dataclass(frozen=True)
 class IndexStats:
     dimension: int
-    size: int
+    size: int  # live vectors
     watermark: int
+    deletion_watermark: int
+    factory: str  # FAISS factory string of the main index ("" before the first build)
+    main_rows: int
+    delta_rows: int
+    dead_rows: int
+    rebuilds: int
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    """How the index is built and searched. ``kind``: auto | flat | hnsw | ivf | a FAISS factory string."""
+
+    kind: str = "auto"
+    exact_max: int = 50_000  # auto: exact search below this many vectors
+    hnsw_max: int = 5_000_000  # auto: HNSW up to this many, IVF-PQ beyond
+    hnsw_m: int = 32
+    ef_construction: int = 80
+    ef_search: int = 128
+    nprobe: int = 32
+    exact_filter_max: int = 20_000  # a filter passing at most this many rows is answered exactly
+    max_oversample: int = 16  # cap of efSearch/nprobe growth for filtered ANN searches
+    rebuild_min_rows: int = 10_000  # rebuild once the delta or the tombstones exceed this...
+    rebuild_fraction: float = 0.1  # ...and this share of the main index
+    train_max: int = 200_000  # vectors sampled to train IVF
+
+
+def ivf_lists(n: int) -> int:
+    """IVF list count for ``n`` vectors: about 4 sqrt(n), a power of two, with >= 39 vectors a list."""
+    target = max(16, min(65_536, 4 * math.isqrt(max(n, 1))))
+    lists = 1 << round(math.log2(target))
+    return max(1, min(lists, n // 39))
+
+
+def factory_for(n: int, dimension: int, config: IndexConfig) -> str:
+    """The FAISS factory string of an index holding ``n`` vectors."""
+    kind = config.kind
+    if kind == "auto":
+        kind = "flat" if n < config.exact_max else "hnsw" if n < config.hnsw_max else "ivfpq"
+    if kind == "flat" or n < 2_000:  # too few vectors to train or to need a graph
+        return "Flat"
+    if kind == "hnsw":
+        return f"HNSW{config.hnsw_m},Flat"
+    if kind == "ivf":
+        return f"IVF{ivf_lists(n)},Flat"
+    if kind == "ivfpq":
+        sub = next(m for m in (64, 48, 32, 24, 16, 8, 4, 2, 1) if dimension % m == 0)
+        return f"IVF{ivf_lists(n)},PQ{sub}x8"
+    return kind  # a factory string given in the settings
+
+
+def build_index(factory: str, vectors: np.ndarray, config: IndexConfig, *, seed: int = 0) -> Any:
+    """A FAISS inner-product index over ``vectors`` (ids = row positions), trained when it needs it."""
+    dimension = vectors.shape[1]
+    index = faiss.index_factory(dimension, factory, faiss.METRIC_INNER_PRODUCT)
+    hnsw = _hnsw_of(index)
+    if hnsw is not None:
+        hnsw.hnsw.efConstruction = config.ef_construction
+    if not index.is_trained:
+        rng = np.random.default_rng(seed)
+        n_train = min(len(vectors), config.train_max)
+        sample = (
+            vectors if n_train == len(vectors) else vectors[np.sort(rng.choice(len(vectors), n_train, False))]
+        )
+        index.train(np.ascontiguousarray(sample))
+    step = 100_000
+    for start in range(0, len(vectors), step):
+        index.add(np.ascontiguousarray(vectors[start : start + step]))
+    return index
+
+
+def _hnsw_of(index: Any) -> Any:
+    down = faiss.downcast_index(index)
+    return down if isinstance(down, faiss.IndexHNSW) else None
+
+
+@dataclass
+class _Store:
+    """Append-only rows. Rows below ``n`` are complete and never change except their live flag."""
+
+    keys: np.ndarray
+    docs: np.ndarray
+    vectors: np.ndarray
+    live: np.ndarray
+    meta: MetaColumns
+    n: int = 0
+
+    @classmethod
+    def empty(
+        cls, dimension: int, capacity: int, vocabularies: dict[str, Vocabulary] | None = None
+    ) -> _Store:
+        return cls(
+            keys=np.zeros(capacity, dtype=np.int64),
+            docs=np.zeros(capacity, dtype=np.int64),
+            vectors=np.zeros((capacity, dimension), dtype=np.float32),
+            live=np.zeros(capacity, dtype=bool),
+            meta=MetaColumns(capacity, vocabularies),
+        )
+
+    @property
+    def capacity(self) -> int:
+        return len(self.keys)
+
+    def grown(self, capacity: int) -> _Store:
+        out = _Store.empty(self.vectors.shape[1], capacity, self.meta.vocabularies)
+        n = self.n
+        out.keys[:n], out.docs[:n], out.vectors[:n], out.live[:n] = (
+            self.keys[:n],
+            self.docs[:n],
+            self.vectors[:n],
+            self.live[:n],
+        )
+        out.meta = self.meta.grown(capacity)
+        out.n = n
+        return out
+
+
+@dataclass(frozen=True)
+class _Main:
+    index: Any  # FAISS index over store rows [0, rows); never written after it is built
+    rows: int
+    factory: str
+
+
+@dataclass(frozen=True)
+class _State:
+    store: _Store
+    main: _Main | None
+
+
+@dataclass
+class IndexSnapshot:
+    """Everything needed to restore an index exactly (rows, main index, watermarks)."""
+
+    dimension: int
+    keys: np.ndarray
+    docs: np.ndarray
+    vectors: np.ndarray
+    live: np.ndarray
+    codes: np.ndarray
+    published: np.ndarray
+    vocabularies: dict[str, list[str]]
+    factory: str
+    main_rows: int
+    main_index: np.ndarray | None  # faiss.serialize_index bytes
+    watermark: int
+    deletion_watermark: int
+    chunked: bool
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class VectorIndex:
-    def __init__(self, *, dimension: int, source: VectorSource) -> None:
+    def __init__(
+        self, *, dimension: int, source: VectorSource | None = None, config: IndexConfig | None = None
+    ) -> None:
         self.dimension = dimension
+        self.config = config or IndexConfig()
         self._source = source
-        self._index = faiss.IndexIDMap2(faiss.IndexFlatIP(dimension))
+        self._state = _State(_Store.empty(dimension, 1024), None)
+        self._row_of: dict[int, int] = {}  # live key -> row
         self._keys_of: dict[int, np.ndarray] = {}  # document -> its keys, in an index of chunks
+        self._chunked = False
+        self._dead_main = 0  # dead rows below main.rows
         self._watermark = 0
-        self._lock = threading.Lock()  # FAISS forbids concurrent add and search on one index
+        self._deletion_watermark = 0
+        self._rebuilds = 0
+        self._write_lock = threading.Lock()
         self._catch_up_lock = threading.Lock()
+        self._rebuild_lock = threading.Lock()
 
+    # ----------------------------------------------------------------------------------------- writes
     @property
     def watermark(self) -> int:
         return self._watermark
 
     @property
     def size(self) -> int:
-        return int(self._index.ntotal)
+        return len(self._row_of)
 
-    def upsert(self, document_ids: np.ndarray, vectors: np.ndarray, keys: np.ndarray | None = None) -> None:
+    def upsert(
+        self,
+        document_ids: np.ndarray,
+        vectors: np.ndarray,
+        keys: np.ndarray | None = None,
+        meta: MetaBatch | None = None,
+    ) -> None:
         """Add vectors, replacing every vector the same documents already had.
 
         Without ``keys`` a vector's key is its document id (one vector per document); with ``keys``
@@ -88,28 +280,77 @@ class VectorIndex:
         _, last = np.unique(ids[::-1], return_index=True)
         keep = np.sort(len(ids) - 1 - last)
         ids, docs, vectors = ids[keep], docs[keep], vectors[keep]
-        if keys is None:
-            old = ids
-        else:
-            olds = [self._keys_of.pop(int(d)) for d in np.unique(docs) if int(d) in self._keys_of]
-            old = np.concatenate(olds) if olds else np.empty(0, dtype=np.int64)
-            order = np.argsort(docs, kind="stable")
-            bounds = np.flatnonzero(np.diff(docs[order])) + 1
-            for group in np.split(order, bounds):
-                self._keys_of[int(docs[group[0]])] = ids[group]
-        with self._lock:
-            if len(old):
-                self._index.remove_ids(faiss.IDSelectorBatch(old))
-            self._index.add_with_ids(vectors, ids)
+        meta = MetaBatch.unknown(len(ids)) if meta is None else meta.take(keep)
+        with self._write_lock:
+            if keys is not None:
+                self._chunked = True
+                self._kill_documents(np.unique(docs))
+                order = np.argsort(docs, kind="stable")
+                bounds = np.flatnonzero(np.diff(docs[order])) + 1
+                for group in np.split(order, bounds):
+                    self._keys_of[int(docs[group[0]])] = ids[group]
+            else:
+                self._kill_keys(ids.tolist())
+            self._append(ids, docs, vectors, meta)
+
+    def delete(self, document_ids: Iterable[int]) -> int:
+        """Remove documents (all their chunks); returns how many vectors were removed."""
+        with self._write_lock:
+            return self._kill_documents(np.asarray(list(document_ids), dtype=np.int64))
+
+    def _kill_documents(self, docs: np.ndarray) -> int:
+        if not self._chunked:
+            return self._kill_keys(docs.tolist())
+        killed = 0
+        for d in docs.tolist():
+            old = self._keys_of.pop(d, None)
+            if old is not None:
+                killed += self._kill_keys(old.tolist())
+        return killed
+
+    def _kill_keys(self, keys: list[int]) -> int:
+        state = self._state
+        main_rows = state.main.rows if state.main else 0
+        killed = 0
+        for key in keys:
+            row = self._row_of.pop(key, None)
+            if row is not None:
+                state.store.live[row] = False
+                killed += 1
+                self._dead_main += row < main_rows
+        return killed
+
+    def _append(self, ids: np.ndarray, docs: np.ndarray, vectors: np.ndarray, meta: MetaBatch) -> None:
+        state = self._state
+        store = state.store
+        m = len(ids)
+        if store.n + m > store.capacity:
+            store = store.grown(max(2 * store.capacity, store.n + m))
+        start = store.n
+        store.keys[start : start + m] = ids
+        store.docs[start : start + m] = docs
+        store.vectors[start : start + m] = vectors
+        store.meta.write(start, meta)
+        store.live[start : start + m] = True
+        store.n = start + m  # rows below n are complete: readers may now see them
+        self._row_of.update(zip(ids.tolist(), range(start, start + m), strict=True))
+        if store is not state.store:
+            self._state = _State(store, state.main)
 
     def catch_up(self) -> int:
-        """Apply every stored update newer than the watermark; return how many vectors were applied."""
+        """Apply every stored update and deletion newer than the watermarks; return vectors changed."""
+        if self._source is None:
+            return 0
         applied = 0
         with self._catch_up_lock:
             for update in self._source.updates_after(self._watermark):
-                self.upsert(update.document_ids, update.vectors, update.keys)
+                self.upsert(update.document_ids, update.vectors, update.keys, update.meta)
                 self._watermark = max(self._watermark, int(update.watermark))
                 applied += len(update.document_ids)
+            sequence, deleted = self._source.deletions_after(self._deletion_watermark)
+            if len(deleted):
+                applied += self.delete(deleted.tolist())
+            self._deletion_watermark = max(self._deletion_watermark, sequence)
         if applied:
             logger.info(
                 "index caught up: %d vectors applied, size=%d, watermark=%d",
@@ -119,22 +360,243 @@ class VectorIndex:
             )
         return applied
 
-    def search(self, queries: np.ndarray, k: int) -> SearchHits:
+    # --------------------------------------------------------------------------------------- rebuilds
+    def needs_rebuild(self) -> bool:
+        state = self._state
+        main_rows = state.main.rows if state.main else 0
+        live = len(self._row_of)
+        if state.main is None:
+            return live > 0
+        threshold = max(self.config.rebuild_min_rows, self.config.rebuild_fraction * main_rows)
+        if state.store.n - main_rows > threshold or self._dead_main > threshold:
+            return True
+        return (
+            factory_for(live, self.dimension, self.config) != state.main.factory and state.store.n > main_rows
+        )
+
+    def rebuild(self) -> bool:
+        """Build a new main index from the live rows; searches keep using the old one meanwhile."""
+        with self._rebuild_lock:
+            with self._write_lock:
+                state = self._state
+                n0 = state.store.n
+                keep = np.flatnonzero(state.store.live[:n0])
+            if len(keep) == 0 and state.main is None:
+                return False
+            started = time.perf_counter()
+            factory = factory_for(len(keep), self.dimension, self.config)
+            capacity = max(1024, int(len(keep) * 1.25))
+            fresh = _Store.empty(self.dimension, capacity, state.store.meta.vocabularies)
+            fresh.vectors[: len(keep)] = state.store.vectors[keep]  # rows below n0 never change
+            index = build_index(factory, fresh.vectors[: len(keep)], self.config) if len(keep) else None
+            with self._write_lock:
+                now = self._state.store
+                rows = np.concatenate([keep, np.arange(n0, now.n)])
+                if len(rows) > fresh.capacity:
+                    fresh = fresh.grown(int(len(rows) * 1.25))
+                m = len(rows)
+                fresh.vectors[len(keep) : m] = now.vectors[n0 : now.n]
+                fresh.keys[:m], fresh.docs[:m], fresh.live[:m] = (
+                    now.keys[rows],
+                    now.docs[rows],
+                    now.live[rows],
+                )
+                fresh.meta = now.meta.take(rows, fresh.capacity)
+                fresh.n = m
+                alive = np.flatnonzero(fresh.live[:m])
+                self._row_of = dict(zip(fresh.keys[alive].tolist(), alive.tolist(), strict=True))
+                self._dead_main = int(len(keep) - np.count_nonzero(fresh.live[: len(keep)]))
+                main = _Main(index, len(keep), factory) if index is not None else None
+                self._state = _State(fresh, main)
+                self._rebuilds += 1
+            logger.info(
+                "index rebuilt: %s over %d vectors in %.1f s (%d delta rows carried over)",
+                factory,
+                len(keep),
+                time.perf_counter() - started,
+                m - len(keep),
+            )
+            return True
+
+    # ----------------------------------------------------------------------------------------- reads
+    def search(self, queries: np.ndarray, k: int, *, filter: SearchFilter | None = None) -> SearchHits:
+        """The ``k`` best keys per query among live rows passing ``filter``, best first."""
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         if queries.shape[1] != self.dimension:
             raise DimensionMismatch(self.dimension, int(queries.shape[1]))
-        with self._lock:
-            k_eff = min(k, int(self._index.ntotal))
-            if k_eff == 0:
-                return SearchHits(ids=[[] for _ in queries], scores=[[] for _ in queries])
-            scores, ids = self._index.search(queries, k_eff)
-        out_ids: list[list[int]] = []
-        out_scores: list[list[float]] = []
-        for row_ids, row_scores in zip(ids, scores, strict=True):
-            valid = row_ids >= 0
-            out_ids.append([int(i) for i in row_ids[valid]])
-            out_scores.append([float(s) for s in row_scores[valid]])
-        return SearchHits(ids=out_ids, scores=out_scores)
+        state = self._state
+        store, main = state.store, state.main
+        n = store.n
+        if n == 0 or k <= 0:
+            return SearchHits(ids=[[] for _ in queries], scores=[[] for _ in queries])
+        allowed = store.live[:n].copy()
+        passing = store.meta.mask(filter, n) if filter is not None else None
+        if passing is not None:
+            allowed &= passing
+        main_rows = main.rows if main is not None else 0
+        parts: list[tuple[np.ndarray, np.ndarray]] = []
+        if main is not None and main_rows:
+            parts.append(self._search_main(main, store, allowed[:main_rows], queries, k))
+        if n > main_rows:
+            parts.append(_exact(store.vectors, main_rows + np.flatnonzero(allowed[main_rows:]), queries, k))
+        scores = np.concatenate([p[0] for p in parts], axis=1)
+        rows = np.concatenate([p[1] for p in parts], axis=1)
+        return _top(store.keys, scores, rows, k)
+
+    def _search_main(
+        self, main: _Main, store: _Store, allowed: np.ndarray, queries: np.ndarray, k: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        count = int(np.count_nonzero(allowed))
+        if count == 0:
+            return _exact(store.vectors, np.empty(0, dtype=np.int64), queries, k)
+        exact = main.factory == "Flat"
+        if not exact and count <= self.config.exact_filter_max:
+            return _exact(store.vectors, np.flatnonzero(allowed), queries, k)
+        everything = count == main.rows
+        bitmap = None if everything else np.packbits(allowed, bitorder="little")
+        selector = None if bitmap is None else faiss.IDSelectorBitmap(main.rows, faiss.swig_ptr(bitmap))
+        boost = min(self.config.max_oversample, max(1, math.ceil(main.rows / count)))
+        params = self._params(main.index, selector, boost)
+        k_eff = min(k, count)
+        scores, rows = main.index.search(queries, k_eff, params=params)
+        del bitmap  # kept alive until the search returned: the selector points into it
+        if not exact and (rows[:, -1] < 0).any():
+            # The graph or the probed lists ran out of passing rows: answer exactly over them.
+            return _exact(store.vectors, np.flatnonzero(allowed), queries, k)
+        return scores, rows
+
+    def _params(self, index: Any, selector: Any, boost: int) -> Any:
+        api: Any = faiss  # the bundled stubs lack the search-parameter classes
+        if _hnsw_of(index) is not None:
+            return api.SearchParametersHNSW(sel=selector, efSearch=self.config.ef_search * boost)
+        ivf = faiss.try_extract_index_ivf(index)
+        if ivf is not None:
+            return api.SearchParametersIVF(sel=selector, nprobe=min(ivf.nlist, self.config.nprobe * boost))
+        return api.SearchParameters(sel=selector) if selector is not None else None
+
+    def vector_of(self, document_id: int) -> np.ndarray | None:
+        """The stored vector of a document (an index of documents), or ``None`` if it holds none."""
+        row = self._row_of.get(int(document_id))
+        if row is None or self._chunked:
+            return None
+        return np.array(self._state.store.vectors[row])
+
+    # ------------------------------------------------------------------------------------- snapshots
+    def snapshot(self, **extra: Any) -> IndexSnapshot:
+        """A consistent copy of the index (cheap: rows are immutable, only live flags are copied)."""
+        with self._catch_up_lock, self._write_lock:
+            state = self._state
+            store, main, n = state.store, state.main, state.store.n
+            live = store.live[:n].copy()
+            watermark, deletion_watermark = self._watermark, self._deletion_watermark
+            vocabularies = {name: list(v.values) for name, v in store.meta.vocabularies.items()}
+        return IndexSnapshot(
+            dimension=self.dimension,
+            keys=store.keys[:n],
+            docs=store.docs[:n],
+            vectors=store.vectors[:n],
+            live=live,
+            codes=store.meta.codes[:n],
+            published=store.meta.published[:n],
+            vocabularies=vocabularies,
+            factory=main.factory if main else "",
+            main_rows=main.rows if main else 0,
+            main_index=faiss.serialize_index(main.index) if main else None,
+            watermark=watermark,
+            deletion_watermark=deletion_watermark,
+            chunked=self._chunked,
+            extra=extra,
+        )
+
+    def restore(self, snap: IndexSnapshot) -> None:
+        """Replace this index's content with a snapshot's (before catching up from its watermarks)."""
+        if snap.dimension != self.dimension:
+            raise DimensionMismatch(self.dimension, snap.dimension)
+        n = len(snap.keys)
+        vocabularies = {name: Vocabulary(list(values)) for name, values in snap.vocabularies.items()}
+        store = _Store.empty(self.dimension, max(1024, int(n * 1.25)), vocabularies)
+        store.keys[:n], store.docs[:n], store.vectors[:n], store.live[:n] = (
+            snap.keys,
+            snap.docs,
+            snap.vectors,
+            snap.live,
+        )
+        store.meta.codes[:n], store.meta.published[:n] = snap.codes, snap.published
+        store.n = n
+        main = None
+        if snap.main_index is not None:
+            main = _Main(faiss.deserialize_index(snap.main_index), snap.main_rows, snap.factory)
+        alive = np.flatnonzero(snap.live)
+        with self._catch_up_lock, self._write_lock:
+            self._row_of = dict(zip(snap.keys[alive].tolist(), alive.tolist(), strict=True))
+            self._chunked = snap.chunked
+            self._keys_of = {}
+            if snap.chunked:
+                docs, keys = snap.docs[alive], snap.keys[alive]
+                order = np.argsort(docs, kind="stable")
+                bounds = np.flatnonzero(np.diff(docs[order])) + 1
+                for group in np.split(order, bounds):
+                    if len(group):
+                        self._keys_of[int(docs[group[0]])] = keys[group]
+            self._dead_main = int(snap.main_rows - np.count_nonzero(snap.live[: snap.main_rows]))
+            self._watermark, self._deletion_watermark = snap.watermark, snap.deletion_watermark
+            self._state = _State(store, main)
 
     def stats(self) -> IndexStats:
-        return IndexStats(dimension=self.dimension, size=self.size, watermark=self._watermark)
+        state = self._state
+        main_rows = state.main.rows if state.main else 0
+        return IndexStats(
+            dimension=self.dimension,
+            size=self.size,
+            watermark=self._watermark,
+            deletion_watermark=self._deletion_watermark,
+            factory=state.main.factory if state.main else "",
+            main_rows=main_rows,
+            delta_rows=state.store.n - main_rows,
+            dead_rows=state.store.n - len(self._row_of),
+            rebuilds=self._rebuilds,
+        )
+
+
+def _exact(
+    vectors: np.ndarray, rows: np.ndarray, queries: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact inner-product top-``k`` over the given rows: (scores, rows), padded with -inf / -1."""
+    nq = len(queries)
+    k_eff = min(k, len(rows))
+    if k_eff == 0:
+        return np.full((nq, 1), -np.inf, dtype=np.float32), np.full((nq, 1), -1, dtype=np.int64)
+    if len(rows) and rows[-1] - rows[0] + 1 == len(rows):
+        candidates = vectors[rows[0] : rows[-1] + 1]  # a contiguous range: no copy
+    else:
+        candidates = vectors[rows]
+    scores, local = faiss.knn(
+        queries, np.ascontiguousarray(candidates), k_eff, metric=faiss.METRIC_INNER_PRODUCT
+    )
+    return scores, np.where(local >= 0, rows[np.maximum(local, 0)], -1)
+
+
+def _top(keys: np.ndarray, scores: np.ndarray, rows: np.ndarray, k: int) -> SearchHits:
+    out_ids: list[list[int]] = []
+    out_scores: list[list[float]] = []
+    for row_scores, row_rows in zip(scores, rows, strict=True):
+        valid = row_rows >= 0
+        s, r = row_scores[valid], row_rows[valid]
+        order = np.argsort(-s, kind="stable")[:k]
+        out_ids.append(keys[r[order]].tolist())
+        out_scores.append(s[order].astype(float).tolist())
+    return SearchHits(ids=out_ids, scores=out_scores)
+
+
+def merge_hits(parts: Sequence[SearchHits], k: int) -> SearchHits:
+    """Top-``k`` of several shards' hits per query (shards hold disjoint documents)."""
+    if not parts:
+        return SearchHits(ids=[], scores=[])
+    out_ids: list[list[int]] = []
+    out_scores: list[list[float]] = []
+    for q in range(len(parts[0].ids)):
+        pairs = [(s, i) for p in parts for i, s in zip(p.ids[q], p.scores[q], strict=True)]
+        pairs.sort(key=lambda pair: (-pair[0], pair[1]))
+        out_ids.append([i for _, i in pairs[:k]])
+        out_scores.append([s for s, _ in pairs[:k]])
+    return SearchHits(ids=out_ids, scores=out_scores)

@@ -15,10 +15,29 @@ SEARCH_ROUTE_PREFIX = "/"
 SEARCH_APP_IMPORT_PATH = "serve_apps.search_app:app_builder"
 
 
-def index_actor_name(model_id: int, shard: int = 0, *, level: str = "document") -> str:
-    """Name of the vector index actor of one model entry, level and shard."""
+def index_actor_name(model_id: int, shard: int = 0, *, level: str = "document", shards: int = 1) -> str:
+    """Name of the vector index actor of one model entry, level and shard (of ``shards``).
+
+    One shard: ``pulse-index-7-0``; four: ``pulse-index-7-2-of-4`` (a different shard count is a
+    different set of actors, so changing it never mixes two partitionings).
+    """
     middle = "" if level == "document" else f"{level}-"
-    return f"{INDEX_ACTOR_PREFIX}-{model_id}-{middle}{shard}"
+    suffix = "" if shards == 1 else f"-of-{shards}"
+    return f"{INDEX_ACTOR_PREFIX}-{model_id}-{middle}{shard}{suffix}"
+
+
+def is_index_actor_of(name: str, model_id: int) -> bool:
+    """Whether a named actor is one of a model entry's index actors (any level, shard, or keyword)."""
+    return name.startswith(f"{INDEX_ACTOR_PREFIX}-{model_id}-") or name == keyword_actor_name(model_id)
+
+
+#: Name of the keyword (BM25) index actor of a model entry's documents.
+KEYWORD_ACTOR_PREFIX = "pulse-keyword"
+
+
+def keyword_actor_name(model_id: int) -> str:
+    """Name of the keyword index actor that follows one model entry's embedded documents."""
+    return f"{KEYWORD_ACTOR_PREFIX}-{model_id}"
 
 
 #: Prefix of the detached actor that re-embeds for a model entry and then switches to it.

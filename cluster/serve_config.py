@@ -30,11 +30,10 @@ def search_app_args(settings: Settings, database_url: str) -> dict[str, Any]:
         "max_batch_size": s.max_batch_size,
         "batch_wait_timeout_s": s.batch_wait_timeout_s,
         "max_query_chars": s.max_query_chars,
-        "index_num_cpus": settings.index.num_cpus,
-        "index_omp_threads": settings.index.omp_threads,
-        "index_poll_interval_s": settings.index.poll_interval_s,
         "index_name": settings.embed.index_name,
         "model_refresh_s": s.model_refresh_s,
+        "index": settings.index.model_dump(),
+        "search": settings.search.model_dump(),
     }
 
 

@@ -190,13 +190,70 @@ class CollectSettings(BaseModel):
 
 
 class IndexSettings(BaseModel):
-    num_cpus: float = Field(default=0.25, description="CPUs reserved by the vector index actor.")
-    omp_threads: int = Field(default=1, description="OpenMP threads FAISS uses inside the index actor.")
+    num_cpus: float = Field(default=0.25, description="CPUs reserved by each vector index shard actor.")
+    omp_threads: int = Field(default=1, description="OpenMP threads FAISS uses inside each shard actor.")
     poll_interval_s: float = Field(
-        default=10.0, description="Seconds between the index actor's checks of the vector manifest."
+        default=10.0, description="Seconds between a shard's checks of the vector manifest and deletion log."
     )
     load_timeout_s: float = Field(
         default=300.0, description="Seconds `pulse up` waits for the index to load."
+    )
+    shards: int = Field(
+        default=1, ge=1, description="Index shard actors per model and level (documents routed by id hash)."
+    )
+    kind: str = Field(
+        default="auto",
+        description=(
+            "Index type: auto (exact below exact_max vectors a shard, HNSW up to hnsw_max, IVF-PQ beyond), "
+            "flat, hnsw, ivf, ivfpq, or a FAISS index factory string."
+        ),
+    )
+    exact_max: int = Field(
+        default=50_000, description="auto: a shard below this many vectors searches exactly."
+    )
+    hnsw_max: int = Field(default=5_000_000, description="auto: a shard up to this many vectors uses HNSW.")
+    hnsw_m: int = Field(default=32, description="HNSW graph degree (M).")
+    ef_construction: int = Field(default=80, description="HNSW efConstruction (build quality).")
+    ef_search: int = Field(default=128, description="HNSW efSearch (search breadth; recall vs speed).")
+    nprobe: int = Field(default=32, description="IVF lists probed per query.")
+    exact_filter_max: int = Field(
+        default=20_000,
+        description="A filter passing at most this many vectors of a shard is answered exactly.",
+    )
+    rebuild_min_rows: int = Field(
+        default=10_000,
+        description="A shard rebuilds its FAISS index when its delta or tombstones exceed this...",
+    )
+    rebuild_fraction: float = Field(default=0.1, description="...and this share of its index.")
+    snapshot_interval_s: float = Field(
+        default=300.0,
+        description="Seconds between a shard's snapshots to the storage URI when it changed (0: off).",
+    )
+    keyword_num_cpus: float = Field(
+        default=0.25, description="CPUs reserved by the keyword (BM25) index actor."
+    )
+
+
+class SearchSettings(BaseModel):
+    default_mode: Literal["vector", "keyword", "hybrid"] = Field(
+        default="hybrid", description="Ranking of /v1/search when the request names no mode."
+    )
+    deadline_ms: float = Field(
+        default=1000.0,
+        description="How long a search waits for index shards; later ones are left out (partial).",
+    )
+    max_depth: int = Field(
+        default=1000, description="Deepest result a search pages to (offset + k), for cursor paging."
+    )
+    fusion: Literal["rrf", "minmax", "zscore", "dbsf", "default"] = Field(
+        default="default",
+        description="Hybrid fusion method; default: the one measured best (actors/fusion.py).",
+    )
+    keyword_weight: float | None = Field(
+        default=None, description="Weight of keyword scores in hybrid fusion (unset: the measured default)."
+    )
+    vector_weight: float | None = Field(
+        default=None, description="Weight of vector scores in hybrid fusion (unset: the measured default)."
     )
 
 
@@ -250,7 +307,10 @@ class Settings(BaseSettings):
     model: ModelSettings = Field(default_factory=ModelSettings, description="Embedding model.")
     embed: EmbedSettings = Field(default_factory=EmbedSettings, description="Embedding job.")
     collect: CollectSettings = Field(default_factory=CollectSettings, description="Collect job.")
-    index: IndexSettings = Field(default_factory=IndexSettings, description="Vector index actor.")
+    index: IndexSettings = Field(
+        default_factory=IndexSettings, description="Vector and keyword index actors."
+    )
+    search: SearchSettings = Field(default_factory=SearchSettings, description="Search ranking and paging.")
     serve: ServeSettings = Field(default_factory=ServeSettings, description="Ray Serve HTTP API.")
 
     @model_validator(mode="after")

@@ -6,6 +6,7 @@ Hierarchy of the API's own errors::
 
     ApiError
     ├── InvalidRequest (422)     input that passed type checks but is still unusable (e.g. a blank query)
+    ├── NotFound (404)           an unknown id; ``code`` names what was not found (document_not_found...)
     └── NotReady (503)           a dependency is still starting; carries Retry-After
 """
 
@@ -39,6 +40,14 @@ class ApiError(Exception):
 class InvalidRequest(ApiError):
     status_code = 422
     code = "invalid_request"
+
+
+class NotFound(ApiError):
+    status_code = 404
+
+    def __init__(self, message: str, *, code: str = "not_found") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class NotReady(ApiError):

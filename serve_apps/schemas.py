@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -12,7 +13,15 @@ class SearchResult(BaseModel):
     title: str
     url: str = Field(description="Canonical URL of the document")
     published_at: datetime | None
-    score: float = Field(description="Cosine similarity to the query (higher is better)")
+    language: str | None = None
+    source: str | None = Field(default=None, description="Name of the source it was collected from")
+    category: str | None = None
+    score: float = Field(
+        description=(
+            "Higher is better. vector: cosine similarity; keyword: BM25; hybrid: the fused score "
+            "(comparable within one response only)"
+        )
+    )
 
 
 class ModelRef(BaseModel):
@@ -20,11 +29,50 @@ class ModelRef(BaseModel):
     name: str
 
 
+class ShardReport(BaseModel):
+    answered: int = Field(description="Index shards that answered before the deadline")
+    total: int
+
+
 class SearchResponse(BaseModel):
     query: str
+    mode: str = Field(description="vector, keyword or hybrid: how results were ranked")
     model: ModelRef
     level: str = Field(description="document or chunk: what the query was matched against")
     results: list[SearchResult]
+    next_cursor: str | None = Field(
+        default=None, description="Pass as `cursor` (with the same query) for the next page; null on the last"
+    )
+    partial: bool = Field(
+        default=False,
+        description=(
+            "True when a shard or the keyword index missed the deadline: results may lack some documents"
+        ),
+    )
+    shards: ShardReport
+    timings_ms: dict[str, float] = Field(description="Milliseconds spent in each stage")
+
+
+class DocumentOut(BaseModel):
+    id: int
+    title: str
+    url: str
+    text: str
+    language: str | None
+    source: str | None
+    category: str | None
+    published_at: datetime | None
+    fetched_at: datetime | None
+    metadata: dict[str, Any]
+
+
+class SimilarResponse(BaseModel):
+    document_id: int
+    model: ModelRef
+    results: list[SearchResult]
+    partial: bool = False
+    shards: ShardReport
+    timings_ms: dict[str, float]
 
 
 class ErrorDetail(BaseModel):

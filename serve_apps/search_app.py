@@ -1,8 +1,12 @@
-"""The search application: ``GET /v1/search``, ``/healthz``, ``/readyz``, OpenAPI at ``/docs``.
+"""The search application: ``/v1/search``, ``/v1/documents/{id}``, ``/v1/documents/{id}/similar``,
+``/healthz``, ``/readyz``, OpenAPI at ``/docs``.
 
 Two deployments: ``QueryEmbedder`` (the embedding model, ``@serve.batch`` over concurrent queries) and
-``SearchIngress`` (FastAPI). The ingress holds a handle to the model's named index actor, never a copy
-of the index, and reads titles and URLs from PostgreSQL.
+``SearchIngress`` (FastAPI). The ingress holds handles to the active entry's index shard actors and its
+keyword (BM25) actor, never copies of the indexes, and reads titles and URLs from PostgreSQL.
+Concurrent requests are batched twice: queries share encode calls in the embedder, and the ingress
+sends the vectors of concurrent searches to the shards as one matrix (``@serve.batch`` on
+``_vector_batch``), and concurrent keyword queries as one call.
 
 Run it with ``pulse up``, or ``serve run serve_apps.search_app:app_builder database_url=...``, or
 ``serve deploy`` with ``serve_apps/serve_config.yaml``.
@@ -16,7 +20,7 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 import ray
-from fastapi import FastAPI, Query, Response
+from fastapi import Depends, FastAPI, Path, Query, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from ray import serve
@@ -25,12 +29,28 @@ from ray.util import metrics
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from actors.errors import IndexNotReady
-from actors.index_actor import IndexActorConfig, get_or_create_index_actor
-from jobs.embed.encode import describe_model, encode, load_model
-from serve_apps.errors import InvalidRequest, NotReady, install_error_handlers
-from serve_apps.schemas import ErrorResponse, Health, ModelRef, Readiness, SearchResponse, SearchResult
+from actors.filters import SearchFilter
+from actors.fusion import DEFAULT_PARAMS, FusionParams, fuse
+from actors.index_actor import IndexActorConfig, ShardedHits, ShardedIndex
+from actors.keyword_actor import KeywordActorConfig, get_or_create_keyword_actor
+from actors.vector_index import IndexConfig, SearchHits
+from cluster.settings import IndexSettings, SearchSettings
+from serve_apps.errors import InvalidRequest, NotFound, NotReady, install_error_handlers
+from serve_apps.query_embedder import QueryEmbedder, query_model
+from serve_apps.schemas import (
+    DocumentOut,
+    ErrorResponse,
+    Health,
+    ModelRef,
+    Readiness,
+    SearchResponse,
+    SearchResult,
+    ShardReport,
+    SimilarResponse,
+)
+from serve_apps.search_params import Cursor, decode_cursor, encode_cursor, fingerprint, search_filter
 from storage.database import make_async_engine
-from storage.documents import fetch_summaries
+from storage.documents import DocumentSummary, fetch_document, fetch_summaries
 from storage.embeddings import fetch_latest_watermark
 from storage.model_registry import ModelRow, fetch_active_model
 from storage.vector_files import absolute_storage_uri
@@ -39,6 +59,8 @@ logger = logging.getLogger(__name__)
 
 #: Largest ``k`` a search may ask for.
 MAX_K = 100
+Mode = Literal["vector", "keyword", "hybrid"]
+Level = Literal["document", "chunk"]
 
 
 class SearchArgs(BaseModel):
@@ -56,80 +78,106 @@ class SearchArgs(BaseModel):
     max_batch_size: int = Field(default=32, ge=1)
     batch_wait_timeout_s: float = Field(default=0.005, ge=0)
     max_query_chars: int = Field(default=1000, ge=1)
-    index_num_cpus: float = Field(default=0.25, ge=0)
-    index_omp_threads: int = Field(default=1, ge=1)
-    index_poll_interval_s: float = Field(default=10.0, gt=0)
     index_name: str = Field(default="default", description="The index whose active model is served")
     model_refresh_s: float = Field(default=5.0, gt=0, description="Seconds between active-model checks")
+    index: IndexSettings = Field(default_factory=IndexSettings, description="Index shards (PULSE_INDEX__*)")
+    search: SearchSettings = Field(default_factory=SearchSettings, description="Ranking (PULSE_SEARCH__*)")
 
 
-@dataclass(frozen=True)
-class QueryModel:
-    """Which model embeds a query, and how (its registry entry's recipe)."""
-
-    entry_id: int
-    ref: str
-    normalize: bool
-    query_prefix: str = ""
-
-
-def query_model(entry: ModelRow) -> QueryModel:
-    return QueryModel(
-        entry_id=entry.id,
-        ref=entry.path or entry.name,
-        normalize=entry.normalize,
-        query_prefix=str(entry.recipe.get("query_prefix") or ""),
+def index_config(s: IndexSettings) -> IndexConfig:
+    return IndexConfig(
+        kind=s.kind,
+        exact_max=s.exact_max,
+        hnsw_max=s.hnsw_max,
+        hnsw_m=s.hnsw_m,
+        ef_construction=s.ef_construction,
+        ef_search=s.ef_search,
+        nprobe=s.nprobe,
+        exact_filter_max=s.exact_filter_max,
+        rebuild_min_rows=s.rebuild_min_rows,
+        rebuild_fraction=s.rebuild_fraction,
     )
 
 
-class QueryEmbedder:
-    """Embeds queries with the model of the index being searched; concurrent queries share encode calls.
+def fusion_params(s: SearchSettings) -> FusionParams:
+    """The hybrid fusion: the measured default, with the settings' overrides."""
+    base = DEFAULT_PARAMS
+    method = base.method if s.fusion == "default" else s.fusion
+    weights = base.weights or (1.0, 1.0)
+    weights = (
+        s.keyword_weight if s.keyword_weight is not None else weights[0],
+        s.vector_weight if s.vector_weight is not None else weights[1],
+    )
+    return FusionParams(
+        method=method, weights=weights, rrf_k=base.rrf_k, missing=base.missing, depth=base.depth
+    )
 
-    Models are loaded on first use (``prepare`` loads one ahead of a switch) and kept by reference, so
-    during a model switch queries for the old and the new index are both served.
-    """
 
-    def __init__(
-        self, model_name: str, device: str, max_batch_size: int, batch_wait_timeout_s: float
-    ) -> None:
-        self._device = device
-        self._models: dict[str, Any] = {}
-        self._load(model_name)  # the configured model, ready before the first query
-        self.embed.set_max_batch_size(max_batch_size)  # type: ignore[attr-defined]
-        self.embed.set_batch_wait_timeout_s(batch_wait_timeout_s)  # type: ignore[attr-defined]
+@dataclass(frozen=True)
+class _VectorAsk:
+    entry_id: int
+    level: str
+    vector: np.ndarray
+    depth: int
+    flt: SearchFilter
 
-    def _load(self, ref: str) -> Any:
-        if ref not in self._models:
-            self._models[ref] = load_model(describe_model(ref), device=self._device, threads=1)
-        return self._models[ref]
 
-    async def prepare(self, model: QueryModel) -> bool:
-        await asyncio.to_thread(self._load, model.ref)
-        return True
+@dataclass(frozen=True)
+class _KeywordAsk:
+    entry_id: int
+    query: str
+    depth: int
+    flt: SearchFilter
+    language: str | None
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
-    async def embed(self, requests: list[tuple[str, QueryModel]]) -> list[np.ndarray]:
-        """``(query, model)`` pairs -> vectors; one encode call per model in the batch."""
-        texts = [text for text, _ in requests]
-        out: list[np.ndarray | None] = [None] * len(texts)
-        groups: dict[QueryModel, list[int]] = {}
-        for i, (_, m) in enumerate(requests):
-            groups.setdefault(m, []).append(i)
-        for m, rows in groups.items():
-            model = await asyncio.to_thread(self._load, m.ref)
-            batch = [m.query_prefix + texts[i] for i in rows]
-            vectors = await asyncio.to_thread(
-                encode, model, batch, batch_size=len(batch), normalize=m.normalize
-            )
-            for i, v in zip(rows, vectors, strict=True):
-                out[i] = v
-        return [v for v in out if v is not None]
+
+@dataclass(frozen=True)
+class _Answer:
+    ids: list[int]
+    scores: list[float]
+    answered: int = 1
+    shards: int = 1
+
+
+def _raise_or(answer: _Answer | BaseException) -> _Answer:
+    if isinstance(answer, BaseException):
+        raise answer
+    return answer
+
+
+async def _await(ref: Any) -> Any:
+    return await ref
+
+
+def _result(doc: DocumentSummary, score: float) -> SearchResult:
+    return SearchResult(
+        id=doc.id,
+        title=doc.title,
+        url=doc.url,
+        published_at=doc.published_at,
+        language=doc.language,
+        source=doc.source,
+        category=doc.category,
+        score=score,
+    )
+
+
+def _not_ready(
+    reason: str, *, status: str, model: ModelRow | None = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    body = Readiness(
+        status=status,
+        model=model.name if model else None,
+        model_id=model.id if model else None,
+        reason=reason,
+    )
+    return JSONResponse(status_code=503, content=body.model_dump(), headers=headers or {"Retry-After": "5"})
 
 
 api = FastAPI(
     title="Pulse search API",
-    version="0.1.0",
-    description="Semantic search over Pulse's documents.",
+    version="0.2.0",
+    description="Semantic, keyword and hybrid search over Pulse's documents.",
     responses={422: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
 )
 install_error_handlers(api)
@@ -137,7 +185,7 @@ install_error_handlers(api)
 
 @serve.ingress(api)
 class SearchIngress:
-    """HTTP front: embeds the query, asks the active entry's index actor, reads titles from PostgreSQL.
+    """HTTP front: embeds the query, asks the index shards and the keyword index, fuses, reads titles.
 
     It re-reads the index's active entry every ``model_refresh_s`` seconds. When another entry became
     active it keeps answering from the current (complete) index while the new entry's index loads, and
@@ -148,36 +196,58 @@ class SearchIngress:
     def __init__(self, embedder: DeploymentHandle[Any], args: dict[str, Any]) -> None:
         self._args = SearchArgs.model_validate(args)
         self._embedder = embedder
-        self._engine = make_async_engine(self._args.database_url, pool_size=4)
+        self._engine = make_async_engine(self._args.database_url, pool_size=8)
         self._sessions = async_sessionmaker(self._engine, expire_on_commit=False)
+        self._fusion = fusion_params(self._args.search)
+        self._deadline_s = self._args.search.deadline_ms / 1000
         self._active: ModelRow | None = None
-        self._indexes: dict[tuple[int, str], Any] = {}
+        self._indexes: dict[tuple[int, str], ShardedIndex] = {}
+        self._keywords: dict[int, Any] = {}
         self._checked_at = 0.0
         self._switching: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._stage_ms = metrics.Histogram(
             "pulse_search_stage_latency_ms",
-            description="Latency of each stage of /v1/search (embed, index, db) in milliseconds.",
+            description="Latency of each stage of /v1/search (embed, vector, keyword, db) in milliseconds.",
             boundaries=[1, 2, 5, 10, 20, 50, 100, 200, 500, 1000],
             tag_keys=("stage",),
         )
 
-    def _index(self, entry: ModelRow, level: str) -> Any:
+    # ------------------------------------------------------------------------------- index handles
+    def _index(self, entry: ModelRow, level: str) -> ShardedIndex:
         key = (entry.id, level)
         if key not in self._indexes:
-            config = IndexActorConfig(
-                database_url=self._args.database_url,
-                storage_uri=self._args.storage_uri,
-                model_id=entry.id,
-                dimension=entry.dimension,
-                namespace=self._args.namespace,
-                level=level,
-                num_cpus=self._args.index_num_cpus,
-                omp_threads=self._args.index_omp_threads,
-                poll_interval_s=self._args.index_poll_interval_s,
+            s = self._args.index
+            self._indexes[key] = ShardedIndex(
+                IndexActorConfig(
+                    database_url=self._args.database_url,
+                    storage_uri=self._args.storage_uri,
+                    model_id=entry.id,
+                    dimension=entry.dimension,
+                    namespace=self._args.namespace,
+                    level=level,
+                    shards=s.shards,
+                    num_cpus=s.num_cpus,
+                    omp_threads=s.omp_threads,
+                    poll_interval_s=s.poll_interval_s,
+                    snapshot_interval_s=s.snapshot_interval_s,
+                    index=index_config(s),
+                )
             )
-            self._indexes[key] = get_or_create_index_actor(config)
         return self._indexes[key]
+
+    def _keyword(self, entry_id: int) -> Any:
+        if entry_id not in self._keywords:
+            self._keywords[entry_id] = get_or_create_keyword_actor(
+                KeywordActorConfig(
+                    database_url=self._args.database_url,
+                    model_id=entry_id,
+                    namespace=self._args.namespace,
+                    num_cpus=self._args.index.keyword_num_cpus,
+                    poll_interval_s=self._args.index.poll_interval_s,
+                )
+            )
+        return self._keywords[entry_id]
 
     async def _entry(self) -> ModelRow:
         """The entry search serves now; notices a newly activated entry and prepares the switch."""
@@ -208,10 +278,11 @@ class SearchIngress:
             async with self._sessions() as session:
                 target = await fetch_latest_watermark(session, model_id=entry.id)
             index = self._index(entry, "document")
+            self._keyword(entry.id)  # starts loading the new entry's keyword index too
             await self._embedder.prepare.remote(query_model(entry))
             while True:
-                stats = await index.stats.remote()
-                if stats["ready"] and stats["watermark"] >= target:
+                stats = await index.stats()
+                if all(s["ready"] and s["watermark"] >= target for s in stats):
                     break
                 await asyncio.sleep(0.5)
             previous, self._active = self._active, entry
@@ -220,11 +291,70 @@ class SearchIngress:
                 previous.id if previous else None,
                 entry.id,
                 entry.name,
-                stats["size"],
+                sum(s["size"] for s in stats),
             )
         except Exception:  # the next refresh tries again; meanwhile the current index keeps serving
             logger.exception("switching search to entry %d failed", entry.id)
 
+    # ------------------------------------------------------------------------------------ batching
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
+    async def _vector_batch(self, asks: list[_VectorAsk]) -> list[_Answer | BaseException]:
+        """Concurrent searches of one index and filter go to the shards as one query matrix."""
+        groups: dict[tuple[int, str, SearchFilter], list[int]] = {}
+        for i, ask in enumerate(asks):
+            groups.setdefault((ask.entry_id, ask.level, ask.flt), []).append(i)
+        out: list[_Answer | BaseException] = [RuntimeError("not answered")] * len(asks)
+
+        async def run(key: tuple[int, str, SearchFilter], rows: list[int]) -> None:
+            entry_id, level, flt = key
+            index = self._indexes[(entry_id, level)]
+            queries = np.stack([asks[i].vector for i in rows]).astype(np.float32)
+            depth = max(asks[i].depth for i in rows)
+            try:
+                result: ShardedHits = await index.search(
+                    queries, depth, None if flt.is_empty else flt, deadline_s=self._deadline_s
+                )
+            except (IndexNotReady, TimeoutError, ray.exceptions.RayError) as exc:
+                for i in rows:
+                    out[i] = exc
+                return
+            for j, i in enumerate(rows):
+                out[i] = _Answer(
+                    result.hits.ids[j][: asks[i].depth],
+                    result.hits.scores[j][: asks[i].depth],
+                    result.answered,
+                    result.shards,
+                )
+
+        await asyncio.gather(*(run(key, rows) for key, rows in groups.items()))
+        return out
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
+    async def _keyword_batch(self, asks: list[_KeywordAsk]) -> list[_Answer | BaseException]:
+        groups: dict[tuple[int, SearchFilter, str | None], list[int]] = {}
+        for i, ask in enumerate(asks):
+            groups.setdefault((ask.entry_id, ask.flt, ask.language), []).append(i)
+        out: list[_Answer | BaseException] = [RuntimeError("not answered")] * len(asks)
+
+        async def run(key: tuple[int, SearchFilter, str | None], rows: list[int]) -> None:
+            entry_id, flt, language = key
+            depth = max(asks[i].depth for i in rows)
+            ref = self._keyword(entry_id).search.remote(
+                [asks[i].query for i in rows], depth, None if flt.is_empty else flt, language
+            )
+            try:
+                hits: SearchHits = await asyncio.wait_for(_await(ref), timeout=self._deadline_s)
+            except (IndexNotReady, TimeoutError, ray.exceptions.RayError) as exc:
+                for i in rows:
+                    out[i] = exc
+                return
+            for j, i in enumerate(rows):
+                out[i] = _Answer(hits.ids[j][: asks[i].depth], hits.scores[j][: asks[i].depth])
+
+        await asyncio.gather(*(run(key, rows) for key, rows in groups.items()))
+        return out
+
+    # -------------------------------------------------------------------------------------- routes
     @api.get("/healthz", response_model=Health, summary="Liveness: the HTTP server answers")
     async def healthz(self) -> Health:
         return Health(status="ok")
@@ -232,52 +362,50 @@ class SearchIngress:
     @api.get(
         "/readyz",
         response_model=Readiness,
-        summary="Readiness: 200 once the vector index is loaded, 503 before",
+        summary="Readiness: 200 once every index shard and the keyword index are loaded, 503 before",
         responses={503: {"model": Readiness}},
     )
     async def readyz(self) -> Any:
         try:
             model = await self._entry()
-            stats = await asyncio.wait_for(self._index(model, "document").stats.remote(), timeout=5)
+            shards = await asyncio.wait_for(self._index(model, "document").stats(), timeout=5)
+            keyword = await asyncio.wait_for(_await(self._keyword(model.id).stats.remote()), timeout=5)
         except NotReady as exc:
-            return JSONResponse(
-                status_code=503,
-                content=Readiness(status="not_ready", reason=exc.message).model_dump(),
-                headers=exc.headers,
-            )
+            return _not_ready(exc.message, status="not_ready", headers=exc.headers)
         except (TimeoutError, ray.exceptions.RayError) as exc:
-            return JSONResponse(
-                status_code=503,
-                content=Readiness(
-                    status="not_ready", reason=f"index actor unavailable: {type(exc).__name__}"
-                ).model_dump(),
-                headers={"Retry-After": "5"},
+            return _not_ready(f"index actor unavailable: {type(exc).__name__}", status="not_ready")
+        loading = [s for s in shards if not s["ready"]]
+        if loading or not keyword["ready"]:
+            errors = [s["last_error"] for s in loading if s["last_error"]] + [keyword["last_error"]]
+            reason = next((e for e in errors if e), None) or (
+                f"{len(loading)} of {len(shards)} index shards loading"
+                if loading
+                else "the keyword index is loading"
             )
-        if not stats["ready"]:
-            return JSONResponse(
-                status_code=503,
-                content=Readiness(
-                    status="loading",
-                    model=model.name,
-                    model_id=model.id,
-                    reason=stats["last_error"] or "the vector index is loading",
-                ).model_dump(),
-                headers={"Retry-After": "5"},
-            )
-        return Readiness(status="ready", model=model.name, model_id=model.id, vectors=stats["size"])
+            return _not_ready(reason, status="loading", model=model)
+        return Readiness(
+            status="ready", model=model.name, model_id=model.id, vectors=sum(s["size"] for s in shards)
+        )
 
     @api.get(
         "/v1/search",
         response_model=SearchResponse,
-        summary="Semantic search: the k documents closest in meaning to q, best first",
+        summary="Search: the k best documents for q (hybrid keyword + vector by default), with filters",
     )
     async def search(
         self,
         q: Annotated[str, Query(min_length=1, description="The query text")],
         response: Response,
-        k: Annotated[int, Query(ge=1, le=MAX_K, description="How many results (1-100)")] = 10,
+        flt: Annotated[SearchFilter, Depends(search_filter)],
+        k: Annotated[int, Query(ge=1, le=MAX_K, description="Results per page (1-100)")] = 10,
+        mode: Annotated[
+            Mode | None,
+            Query(
+                description="vector (meaning), keyword (BM25 terms) or hybrid (both, fused); default hybrid"
+            ),
+        ] = None,
         level: Annotated[
-            Literal["document", "chunk"],
+            Level,
             Query(
                 description=(
                     "Match against document vectors (the mean of a document's chunks) or against each "
@@ -285,6 +413,7 @@ class SearchIngress:
                 )
             ),
         ] = "document",
+        cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
     ) -> SearchResponse:
         query = q.strip()
         if not query:
@@ -293,35 +422,178 @@ class SearchIngress:
             raise InvalidRequest(
                 f"q: the query is {len(query)} characters long; the limit is {self._args.max_query_chars}"
             )
+        mode = mode or self._args.search.default_mode
+        max_depth = self._args.search.max_depth
+        digest = fingerprint(query, mode, level, k, flt)
+        offset = 0
+        if cursor is not None:
+            offset = decode_cursor(cursor, expected=digest, max_depth=max_depth).offset
+        depth = min(offset + k + 1, max_depth)  # one more than the page: is there a next page?
         entry = await self._entry()
-        index = self._index(entry, level)
+        timings: dict[str, float] = {}
+        runs, answered, total = await self._retrieve(entry, query, mode, level, flt, depth, timings)
         t0 = time.perf_counter()
-        vector = await self._embedder.embed.remote((query, query_model(entry)))
-        t1 = time.perf_counter()
-        try:
-            hits = await index.search.remote(np.asarray(vector, dtype=np.float32)[None, :], k)
-        except IndexNotReady as exc:
-            raise NotReady(
-                f"the {level} index of model {entry.name} is loading; retry shortly", retry_after_s=5
-            ) from exc
-        ids, scores = hits.ids[0], hits.scores[0]
-        t2 = time.perf_counter()
+        if mode == "hybrid":
+            ids, scores = fuse(runs, k=depth, params=self._fusion)
+        else:
+            ids, scores = list(runs[0][0]), list(runs[0][1])
+        timings["fuse"] = time.perf_counter() - t0
+        page_ids, page_scores = ids[offset : offset + k], scores[offset : offset + k]
+        results = await self._results(page_ids, page_scores, timings)
+        more = len(ids) > offset + k and offset + k < max_depth
+        next_cursor = encode_cursor(Cursor(offset + k, digest)) if more else None
+        self._report(response, timings)
+        return SearchResponse(
+            query=query,
+            mode=mode,
+            model=ModelRef(id=entry.id, name=entry.name),
+            level=level,
+            results=results,
+            next_cursor=next_cursor,
+            partial=answered < total,
+            shards=ShardReport(answered=answered, total=total),
+            timings_ms={stage: round(s * 1000, 2) for stage, s in timings.items()},
+        )
+
+    async def _retrieve(
+        self,
+        entry: ModelRow,
+        query: str,
+        mode: str,
+        level: str,
+        flt: SearchFilter,
+        depth: int,
+        timings: dict[str, float],
+    ) -> tuple[list[tuple[list[int], list[float]]], int, int]:
+        """The ranked runs the mode needs (keyword first, then vector) and how many parts answered."""
+        fetch = max(depth, self._fusion.depth) if mode == "hybrid" else depth
+        self._index(entry, level)  # the batch looks the index up by key
+
+        async def vector_run() -> _Answer:
+            t0 = time.perf_counter()
+            vector = await self._embedder.embed.remote((query, query_model(entry)))
+            t1 = time.perf_counter()
+            timings["embed"] = t1 - t0
+            answer = await self._vector_batch(
+                _VectorAsk(entry.id, level, np.asarray(vector, dtype=np.float32), fetch, flt)
+            )
+            timings["vector"] = time.perf_counter() - t1
+            return _raise_or(answer)
+
+        async def keyword_run() -> _Answer:
+            t0 = time.perf_counter()
+            language = flt.languages[0] if len(flt.languages) == 1 else None
+            answer = await self._keyword_batch(_KeywordAsk(entry.id, query, fetch, flt, language))
+            timings["keyword"] = time.perf_counter() - t0
+            return _raise_or(answer)
+
+        wanted = {"vector": [vector_run], "keyword": [keyword_run], "hybrid": [keyword_run, vector_run]}[mode]
+        outcomes = await asyncio.gather(*(run() for run in wanted), return_exceptions=True)
+        runs: list[tuple[list[int], list[float]]] = []
+        answered = total = 0
+        failures: list[BaseException] = []
+        for outcome in outcomes:
+            if isinstance(outcome, _Answer):
+                runs.append((outcome.ids, outcome.scores))
+                answered += outcome.answered
+                total += outcome.shards
+            else:
+                failures.append(outcome)
+                runs.append(([], []))
+                total += 1
+        if len(failures) == len(outcomes):  # nothing answered: say why
+            failure = failures[0]
+            if isinstance(failure, IndexNotReady):
+                raise NotReady(f"the index of model {entry.name} is loading; retry shortly", retry_after_s=5)
+            if isinstance(failure, TimeoutError | ray.exceptions.RayError):
+                raise NotReady("the search index did not answer in time; retry shortly", retry_after_s=2)
+            raise failure
+        for failure in failures:
+            if not isinstance(failure, IndexNotReady | TimeoutError | ray.exceptions.RayError):
+                raise failure
+            logger.warning("search part failed, answering partially: %s", failure)
+        return runs, answered, total
+
+    async def _results(
+        self, ids: list[int], scores: list[float], timings: dict[str, float]
+    ) -> list[SearchResult]:
+        t0 = time.perf_counter()
         async with self._sessions() as session:
             docs = await fetch_summaries(session, ids)
-        t3 = time.perf_counter()
-        stages = {"embed": t1 - t0, "index": t2 - t1, "db": t3 - t2}
-        response.headers["Server-Timing"] = ", ".join(f"{k};dur={v * 1000:.1f}" for k, v in stages.items())
-        for stage, seconds in stages.items():
+        timings["db"] = time.perf_counter() - t0
+        return [_result(docs[i], s) for i, s in zip(ids, scores, strict=True) if i in docs]
+
+    def _report(self, response: Response, timings: dict[str, float]) -> None:
+        response.headers["Server-Timing"] = ", ".join(f"{k};dur={v * 1000:.1f}" for k, v in timings.items())
+        for stage, seconds in timings.items():
             self._stage_ms.observe(seconds * 1000, tags={"stage": stage})
-        results = [
-            SearchResult(
-                id=i, title=docs[i].title, url=docs[i].url, published_at=docs[i].published_at, score=s
+
+    @api.get(
+        "/v1/documents/{document_id}",
+        response_model=DocumentOut,
+        summary="One document, whole",
+        responses={404: {"model": ErrorResponse}},
+    )
+    async def document(self, document_id: Annotated[int, Path(ge=1)]) -> DocumentOut:
+        async with self._sessions() as session:
+            doc = await fetch_document(session, document_id)
+        if doc is None:
+            raise NotFound(f"no document with id {document_id}", code="document_not_found")
+        return DocumentOut(
+            id=doc.id,
+            title=doc.title,
+            url=doc.url,
+            text=doc.text,
+            language=doc.language,
+            source=doc.source,
+            category=doc.category,
+            published_at=doc.published_at,
+            fetched_at=doc.fetched_at,
+            metadata=doc.metadata,
+        )
+
+    @api.get(
+        "/v1/documents/{document_id}/similar",
+        response_model=SimilarResponse,
+        summary="More like this: the k documents closest in meaning to a stored document",
+        responses={404: {"model": ErrorResponse}},
+    )
+    async def similar(
+        self,
+        document_id: Annotated[int, Path(ge=1)],
+        response: Response,
+        flt: Annotated[SearchFilter, Depends(search_filter)],
+        k: Annotated[int, Query(ge=1, le=MAX_K, description="How many (1-100)")] = 10,
+    ) -> SimilarResponse:
+        entry = await self._entry()
+        index = self._index(entry, "document")
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        try:
+            vector = await index.vector_of(document_id)
+        except IndexNotReady as exc:
+            raise NotReady("the index is loading; retry shortly", retry_after_s=5) from exc
+        if vector is None:
+            async with self._sessions() as session:
+                exists = await fetch_summaries(session, [document_id])
+            if not exists:
+                raise NotFound(f"no document with id {document_id}", code="document_not_found")
+            raise NotFound(
+                f"document {document_id} is not in the index of model {entry.name} yet; run `pulse embed`",
+                code="document_not_indexed",
             )
-            for i, s in zip(ids, scores, strict=True)
-            if i in docs  # a document deleted since it was indexed is skipped
-        ]
-        return SearchResponse(
-            query=query, model=ModelRef(id=entry.id, name=entry.name), level=level, results=results
+        answer = _raise_or(await self._vector_batch(_VectorAsk(entry.id, "document", vector, k + 1, flt)))
+        timings["vector"] = time.perf_counter() - t0
+        pairs = [(i, s) for i, s in zip(answer.ids, answer.scores, strict=True) if i != document_id][:k]
+        results = await self._results([i for i, _ in pairs], [s for _, s in pairs], timings)
+        self._report(response, timings)
+        return SimilarResponse(
+            document_id=document_id,
+            model=ModelRef(id=entry.id, name=entry.name),
+            results=results,
+            partial=answer.answered < answer.shards,
+            shards=ShardReport(answered=answer.answered, total=answer.shards),
+            timings_ms={stage: round(s * 1000, 2) for stage, s in timings.items()},
         )
 
 

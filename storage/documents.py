@@ -11,10 +11,12 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, func, literal_column, select
+from sqlalchemy import delete as sa_delete
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
+from storage.index_feed import category_column
 from storage.models import Document, QuarantinedRecord, Source
 
 _WS = re.compile(r"\s+")
@@ -84,6 +86,18 @@ class DocumentSummary:
     title: str
     url: str
     published_at: datetime | None
+    language: str | None = None
+    source: str | None = None
+    category: str | None = None
+
+
+@dataclass(frozen=True)
+class DocumentDetail(DocumentSummary):
+    """A whole document, as ``GET /v1/documents/{id}`` shows it."""
+
+    text: str = ""
+    fetched_at: datetime | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
 
 
 class DocumentRepository:
@@ -134,6 +148,13 @@ class DocumentRepository:
         return self.session.execute(
             select(Document.id).where(Document.canonical_url == canonical_url)
         ).scalar_one_or_none()
+
+    def delete(self, ids: Sequence[int]) -> int:
+        """Delete documents (their embeddings go with them; the deletion log tells the indexes)."""
+        if not ids:
+            return 0
+        result = self.session.execute(sa_delete(Document).where(Document.id.in_(list(ids))))
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
     def count(self) -> int:
         return int(self.session.execute(select(func.count()).select_from(Document)).scalar_one())
@@ -187,10 +208,28 @@ def _upsert_statement(rows: list[dict[str, Any]]) -> Any:
     ).returning(Document.id, literal_column("(xmax = 0)").label("inserted"))
 
 
-def summary_statement(ids: Sequence[int]) -> Select[int, str, str, datetime | None]:
-    """The query behind ``summaries``, shared with async callers (``fetch_summaries``)."""
-    return select(Document.id, Document.title, Document.canonical_url, Document.published_at).where(
-        Document.id.in_(list(ids))
+def summary_statement(
+    ids: Sequence[int],
+) -> Select[int, str, str, datetime | None, str | None, str, str | None]:
+    """The query behind ``fetch_summaries``: search results' fields, with source name and category."""
+    return (
+        select(
+            Document.id,
+            Document.title,
+            Document.canonical_url,
+            Document.published_at,
+            Document.language,
+            Source.name.label("source"),
+            category_column().label("category"),
+        )
+        .outerjoin(Source, Source.id == Document.source_id)
+        .where(Document.id.in_(list(ids)))
+    )
+
+
+def _summary(row: Any) -> DocumentSummary:
+    return DocumentSummary(
+        row.id, row.title, row.canonical_url, row.published_at, row.language, row.source, row.category
     )
 
 
@@ -198,4 +237,21 @@ async def fetch_summaries(session: AsyncSession, ids: Sequence[int]) -> dict[int
     if not ids:
         return {}
     result = await session.execute(summary_statement(ids))
-    return {row.id: DocumentSummary(row.id, row.title, row.canonical_url, row.published_at) for row in result}
+    return {row.id: _summary(row) for row in result}
+
+
+async def fetch_document(session: AsyncSession, document_id: int) -> DocumentDetail | None:
+    """One whole document, or ``None`` if there is no document with that id."""
+    stmt = summary_statement([document_id]).add_columns(
+        Document.text, Document.fetched_at, Document.metadata_.label("metadata")
+    )
+    row = (await session.execute(stmt)).one_or_none()
+    if row is None:
+        return None
+    base = _summary(row)
+    return DocumentDetail(
+        **{f: getattr(base, f) for f in DocumentSummary.__dataclass_fields__},
+        text=row.text,
+        fetched_at=row.fetched_at,
+        metadata=dict(row.metadata or {}),
+    )

@@ -9,7 +9,8 @@ Hierarchy::
     ├── DocumentFileError        a Parquet file of documents (embedding input) is missing or malformed
     ├── SchemaOutdated           the database is not at the head migration
     ├── SourceExists             `pulse sources add` with a name already taken
-    └── SourceNotFound           no source of that name
+    ├── SourceNotFound           no source of that name
+    └── SnapshotError            an index snapshot cannot be read (the index rebuilds from vector files)
 """
 
 from __future__ import annotations
@@ -75,4 +76,14 @@ class DocumentFileError(StorageError):
         super().__init__(
             f"document file {path}: {reason}. The embedding job reads Parquet with the columns "
             "id, content_hash, title, text (ids and hashes as in PostgreSQL's documents table)"
+        )
+
+
+class SnapshotError(StorageError):
+    def __init__(self, name: str, reason: str) -> None:
+        self.name = name
+        self.reason = reason
+        super().__init__(
+            f"index snapshot {name!r} cannot be read ({reason}); the index rebuilds from the vector files "
+            "instead, and writes a fresh snapshot"
         )

@@ -259,3 +259,13 @@ class DocumentLSH(Base):
     document_id: Mapped[int] = mapped_column(
         ForeignKey("documents.id", ondelete="CASCADE"), primary_key=True, index=True
     )
+
+
+class DocumentDeletion(Base):
+    """The deletion log: a trigger adds a row per deleted document; index shards catch up from it."""
+
+    __tablename__ = "document_deletions"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)  # the deletion watermark
+    document_id: Mapped[int] = mapped_column(BigInteger)
+    deleted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -13,6 +13,7 @@ import numpy as np
 
 from storage.database import make_engine, make_session_factory, session_scope
 from storage.embeddings import EmbeddingRepository
+from storage.index_feed import MetaBatch, deletions_after, fetch_meta
 from storage.vector_files import CHUNK_SLOTS, DOCUMENT_ROW, VectorBatch, VectorFileStore
 
 #: What an index holds: one vector per document, or one per chunk.
@@ -27,6 +28,18 @@ class VectorUpdate:
     document_ids: np.ndarray
     vectors: np.ndarray
     keys: np.ndarray | None = None  # chunk keys, in an index of chunks
+    meta: MetaBatch | None = None  # filter fields of each row's document
+
+
+def shard_of(document_ids: np.ndarray, shards: int) -> np.ndarray:
+    """The shard of each document: a stable hash (splitmix64) of its id modulo the shard count."""
+    x = np.asarray(document_ids, dtype=np.int64).astype(np.uint64)
+    with np.errstate(over="ignore"):
+        x = x + np.uint64(0x9E3779B97F4A7C15)
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        x = x ^ (x >> np.uint64(31))
+    return (x % np.uint64(max(shards, 1))).astype(np.int64)
 
 
 def level_mask(batch: VectorBatch, level: str) -> np.ndarray:
@@ -38,15 +51,27 @@ def level_mask(batch: VectorBatch, level: str) -> np.ndarray:
 
 
 class ManifestVectorSource:
-    """Reads committed vector files for one model, oldest first, keeping only current vectors."""
+    """Reads committed vector files for one model, oldest first, keeping only current vectors of one
+    shard (documents with ``shard_of(id, shards) == shard``), with their documents' filter fields."""
 
     def __init__(
-        self, *, database_url: str, storage_uri: str, model_id: int, level: str = "document"
+        self,
+        *,
+        database_url: str,
+        storage_uri: str,
+        model_id: int,
+        level: str = "document",
+        shard: int = 0,
+        shards: int = 1,
     ) -> None:
         if level not in LEVELS:
             raise ValueError(f"level must be one of {LEVELS}, not {level!r}")
+        if not 0 <= shard < shards:
+            raise ValueError(f"shard {shard} is not in [0, {shards})")
         self.model_id = model_id
         self.level = level
+        self.shard = shard
+        self.shards = shards
         self._engine = make_engine(database_url, pool_size=1)
         self._sessions = make_session_factory(self._engine)
         self._files = VectorFileStore(storage_uri)
@@ -69,11 +94,21 @@ class ManifestVectorSource:
                 dtype=bool,
                 count=len(batch.document_ids),
             )
+            if self.shards > 1:
+                keep &= shard_of(batch.document_ids, self.shards) == self.shard
             rows = batch.select(keep)
             keys = None
             if self.level == "chunk":
                 keys = rows.document_ids * CHUNK_SLOTS + np.maximum(rows.column("chunk"), 0).astype(np.int64)
-            yield VectorUpdate(ref.id, rows.document_ids, rows.vectors, keys)
+            with session_scope(self._sessions) as session:
+                metas = fetch_meta(session, np.unique(rows.document_ids).tolist())
+            meta = MetaBatch.of([metas.get(int(d)) for d in rows.document_ids])
+            yield VectorUpdate(ref.id, rows.document_ids, rows.vectors, keys, meta)
+
+    def deletions_after(self, sequence: int) -> tuple[int, np.ndarray]:
+        with session_scope(self._sessions) as session:
+            last, ids = deletions_after(session, sequence)
+        return last, np.asarray(ids, dtype=np.int64)
 
     def close(self) -> None:
         self._engine.dispose()

@@ -23,11 +23,11 @@ from typing import Any
 
 import ray
 
-from cluster.constants import activation_actor_name, index_actor_name
+from cluster.constants import activation_actor_name
+from jobs.embed.launch import index_actors
 from jobs.embed.pipeline import EmbedJobConfig, EmbedSummary, run_embed
 from storage.database import make_engine, make_session_factory, session_scope
 from storage.model_registry import ModelRegistry, ModelRow
-from storage.vector_source import LEVELS
 
 logger = logging.getLogger(__name__)
 
@@ -95,24 +95,21 @@ def retire_indexes(replaced: ModelRow, new_id: int, namespace: str, timeout_s: f
     Without a search app running nobody creates the new index, and the old actors (if any) stay.
     """
     deadline = time.monotonic() + timeout_s
-    name = index_actor_name(new_id)
     while time.monotonic() < deadline:
-        stats: dict[str, Any] | None
+        stats: list[dict[str, Any]] = []
         try:
-            stats = ray.get(ray.get_actor(name, namespace=namespace).stats.remote(), timeout=10)  # type: ignore[assignment]
-        except (ValueError, ray.exceptions.RayError):
-            stats = None
-        if stats and stats.get("ready"):
+            actors = index_actors(new_id, namespace)
+            stats = ray.get([a.stats.remote() for a in actors], timeout=10)
+        except ray.exceptions.RayError:
+            stats = []
+        if stats and all(s.get("ready") for s in stats):
             break
         time.sleep(2)
     else:
         return
     time.sleep(15)  # let every ingress replica notice the switch before the old index goes
-    for level in LEVELS:
-        try:
-            ray.kill(ray.get_actor(index_actor_name(replaced.id, level=level), namespace=namespace))
-        except ValueError:
-            continue
+    for actor in index_actors(replaced.id, namespace):
+        ray.kill(actor)
 
 
 class ActivationRunner:

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import ray
 
-from cluster.constants import index_actor_name
+from cluster.constants import is_index_actor_of
 from cluster.settings import Settings
 from jobs.embed.pipeline import EmbedJobConfig, EmbedSummary
 from storage.database import make_engine, make_session_factory, session_scope
 from storage.model_registry import ModelRegistry
 from storage.vector_files import absolute_storage_uri
-from storage.vector_source import LEVELS
 
 
 def default_recipe(settings: Settings) -> dict[str, object]:
@@ -43,15 +44,23 @@ def job_config(settings: Settings, database_url: str, **overrides: object) -> Em
     return EmbedJobConfig(**values)  # type: ignore[arg-type]
 
 
+def index_actors(model_id: int, namespace: str) -> list[Any]:
+    """Handles of a model entry's running index actors: every level and shard, and the keyword index."""
+    handles = []
+    for item in ray.util.list_named_actors(all_namespaces=True):
+        if item["namespace"] == namespace and is_index_actor_of(item["name"], model_id):
+            try:
+                handles.append(ray.get_actor(item["name"], namespace=namespace))
+            except ValueError:
+                continue  # gone meanwhile
+    return handles
+
+
 def notify_index(summary: EmbedSummary, namespace: str) -> None:
     """Hint the model's index actors that new files are committed (their poll would find them anyway)."""
     if not summary.files:
         return
-    for level in LEVELS:
-        try:
-            actor = ray.get_actor(index_actor_name(summary.model_id, level=level), namespace=namespace)
-        except ValueError:
-            continue  # no index running for this model and level: it loads everything when it starts
+    for actor in index_actors(summary.model_id, namespace):  # none running: they load all when started
         actor.catch_up.remote()
 
 

@@ -48,7 +48,15 @@ def api(
             "database_url": database_url,
             "storage_uri": storage,
             "namespace": NAMESPACE,
-            "index_poll_interval_s": 1,
+            # Two shards per index, small CPU reservations: several entries' actors fit on 2 CPUs.
+            "index": {
+                "poll_interval_s": 1,
+                "snapshot_interval_s": 1,
+                "shards": 2,
+                "num_cpus": 0.1,
+                "keyword_num_cpus": 0.1,
+            },
+            "search": {"deadline_ms": 2000},
             "model_refresh_s": 1,
         }
     )
@@ -80,7 +88,19 @@ def test_search_finds_the_2018_student_gun_violence_protests(api: str) -> None:
     assert body["query"] == "students march against gun violence"
     results = body["results"]
     assert len(results) == 5
-    assert set(results[0]) == {"id", "title", "url", "published_at", "score"}
+    assert set(results[0]) == {
+        "id",
+        "title",
+        "url",
+        "published_at",
+        "language",
+        "source",
+        "category",
+        "score",
+    }
+    assert body["mode"] == "hybrid" and body["partial"] is False and body["shards"]["total"] == 3
+    assert {"embed", "vector", "keyword", "fuse", "db"} <= set(body["timings_ms"])
+    assert "vector;dur=" in resp.headers["Server-Timing"]
     assert body["level"] == "document" and body["model"]["name"] == "sentence-transformers/all-MiniLM-L6-v2"
     assert [r["score"] for r in results] == sorted((r["score"] for r in results), reverse=True)
     on_topic = [
@@ -131,6 +151,94 @@ def test_chunk_level_search_ranks_documents_by_their_best_chunk(api: str) -> Non
     ids = [r["id"] for r in body["results"]]
     assert len(ids) == 5 and len(set(ids)) == 5
     assert httpx.get(f"{api}/v1/search", params={**params, "level": "page"}).status_code == 422
+
+
+def _search(api: str, **params: object) -> dict:  # type: ignore[type-arg]
+    resp = httpx.get(f"{api}/v1/search", params=params, timeout=30)  # type: ignore[arg-type]
+    assert resp.status_code == 200, resp.text
+    return resp.json()  # type: ignore[no-any-return]
+
+
+def test_every_mode_answers_and_keyword_results_contain_the_terms(api: str) -> None:
+    for mode in ("vector", "keyword", "hybrid"):
+        body = _search(api, q="gun violence", k=10, mode=mode)
+        assert body["mode"] == mode and len(body["results"]) == 10
+    keyword = _search(api, q="gun violence", k=10, mode="keyword")["results"]
+    for r in keyword:
+        doc = httpx.get(f"{api}/v1/documents/{r['id']}").json()
+        text = f"{doc['title']} {doc['text']}".lower()
+        assert "gun" in text or "violen" in text, doc["title"]
+
+
+def test_filters_never_return_documents_outside_them(api: str) -> None:
+    body = _search(api, q="election news", k=20, category="POLITICS")
+    assert body["results"] and all(r["category"] == "POLITICS" for r in body["results"])
+    both = _search(api, q="election news", k=20, category="politics,crime", mode="vector")
+    assert {r["category"] for r in both["results"]} <= {"POLITICS", "CRIME"}
+    dated = _search(api, q="news", k=20, since="2018-05-01", until="2018-05-15T00:00:00Z")
+    assert all("2018-05-01" <= r["published_at"][:10] < "2018-05-15" for r in dated["results"])
+    assert dated["results"]
+    assert all(r["language"] == "en" for r in _search(api, q="news", lang="en", k=5)["results"])
+    assert _search(api, q="news", category="NO-SUCH-CATEGORY")["results"] == []
+    assert _search(api, q="news", source="no-such-source", mode="keyword")["results"] == []
+
+
+def test_bad_dates_cursors_and_ranges_are_422(api: str) -> None:
+    for params in (
+        {"q": "x", "since": "yesterday"},
+        {"q": "x", "since": "2018-06-01", "until": "2018-05-01"},
+        {"q": "x", "cursor": "not-a-cursor!"},
+        {"q": "x", "mode": "fuzzy"},
+    ):
+        resp = httpx.get(f"{api}/v1/search", params=params)
+        assert resp.status_code == 422, params
+        assert resp.json()["error"]["code"] == "invalid_request"
+    first = _search(api, q="wedding", k=3)
+    other = httpx.get(f"{api}/v1/search", params={"q": "funeral", "k": 3, "cursor": first["next_cursor"]})
+    assert other.status_code == 422 and "another query" in other.json()["error"]["message"]
+
+
+def test_cursor_pages_continue_the_ranking(api: str) -> None:
+    whole = [r["id"] for r in _search(api, q="wedding", k=12, mode="vector")["results"]]
+    first = _search(api, q="wedding", k=6, mode="vector")
+    second = _search(api, q="wedding", k=6, mode="vector", cursor=first["next_cursor"])
+    assert [r["id"] for r in first["results"]] + [r["id"] for r in second["results"]] == whole
+
+
+def test_document_and_similar_endpoints(api: str) -> None:
+    hit = _search(api, q="students march against gun violence", k=1, mode="vector")["results"][0]
+    doc = httpx.get(f"{api}/v1/documents/{hit['id']}").json()
+    assert doc["id"] == hit["id"] and doc["title"] == hit["title"] and doc["text"]
+    similar = httpx.get(f"{api}/v1/documents/{hit['id']}/similar", params={"k": 5}).json()
+    ids = [r["id"] for r in similar["results"]]
+    assert len(ids) == 5 and hit["id"] not in ids
+    titles = " ".join(r["title"].lower() for r in similar["results"])
+    assert any(w in titles for w in ("gun", "march", "student", "walkout", "shooting"))
+    for path in ("/v1/documents/99999999", "/v1/documents/99999999/similar"):
+        resp = httpx.get(f"{api}{path}")
+        assert resp.status_code == 404 and resp.json()["error"]["code"] == "document_not_found"
+    assert httpx.get(f"{api}/v1/documents/0").status_code == 422
+
+
+def test_a_stopped_shard_gives_partial_results_not_an_error(api: str) -> None:
+    import os
+    import signal
+
+    import ray
+
+    from cluster.constants import index_actor_name
+
+    entry_id = _search(api, q="anything", k=1)["model"]["id"]
+    shard = ray.get_actor(index_actor_name(entry_id, 1, shards=2), namespace=NAMESPACE)
+    pid = ray.get(shard.stats.remote())["pid"]
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        body = _search(api, q="students march against gun violence", k=5, mode="vector")
+        assert body["partial"] is True and body["shards"] == {"answered": 1, "total": 2}
+        assert len(body["results"]) == 5  # the other shard's documents still come back
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert _search(api, q="students march", k=5, mode="vector")["partial"] is False
 
 
 def test_model_switch_is_atomic_and_never_serves_a_half_built_index(  # type: ignore[no-untyped-def]
@@ -200,5 +308,8 @@ def test_model_switch_is_atomic_and_never_serves_a_half_built_index(  # type: ig
 
     from cluster.constants import index_actor_name
 
-    stats = ray.get(ray.get_actor(index_actor_name(entry.id), namespace=NAMESPACE).stats.remote())
-    assert stats["ready"] and stats["size"] == total
+    shards = [
+        ray.get(ray.get_actor(index_actor_name(entry.id, s, shards=2), namespace=NAMESPACE).stats.remote())
+        for s in range(2)
+    ]
+    assert all(s["ready"] for s in shards) and sum(s["size"] for s in shards) == total

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from actors.errors import DimensionMismatch
+from actors.filters import MetaBatch
 from actors.vector_index import VectorIndex
 
 
@@ -15,6 +16,7 @@ class Update:
     document_ids: np.ndarray
     vectors: np.ndarray
     keys: np.ndarray | None = None
+    meta: MetaBatch | None = None
 
 
 class ListSource:
@@ -23,6 +25,7 @@ class ListSource:
     def __init__(self) -> None:
         self.files: list[Update] = []
         self.asked: list[int] = []
+        self.deleted: list[int] = []
 
     def add(self, ids: list[int], vectors: np.ndarray) -> None:
         self.files.append(Update(len(self.files) + 1, np.asarray(ids, dtype=np.int64), vectors))
@@ -30,6 +33,9 @@ class ListSource:
     def updates_after(self, watermark: int) -> list[Update]:
         self.asked.append(watermark)
         return [f for f in self.files if f.watermark > watermark]
+
+    def deletions_after(self, sequence: int) -> tuple[int, np.ndarray]:
+        return len(self.deleted), np.asarray(self.deleted[sequence:], dtype=np.int64)
 
 
 def unit_vectors(n: int, d: int, seed: int = 0) -> np.ndarray:
