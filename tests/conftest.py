@@ -22,6 +22,7 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 SAMPLE = ROOT / "jobs" / "ingest" / "sample_data" / "huffpost_2018.jsonl"
 
 TABLES = (
+    "document_deletions",
     "document_lsh",
     "document_minhashes",
     "document_aliases",
