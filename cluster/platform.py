@@ -24,7 +24,7 @@ import httpx
 import ray
 from rich.console import Console
 
-from cluster.constants import INDEX_ACTOR_PREFIX, SEARCH_APP_NAME
+from cluster.constants import INDEX_ACTOR_PREFIX, KEYWORD_ACTOR_PREFIX, SEARCH_APP_NAME
 from cluster.database import DatabaseChoice, connect_database, stop_embedded
 from cluster.serve_config import deploy_search
 from cluster.settings import Settings
@@ -236,7 +236,7 @@ def down(settings: Settings, console: Console) -> None:
         except Exception as exc:  # Serve not running is fine
             logger.debug("serve shutdown: %s", exc)
         for entry in ray.util.list_named_actors(all_namespaces=True):
-            if entry["name"].startswith(INDEX_ACTOR_PREFIX):
+            if entry["name"].startswith((INDEX_ACTOR_PREFIX, KEYWORD_ACTOR_PREFIX)):
                 ray.kill(ray.get_actor(entry["name"], namespace=entry["namespace"]), no_restart=True)
         ray.shutdown()  # type: ignore[no-untyped-call]
         console.print("[bold]serve[/]: search application and index actors stopped")

@@ -94,9 +94,23 @@ class Health(BaseModel):
     status: str
 
 
+class ShardStatus(BaseModel):
+    shard: int
+    ready: bool
+    vectors: int
+    index: str = Field(
+        description="FAISS factory string of the shard's built index ('' before the first build)"
+    )
+    delta: int = Field(description="Vectors added since the last build, searched exactly")
+    watermark: int = Field(description="Last manifest file applied")
+    restored_from: str | None = Field(description="Snapshot the shard started from, if any")
+
+
 class Readiness(BaseModel):
     status: str
     model: str | None = None
     model_id: int | None = None
     vectors: int | None = None
     reason: str | None = None
+    shards: list[ShardStatus] | None = None
+    keyword_documents: int | None = None

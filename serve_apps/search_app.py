@@ -46,6 +46,7 @@ from serve_apps.schemas import (
     SearchResponse,
     SearchResult,
     ShardReport,
+    ShardStatus,
     SimilarResponse,
 )
 from serve_apps.search_params import Cursor, decode_cursor, encode_cursor, fingerprint, search_filter
@@ -384,7 +385,23 @@ class SearchIngress:
             )
             return _not_ready(reason, status="loading", model=model)
         return Readiness(
-            status="ready", model=model.name, model_id=model.id, vectors=sum(s["size"] for s in shards)
+            status="ready",
+            model=model.name,
+            model_id=model.id,
+            vectors=sum(s["size"] for s in shards),
+            shards=[
+                ShardStatus(
+                    shard=s["shard"],
+                    ready=s["ready"],
+                    vectors=s["size"],
+                    index=s["factory"],
+                    delta=s["delta_rows"],
+                    watermark=s["watermark"],
+                    restored_from=s["restored_from"],
+                )
+                for s in shards
+            ],
+            keyword_documents=keyword["size"],
         )
 
     @api.get(

@@ -74,6 +74,9 @@ def test_health_ready_and_docs(api: str) -> None:
     assert httpx.get(f"{api}/healthz").json() == {"status": "ok"}
     ready = httpx.get(f"{api}/readyz").json()
     assert ready["status"] == "ready" and ready["vectors"] > 300
+    assert [s["shard"] for s in ready["shards"]] == [0, 1] and all(s["ready"] for s in ready["shards"])
+    assert sum(s["vectors"] for s in ready["shards"]) == ready["vectors"] == ready["keyword_documents"]
+    assert all(s["index"] == "Flat" for s in ready["shards"])  # small shards search exactly
     assert httpx.get(f"{api}/docs").status_code == 200
     spec = httpx.get(f"{api}/openapi.json").json()
     assert "/v1/search" in spec["paths"]
