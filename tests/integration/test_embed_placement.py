@@ -1,4 +1,5 @@
-"""Placement on a simulated multi-node cluster: encoders on the GPU node, tokenizers on the CPU node.
+"""Placement on a simulated multi-node cluster: encoders on the GPU node, tokenizers on the CPU node,
+index shards of one model spread over different nodes.
 
 The cluster (``ray.cluster_utils.Cluster``) runs in a subprocess (``tests.support.placement_probe``):
 this process already holds the session's local Ray, and one process holds one cluster. The GPU node
@@ -77,6 +78,10 @@ def test_encoders_run_on_the_gpu_node_and_tokenizers_on_the_cpu_node(
     assert result["embedded"] + result["skipped_empty"] == total
     assert result["embedded"] == total
     assert result["chunks"] >= total
+    # The two index shards of the model went to different nodes and hold every document between them.
+    shards = result["shards"]
+    assert len({s["node"] for s in shards}) == 2, shards
+    assert sum(s["size"] for s in shards) == total and all(s["size"] > 0 for s in shards)
 
     with engine.connect() as conn:
         rows = conn.execute(

@@ -115,6 +115,7 @@ def probe(database_url: str, storage_dir: str) -> dict[str, Any]:
                 )
             )
             actors = _actor_nodes()
+            shards = _shard_nodes(database_url, storage_dir, summary.model_id)
         finally:
             ray.shutdown()
     finally:
@@ -130,7 +131,33 @@ def probe(database_url: str, storage_dir: str) -> dict[str, Any]:
         "chunks": summary.chunks,
         "files": summary.files,
         "seconds": round(summary.seconds, 1),
+        "shards": shards,
     }
+
+
+def _shard_nodes(database_url: str, storage_dir: str, model_id: int) -> list[dict[str, Any]]:
+    """Start two index shards (SPREAD) and report where each runs and what it holds once ready."""
+    import ray
+
+    from actors.index_actor import IndexActorConfig, ShardedIndex
+
+    index = ShardedIndex(
+        IndexActorConfig(
+            database_url=database_url,
+            storage_uri=storage_dir,
+            model_id=model_id,
+            dimension=384,
+            namespace=ray.get_runtime_context().namespace,
+            shards=2,
+            num_cpus=0.25,
+            poll_interval_s=0.5,
+        )
+    )
+    ray.get([a.wait_ready.remote(120) for a in index.actors])
+    return [
+        {"node": s["node_id"], "size": s["size"], "shard": s["shard"]}
+        for s in ray.get([a.stats.remote() for a in index.actors])
+    ]
 
 
 def main(argv: list[str]) -> int:
