@@ -108,9 +108,15 @@ class KeywordIndexService:
         return self._catch_up()
 
     def search(
-        self, queries: list[str], k: int, flt: SearchFilter | None = None, language: str | None = None
+        self,
+        queries: list[str],
+        k: int,
+        flt: SearchFilter | None = None,
+        language: str | None = None,
+        normalize: bool = False,
     ) -> SearchHits:
-        """BM25 top-``k`` for each query (one row each), only documents passing ``flt``."""
+        """BM25 top-``k`` for each query (one row each), only documents passing ``flt``; with
+        ``normalize`` scores are divided by the query's best possible score (for fusion)."""
         if not self._ready.is_set():
             raise IndexNotReady(self._config.model_id)
         doc_filter = None
@@ -124,7 +130,7 @@ class KeywordIndexService:
         ids: list[list[int]] = []
         scores: list[list[float]] = []
         for query in queries:
-            hits = self._index.search(query, k, language=language, doc_filter=doc_filter)
+            hits = self._index.search(query, k, language=language, doc_filter=doc_filter, normalize=normalize)
             ids.append(hits.ids[0])
             scores.append(hits.scores[0])
         return SearchHits(ids=ids, scores=scores)

@@ -18,13 +18,21 @@ rebuild; a search that started on the old retriever finishes on it.
 
 Rebuilds happen (1) when ``refresh()`` is called (the actor shell does it on a timer), (2) inside an
 ``upsert`` / ``delete`` once ``rebuild_after`` documents are pending, and (3) inside ``search`` when
-changes are pending and the whole corpus has at most ``refresh_on_search_max`` documents (a rebuild of
-that many costs a few milliseconds, so small indexes read their own writes). A search never waits for
-a rebuild another thread is running: it reads the current retriever instead.
+changes are pending and the whole corpus has at most ``refresh_on_search_max`` documents, so small
+indexes (tests, development) read their own writes; a rebuild costs about 0.1 s per 1,000 documents of
+SciFact abstracts on one core (their analysis happened in ``upsert``). A search never waits for a
+rebuild another thread is running: it reads the current retriever instead.
 
-``search`` scores every document (``get_scores_from_ids``), drops tombstones, applies ``doc_filter`` to
-every document with a nonzero score, and only then picks the top ``k``: a filter that rejects the best
-documents still gets ``k`` results whenever ``k`` allowed documents match. Ties rank the smaller id first.
+``search`` scores every document (``get_scores_from_ids``, each distinct query term once), drops
+tombstones, applies ``doc_filter`` to every document with a nonzero score, and only then picks the top
+``k``: a filter that rejects the best documents still gets ``k`` results whenever ``k`` allowed
+documents match. Ties rank the smaller id first. With ``normalize=True`` scores are divided by the
+query's upper bound (each term's best score in any document, summed; kept per build), which puts them
+on one scale across queries for hybrid fusion (``actors.fusion``, method ``"convex"``).
+
+Measured on SciFact (``bench/search_quality.py``): nDCG@10 0.701 on the 809 train claims, against 0.696
+for bm25s' README recipe (k1 1.5, same stemmer and stopwords); counting a repeated query term once is
++0.005 of that.
 """
 
 from __future__ import annotations
@@ -115,6 +123,7 @@ class _View:
     retriever: bm25s.BM25 | None
     row_ids: np.ndarray  # int64 document id of each retriever row
     row_of: dict[int, int] = field(repr=False)  # document id -> row (shared by views of one retriever)
+    term_max: np.ndarray = field(repr=False, default_factory=lambda: np.empty(0, dtype=np.float32))
     hidden: frozenset[int] = frozenset()  # rows whose document was changed or deleted since the build
 
     @property
@@ -125,7 +134,7 @@ class _View:
         rows = {self.row_of[i] for i in ids if i in self.row_of}
         if rows <= self.hidden:
             return self
-        return _View(self.retriever, self.row_ids, self.row_of, self.hidden | rows)
+        return _View(self.retriever, self.row_ids, self.row_of, self.term_max, self.hidden | rows)
 
 
 _EMPTY_VIEW = _View(None, np.empty(0, dtype=np.int64), {})
@@ -141,7 +150,7 @@ class KeywordIndex:
         b: float = 0.75,
         method: str = "lucene",
         rebuild_after: int = 10_000,
-        refresh_on_search_max: int = 20_000,
+        refresh_on_search_max: int = 5_000,
     ) -> None:
         if rebuild_after < 1:
             raise ValueError(f"rebuild_after must be at least 1; got {rebuild_after}")
@@ -240,7 +249,13 @@ class KeywordIndex:
             return _View(None, row_ids, row_of)
         retriever = bm25s.BM25(k1=self.k1, b=self.b, method=self.method)
         retriever.index([list(terms) for _, terms in corpus], show_progress=False)
-        return _View(retriever, row_ids, row_of)
+        # The best score each term gives any document: the sum over a query's terms bounds its scores.
+        data, indptr = retriever.scores["data"], retriever.scores["indptr"]
+        term_max = np.zeros(len(indptr) - 1, dtype=np.float32)
+        starts = indptr[:-1][np.diff(indptr) > 0]
+        if len(starts):
+            term_max[np.diff(indptr) > 0] = np.maximum.reduceat(data, starts)
+        return _View(retriever, row_ids, row_of, term_max)
 
     def search(
         self,
@@ -249,11 +264,15 @@ class KeywordIndex:
         *,
         language: str | None = None,
         doc_filter: Callable[[np.ndarray], np.ndarray] | None = None,
+        normalize: bool = False,
     ) -> SearchHits:
         """The ``k`` best documents for ``query`` (one row of hits); only documents that share a term.
 
         ``doc_filter`` gets the int64 ids of every matching document and returns a bool mask of those
-        allowed.
+        allowed. Scores are BM25; with ``normalize`` they are divided by the query's upper bound (the
+        sum over its terms of the best score the term gives any document), so they lie in (0, 1] and
+        mean the same across queries: what hybrid fusion (``actors.fusion``, method ``"convex"``) wants.
+        A query counts each distinct term once.
         """
         if self._pending and len(self._tokens) <= self.refresh_on_search_max:
             self.refresh(wait=False)
@@ -262,10 +281,12 @@ class KeywordIndex:
         view = self._view  # one read: the retriever, its ids and its hidden rows belong together
         if k <= 0 or not terms or view.retriever is None:
             return empty
-        term_ids = view.retriever.get_tokens_ids(terms)
+        term_ids = list(dict.fromkeys(view.retriever.get_tokens_ids(terms)))
         if not term_ids:
             return empty
         scores = np.asarray(view.retriever.get_scores_from_ids(term_ids))
+        if normalize:
+            scores = scores / max(float(view.term_max[term_ids].sum()), np.finfo(np.float32).tiny)
         rows = np.flatnonzero(scores > 0)
         if view.hidden:
             rows = rows[~np.isin(rows, np.fromiter(view.hidden, dtype=np.int64))]

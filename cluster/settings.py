@@ -245,7 +245,7 @@ class SearchSettings(BaseModel):
     max_depth: int = Field(
         default=1000, description="Deepest result a search pages to (offset + k), for cursor paging."
     )
-    fusion: Literal["rrf", "minmax", "zscore", "dbsf", "default"] = Field(
+    fusion: Literal["convex", "rrf", "minmax", "zscore", "dbsf", "default"] = Field(
         default="default",
         description="Hybrid fusion method; default: the one measured best (actors/fusion.py).",
     )

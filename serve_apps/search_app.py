@@ -130,6 +130,7 @@ class _KeywordAsk:
     depth: int
     flt: SearchFilter
     language: str | None
+    normalize: bool  # scores divided by the query's upper bound, as hybrid fusion expects
 
 
 @dataclass(frozen=True)
@@ -332,16 +333,16 @@ class SearchIngress:
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
     async def _keyword_batch(self, asks: list[_KeywordAsk]) -> list[_Answer | BaseException]:
-        groups: dict[tuple[int, SearchFilter, str | None], list[int]] = {}
+        groups: dict[tuple[int, SearchFilter, str | None, bool], list[int]] = {}
         for i, ask in enumerate(asks):
-            groups.setdefault((ask.entry_id, ask.flt, ask.language), []).append(i)
+            groups.setdefault((ask.entry_id, ask.flt, ask.language, ask.normalize), []).append(i)
         out: list[_Answer | BaseException] = [RuntimeError("not answered")] * len(asks)
 
-        async def run(key: tuple[int, SearchFilter, str | None], rows: list[int]) -> None:
-            entry_id, flt, language = key
+        async def run(key: tuple[int, SearchFilter, str | None, bool], rows: list[int]) -> None:
+            entry_id, flt, language, normalize = key
             depth = max(asks[i].depth for i in rows)
             ref = self._keyword(entry_id).search.remote(
-                [asks[i].query for i in rows], depth, None if flt.is_empty else flt, language
+                [asks[i].query for i in rows], depth, None if flt.is_empty else flt, language, normalize
             )
             try:
                 hits: SearchHits = await asyncio.wait_for(_await(ref), timeout=self._deadline_s)
@@ -500,7 +501,9 @@ class SearchIngress:
         async def keyword_run() -> _Answer:
             t0 = time.perf_counter()
             language = flt.languages[0] if len(flt.languages) == 1 else None
-            answer = await self._keyword_batch(_KeywordAsk(entry.id, query, fetch, flt, language))
+            answer = await self._keyword_batch(
+                _KeywordAsk(entry.id, query, fetch, flt, language, normalize=mode == "hybrid")
+            )
             timings["keyword"] = time.perf_counter() - t0
             return _raise_or(answer)
 

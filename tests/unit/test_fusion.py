@@ -54,7 +54,19 @@ def test_dbsf_maps_into_unit_interval() -> None:
     assert normalise([2.0, 2.0], "zscore").tolist() == [0.0, 0.0]
 
 
-@pytest.mark.parametrize("method", ["rrf", "minmax", "zscore", "dbsf"])
+def test_convex_sums_scores_as_given_with_missing_at_the_run_minimum() -> None:
+    keyword = ([1, 2], [0.9, 0.2])  # normalised BM25
+    vector = ([3, 1, 4], [0.8, 0.5, 0.4])  # cosine
+    params = FusionParams(method="convex", weights=(0.5, 0.5), missing="min")
+    ids, scores = fuse([keyword, vector], k=10, params=params)
+    # 1: .45 + .25, 3: .1 (keyword min) + .4, 2: .1 + .2 (vector min), 4: .1 + .2
+    assert ids == [1, 3, 2, 4]
+    assert scores == pytest.approx([0.7, 0.5, 0.3, 0.3])
+    zero = FusionParams(method="convex", weights=(0.5, 0.5), missing="zero")
+    assert fuse([keyword, vector], k=10, params=zero)[1] == pytest.approx([0.7, 0.4, 0.2, 0.1])
+
+
+@pytest.mark.parametrize("method", ["rrf", "convex", "minmax", "zscore", "dbsf"])
 def test_ties_are_broken_by_id_whatever_the_input_order(method: str) -> None:
     params = FusionParams(method=method)  # type: ignore[arg-type]
     a = ([5, 2], [1.0, 0.0])

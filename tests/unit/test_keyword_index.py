@@ -199,3 +199,22 @@ def test_searches_during_rebuilds_never_fail_nor_see_deleted_documents() -> None
     hits = index.search("common", 1000).ids[0]
     assert len(hits) == 300 - 200 + 100
     assert not deleted.intersection(hits)
+
+
+def test_a_repeated_query_term_counts_once() -> None:
+    index = filled(ENGLISH)
+    assert index.search("runs runs running", 5).scores == index.search("runs", 5).scores
+
+
+def test_normalised_scores_are_bm25_over_the_query_upper_bound() -> None:
+    index = filled({1: "alpha beta", 2: "alpha alpha gamma delta", 3: "beta"})
+    raw = index.search("alpha beta", 10)
+    norm = index.search("alpha beta", 10, normalize=True)
+    assert norm.ids == raw.ids
+    assert all(0 < s <= 1 for s in norm.scores[0])
+    ratios = [n / r for n, r in zip(norm.scores[0], raw.scores[0], strict=True)]
+    assert ratios == pytest.approx([ratios[0]] * len(ratios))  # one divisor per query
+    # Document 1 has the best "beta" score but not the best "alpha" one: below the bound.
+    assert max(norm.scores[0]) < 1
+    single = filled({1: "alpha"})
+    assert single.search("alpha", 1, normalize=True).scores == [[pytest.approx(1.0)]]
