@@ -10,7 +10,13 @@ Hierarchy::
     ├── SchemaOutdated           the database is not at the head migration
     ├── SourceExists             `pulse sources add` with a name already taken
     ├── SourceNotFound           no source of that name
-    └── SnapshotError            an index snapshot cannot be read (the index rebuilds from vector files)
+    ├── SnapshotError            an index snapshot cannot be read (the index rebuilds from vector files)
+    └── CmsError                 CMS content problems the API maps to 4xx
+        ├── CmsNotFound          no item / revision / user with that id (404)
+        ├── StaleVersion         an If-Match version that is not the current one (412)
+        ├── CmsConflict          a unique value already taken, e.g. a slug or an email (409)
+        ├── InvalidTransition    a workflow move the item's status does not allow (409)
+        └── UnknownReference     a category or tag slug that does not exist (422)
 """
 
 from __future__ import annotations
@@ -87,3 +93,50 @@ class SnapshotError(StorageError):
             f"index snapshot {name!r} cannot be read ({reason}); the index rebuilds from the vector files "
             "instead, and writes a fresh snapshot"
         )
+
+
+class CmsError(StorageError):
+    """Base class of CMS content errors."""
+
+
+class CmsNotFound(CmsError):
+    def __init__(self, kind: str, ident: object) -> None:
+        self.kind = kind
+        self.ident = ident
+        super().__init__(f"no {kind} {ident}")
+
+
+class StaleVersion(CmsError):
+    def __init__(self, item_id: int, expected: int, current: int) -> None:
+        self.item_id = item_id
+        self.expected = expected
+        self.current = current
+        super().__init__(
+            f"item {item_id} is at version {current}, not {expected}: someone saved it meanwhile; "
+            "GET it again (new ETag), merge your change and retry"
+        )
+
+
+class CmsConflict(CmsError):
+    def __init__(self, field: str, value: object, reason: str) -> None:
+        self.field = field
+        self.value = value
+        super().__init__(f"{field} {value!r}: {reason}")
+
+
+class InvalidTransition(CmsError):
+    def __init__(self, item_id: int, current: str, target: str, allowed: list[str]) -> None:
+        self.item_id = item_id
+        self.current = current
+        self.target = target
+        super().__init__(
+            f"item {item_id} is {current}; it cannot move to {target} "
+            f"(from {current}: {', '.join(allowed) or 'nothing'})"
+        )
+
+
+class UnknownReference(CmsError):
+    def __init__(self, field: str, values: list[str]) -> None:
+        self.field = field
+        self.values = values
+        super().__init__(f"{field}: unknown {', '.join(repr(v) for v in values)}; create them first")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine, pool
 
+import storage.cms_models  # noqa: F401  (registers the CMS tables on Base.metadata)
 from storage.models import Base
 
 config = context.config
