@@ -243,6 +243,25 @@ def test_a_stopped_shard_gives_partial_results_not_an_error(api: str) -> None:
         os.kill(pid, signal.SIGCONT)
     assert _search(api, q="students march", k=5, mode="vector")["partial"] is False
 
+    # No shard answering: vector search is a 503 with Retry-After, hybrid falls back to keyword results.
+    pids = [
+        ray.get(ray.get_actor(index_actor_name(entry_id, s, shards=2), namespace=NAMESPACE).stats.remote())[
+            "pid"
+        ]
+        for s in range(2)
+    ]
+    for p in pids:
+        os.kill(p, signal.SIGSTOP)
+    try:
+        resp = httpx.get(f"{api}/v1/search", params={"q": "gun violence", "mode": "vector"}, timeout=30)
+        assert resp.status_code == 503 and resp.headers["Retry-After"]
+        assert resp.json()["error"]["code"] == "not_ready"
+        body = _search(api, q="gun violence", k=5, mode="hybrid")
+        assert body["partial"] is True and len(body["results"]) == 5
+    finally:
+        for p in pids:
+            os.kill(p, signal.SIGCONT)
+
 
 def test_model_switch_is_atomic_and_never_serves_a_half_built_index(  # type: ignore[no-untyped-def]
     api: str, database_url: str, engine
