@@ -13,6 +13,10 @@ SEARCH_APP_NAME = "search"
 SEARCH_ROUTE_PREFIX = "/"
 #: Import path of the search application builder, as used by `serve run` / `serve deploy`.
 SEARCH_APP_IMPORT_PATH = "serve_apps.search_app:app_builder"
+#: Serve application of the CMS, its route prefix and builder.
+CMS_APP_NAME = "cms"
+CMS_ROUTE_PREFIX = "/v1/cms"
+CMS_APP_IMPORT_PATH = "serve_apps.cms.app:app_builder"
 
 
 def index_actor_name(model_id: int, shard: int = 0, *, level: str = "document", shards: int = 1) -> str:
@@ -47,3 +51,7 @@ ACTIVATION_ACTOR_PREFIX = "pulse-activate"
 def activation_actor_name(model_id: int) -> str:
     """Name of the activation actor of one model entry."""
     return f"{ACTIVATION_ACTOR_PREFIX}-{model_id}"
+
+
+#: Name of the detached actor that runs the CMS scheduler (scheduled publishing, search sync, webhooks).
+CMS_SCHEDULER_NAME = "pulse-cms-scheduler"

@@ -24,9 +24,15 @@ import httpx
 import ray
 from rich.console import Console
 
-from cluster.constants import INDEX_ACTOR_PREFIX, KEYWORD_ACTOR_PREFIX, SEARCH_APP_NAME
+from cluster.constants import (
+    CMS_APP_NAME,
+    CMS_SCHEDULER_NAME,
+    INDEX_ACTOR_PREFIX,
+    KEYWORD_ACTOR_PREFIX,
+    SEARCH_APP_NAME,
+)
 from cluster.database import DatabaseChoice, connect_database, stop_embedded
-from cluster.serve_config import deploy_search
+from cluster.serve_config import deploy_cms, deploy_search
 from cluster.settings import Settings
 from jobs.embed.activation import resume_activations
 from jobs.embed.launch import embed_target, job_config, notify_index
@@ -193,6 +199,7 @@ def up(settings: Settings, console: Console, *, ingest_sample: bool = True) -> P
     notify_index(embed_summary, settings.ray.namespace)
 
     deploy_search(settings, db.url)
+    deploy_cms(settings, db.url)
     resumed = resume_activations(job_config(settings, db.url), settings.ray.namespace)
     if resumed:
         console.print(
@@ -210,6 +217,10 @@ def up(settings: Settings, console: Console, *, ingest_sample: bool = True) -> P
     )
     console.print(f"  search:    {state.api_url}/v1/search?q=students+march+against+gun+violence")
     console.print(f"  API docs:  {state.api_url}/docs")
+    console.print(
+        f"  CMS:       {state.api_url}/v1/cms/docs (admin {settings.cms.admin_email}; password in "
+        "PULSE_CMS__ADMIN_PASSWORD or var/cms_admin_password)"
+    )
     if state.dashboard_url:
         console.print(f"  dashboard: {state.dashboard_url}")
     console.print("  stop with `pulse down` (data is kept)")
@@ -232,11 +243,12 @@ def down(settings: Settings, console: Console) -> None:
 
         try:
             serve.delete(SEARCH_APP_NAME)
+            serve.delete(CMS_APP_NAME)
             serve.shutdown()  # type: ignore[no-untyped-call]
         except Exception as exc:  # Serve not running is fine
             logger.debug("serve shutdown: %s", exc)
         for entry in ray.util.list_named_actors(all_namespaces=True):
-            if entry["name"].startswith((INDEX_ACTOR_PREFIX, KEYWORD_ACTOR_PREFIX)):
+            if entry["name"].startswith((INDEX_ACTOR_PREFIX, KEYWORD_ACTOR_PREFIX, CMS_SCHEDULER_NAME)):
                 ray.kill(ray.get_actor(entry["name"], namespace=entry["namespace"]), no_restart=True)
         ray.shutdown()  # type: ignore[no-untyped-call]
         console.print("[bold]serve[/]: search application and index actors stopped")

@@ -8,9 +8,18 @@ from __future__ import annotations
 
 import importlib
 import logging
+import secrets
+from pathlib import Path
 from typing import Any
 
-from cluster.constants import SEARCH_APP_IMPORT_PATH, SEARCH_APP_NAME, SEARCH_ROUTE_PREFIX
+from cluster.constants import (
+    CMS_APP_IMPORT_PATH,
+    CMS_APP_NAME,
+    CMS_ROUTE_PREFIX,
+    SEARCH_APP_IMPORT_PATH,
+    SEARCH_APP_NAME,
+    SEARCH_ROUTE_PREFIX,
+)
 from cluster.settings import Settings
 from storage.vector_files import absolute_storage_uri
 
@@ -50,3 +59,57 @@ def deploy_search(settings: Settings, database_url: str) -> None:
     serve.start(http_options={"host": settings.serve.host, "port": settings.serve.port})
     app = load_builder()(search_app_args(settings, database_url))
     serve.run(app, name=SEARCH_APP_NAME, route_prefix=SEARCH_ROUTE_PREFIX, blocking=False)
+
+
+def local_secret(settings: Settings, name: str) -> str:
+    """A random secret generated once and kept in ``var/<name>`` (owner-only), for dev defaults."""
+    path = Path(settings.var_dir) / name
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(36))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def cms_jwt_secret(settings: Settings) -> str:
+    """PULSE_CMS__JWT_SECRET, or in dev a random key kept in var/cms_jwt_secret."""
+    if settings.cms.jwt_secret is not None:
+        return settings.cms.jwt_secret.get_secret_value()
+    return local_secret(settings, "cms_jwt_secret")
+
+
+def cms_admin_password(settings: Settings) -> str | None:
+    """PULSE_CMS__ADMIN_PASSWORD, or in dev a random one kept in var/cms_admin_password."""
+    if settings.cms.admin_password is not None:
+        return settings.cms.admin_password.get_secret_value()
+    return local_secret(settings, "cms_admin_password") if settings.env == "dev" else None
+
+
+def cms_app_args(settings: Settings, database_url: str) -> dict[str, Any]:
+    c = settings.cms
+    return {
+        "database_url": database_url,
+        "jwt_secret": cms_jwt_secret(settings),
+        "access_ttl_s": c.access_ttl_s,
+        "refresh_ttl_s": c.refresh_ttl_s,
+        "max_body_bytes": c.max_body_bytes,
+        "rate_per_key": c.rate_per_key,
+        "rate_per_ip": c.rate_per_ip,
+        "max_ongoing_requests": settings.serve.max_ongoing_requests,
+        "storage_uri": absolute_storage_uri(settings.storage.uri),
+        "namespace": settings.ray.namespace,
+        "public_base_url": c.public_base_url,
+        "scheduler_interval_s": c.scheduler_interval_s,
+        "webhook_max_attempts": c.webhook_max_attempts,
+        "embed_on_publish": c.embed_on_publish,
+        "admin_email": c.admin_email,
+        "admin_password": cms_admin_password(settings),
+    }
+
+
+def deploy_cms(settings: Settings, database_url: str) -> None:
+    """(Re)deploy the CMS application under /v1/cms (Serve's proxy must be started)."""
+    from ray import serve
+
+    app = load_builder(CMS_APP_IMPORT_PATH)(cms_app_args(settings, database_url))
+    serve.run(app, name=CMS_APP_NAME, route_prefix=CMS_ROUTE_PREFIX, blocking=False)

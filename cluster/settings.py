@@ -283,6 +283,49 @@ class ServeSettings(BaseModel):
     )
 
 
+class CmsSettings(BaseModel):
+    jwt_secret: SecretStr | None = Field(
+        default=None,
+        description=(
+            "Key that signs CMS access and refresh tokens (32+ bytes). Unset in dev: `pulse up` generates "
+            "one and keeps it in var/cms_jwt_secret. Required in prod."
+        ),
+    )
+    access_ttl_s: int = Field(default=900, description="Lifetime of a CMS access token in seconds.")
+    refresh_ttl_s: int = Field(default=1_209_600, description="Lifetime of a CMS refresh token in seconds.")
+    max_body_bytes: int = Field(default=1_048_576, description="Largest CMS request body (413 beyond).")
+    rate_per_key: str = Field(
+        default="600/minute", description="Requests allowed per user or API key (limits syntax; 429 beyond)."
+    )
+    rate_per_ip: str = Field(
+        default="300/minute", description="Requests allowed per client IP for anonymous calls."
+    )
+    public_base_url: str = Field(
+        default="https://cms.pulse.local",
+        description="Base of the public URLs of published CMS items (the documents search indexes).",
+    )
+    scheduler_interval_s: float = Field(
+        default=2.0,
+        description="Seconds between CMS scheduler ticks (scheduled publishing, webhooks, search sync).",
+    )
+    webhook_max_attempts: int = Field(
+        default=8, description="Delivery attempts per webhook event before it fails."
+    )
+    embed_on_publish: bool = Field(
+        default=True, description="Embed newly published CMS items at once so search finds them."
+    )
+    admin_email: str = Field(
+        default="admin@pulse.local", description="The first admin, created when the CMS has no admin yet."
+    )
+    admin_password: SecretStr | None = Field(
+        default=None,
+        description=(
+            "Password of that first admin (10+ characters). Unset in dev: `pulse up` generates one and "
+            "keeps it in var/cms_admin_password."
+        ),
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="PULSE_",
@@ -311,6 +354,7 @@ class Settings(BaseSettings):
         default_factory=IndexSettings, description="Vector and keyword index actors."
     )
     search: SearchSettings = Field(default_factory=SearchSettings, description="Search ranking and paging.")
+    cms: CmsSettings = Field(default_factory=CmsSettings, description="The CMS (/v1/cms).")
     serve: ServeSettings = Field(default_factory=ServeSettings, description="Ray Serve HTTP API.")
 
     @model_validator(mode="after")
@@ -324,6 +368,9 @@ class Settings(BaseSettings):
             )
         if any(p in url for p in PLACEHOLDER_SECRETS):
             raise ValueError("PULSE_DATABASE__URL still holds a placeholder password; set the real one")
+        secret = self.cms.jwt_secret.get_secret_value() if self.cms.jwt_secret else ""
+        if len(secret.encode()) < 32 or any(p in secret for p in PLACEHOLDER_SECRETS):
+            raise ValueError("PULSE_ENV=prod needs PULSE_CMS__JWT_SECRET: a random key of 32 bytes or more")
         return self
 
 

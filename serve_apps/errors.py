@@ -7,7 +7,13 @@ Hierarchy of the API's own errors::
     ApiError
     ├── InvalidRequest (422)     input that passed type checks but is still unusable (e.g. a blank query)
     ├── NotFound (404)           an unknown id; ``code`` names what was not found (document_not_found...)
+    ├── Unauthorized (401)       missing, expired or invalid credentials
+    ├── Forbidden (403)          the caller's role may not do this; the message says who may
+    ├── RateLimited (429)        too many requests; carries Retry-After
     └── NotReady (503)           a dependency is still starting; carries Retry-After
+
+Storage's CMS errors map too: CmsNotFound 404, StaleVersion 412, CmsConflict and InvalidTransition 409,
+UnknownReference 422.
 """
 
 from __future__ import annotations
@@ -22,7 +28,15 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from actors.errors import IndexNotReady
-from storage.errors import DatabaseUnavailable
+from storage.errors import (
+    CmsConflict,
+    CmsNotFound,
+    DatabaseUnavailable,
+    InvalidTransition,
+    InvalidWebhook,
+    StaleVersion,
+    UnknownReference,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -31,10 +45,17 @@ class ApiError(Exception):
     status_code = 500
     code = "internal_error"
 
-    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        headers: dict[str, str] | None = None,
+        details: list[dict[str, Any]] | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.headers = headers or {}
+        self.details = details
 
 
 class InvalidRequest(ApiError):
@@ -48,6 +69,27 @@ class NotFound(ApiError):
     def __init__(self, message: str, *, code: str = "not_found") -> None:
         super().__init__(message)
         self.code = code
+
+
+class Unauthorized(ApiError):
+    status_code = 401
+    code = "unauthorized"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"WWW-Authenticate": "Bearer"})
+
+
+class Forbidden(ApiError):
+    status_code = 403
+    code = "forbidden"
+
+
+class RateLimited(ApiError):
+    status_code = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after_s)})
 
 
 class NotReady(ApiError):
@@ -93,11 +135,30 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ApiError)
     async def _api(_: Request, exc: ApiError) -> JSONResponse:
-        return _json(exc.status_code, exc.code, exc.message, headers=exc.headers)
+        return _json(exc.status_code, exc.code, exc.message, exc.details, headers=exc.headers)
 
     @app.exception_handler(IndexNotReady)
     async def _index_not_ready(_: Request, exc: IndexNotReady) -> JSONResponse:
         return _json(503, "index_not_ready", str(exc), headers={"Retry-After": "5"})
+
+    @app.exception_handler(CmsNotFound)
+    async def _cms_not_found(_: Request, exc: CmsNotFound) -> JSONResponse:
+        return _json(404, f"{exc.kind}_not_found", str(exc))
+
+    @app.exception_handler(StaleVersion)
+    async def _stale(_: Request, exc: StaleVersion) -> JSONResponse:
+        return _json(412, "stale_version", str(exc), headers={"ETag": f'"{exc.current}"'})
+
+    @app.exception_handler(CmsConflict)
+    @app.exception_handler(InvalidTransition)
+    async def _conflict(_: Request, exc: Exception) -> JSONResponse:
+        code = "invalid_transition" if isinstance(exc, InvalidTransition) else "conflict"
+        return _json(409, code, str(exc))
+
+    @app.exception_handler(UnknownReference)
+    @app.exception_handler(InvalidWebhook)
+    async def _unknown_reference(_: Request, exc: UnknownReference | InvalidWebhook) -> JSONResponse:
+        return _json(422, "invalid_request", str(exc), [{"field": exc.field, "reason": str(exc)}])
 
     @app.exception_handler(DatabaseUnavailable)
     @app.exception_handler(sqlalchemy.exc.OperationalError)

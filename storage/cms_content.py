@@ -328,8 +328,15 @@ class ContentRepository:
             raise CmsConflict("slug", "", "taken by a concurrent save; retry") from exc
 
     async def create(
-        self, fields: dict[str, Any], *, actor: str, author_id: int | None, ip: str | None = None
+        self,
+        fields: dict[str, Any],
+        *,
+        actor: str,
+        author_id: int | None,
+        ip: str | None = None,
+        emit: bool = True,
     ) -> ItemRow:
+        """A new draft. ``emit=False`` leaves the outbox event to the caller (bulk operations emit one)."""
         item = CmsItem(type=fields.get("type", "article"), status="draft", author_id=author_id, version=1)
         self.session.add(item)
         await self._flush()  # the id, for slugs and tags
@@ -365,6 +372,7 @@ class ContentRepository:
         ip: str | None = None,
         note: str | None = None,
         action: str = "item.update",
+        emit: bool = True,
     ) -> tuple[ItemRow, ItemRow]:
         item, before = await self._locked(item_id, expected_version)
         await self._apply(item, fields)
@@ -377,12 +385,13 @@ class ContentRepository:
         after = await self.require(item_id)
         await self._revision(after, actor, note)
         changed = sorted(k for k in after.data() if after.data()[k] != before.data().get(k))
-        await append_event(
-            self.session,
-            type="item.updated",
-            item_ids=[item_id],
-            payload={"item": after.state(), "changed": changed},
-        )
+        if emit:
+            await append_event(
+                self.session,
+                type="item.updated",
+                item_ids=[item_id],
+                payload={"item": after.state(), "changed": changed},
+            )
         await record_audit(
             self.session,
             actor=actor,
@@ -395,7 +404,14 @@ class ContentRepository:
         return before, after
 
     async def transition(
-        self, item_id: int, target: str, *, actor: str, expected_version: int | None, ip: str | None = None
+        self,
+        item_id: int,
+        target: str,
+        *,
+        actor: str,
+        expected_version: int | None,
+        ip: str | None = None,
+        emit: bool = True,
     ) -> tuple[ItemRow, ItemRow]:
         item, before = await self._locked(item_id, expected_version)
         allowed = list(TRANSITIONS.get(before.status, ()))
@@ -415,12 +431,13 @@ class ContentRepository:
         await self.session.refresh(item)
         after = await self.require(item_id)
         await self._revision(after, actor, f"{before.status} -> {target}")
-        await append_event(
-            self.session,
-            type=STATUS_EVENTS.get(target, "item.status_changed"),
-            item_ids=[item_id],
-            payload={"item": after.state(), "from": before.status, "to": target},
-        )
+        if emit:
+            await append_event(
+                self.session,
+                type=STATUS_EVENTS.get(target, "item.status_changed"),
+                item_ids=[item_id],
+                payload={"item": after.state(), "from": before.status, "to": target},
+            )
         await record_audit(
             self.session,
             actor=actor,

@@ -236,3 +236,12 @@ class CmsDelivery(Base):
     last_status_code: Mapped[int | None] = mapped_column(Integer)
     last_error: Mapped[str | None] = mapped_column(Text)
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class CmsCursor(Base):
+    """A reader's watermark in the outbox (``search-sync``, ``webhooks``): the last event id it handled."""
+
+    __tablename__ = "cms_cursors"
+
+    name: Mapped[str] = mapped_column(Text, primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger, server_default=sql_text("0"))

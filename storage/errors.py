@@ -16,7 +16,8 @@ Hierarchy::
         ├── StaleVersion         an If-Match version that is not the current one (412)
         ├── CmsConflict          a unique value already taken, e.g. a slug or an email (409)
         ├── InvalidTransition    a workflow move the item's status does not allow (409)
-        └── UnknownReference     a category or tag slug that does not exist (422)
+        ├── UnknownReference     a category or tag slug that does not exist (422)
+        └── InvalidWebhook       a webhook URL that is not http(s), a bad event filter or secret (422)
 """
 
 from __future__ import annotations
@@ -140,3 +141,10 @@ class UnknownReference(CmsError):
         self.field = field
         self.values = values
         super().__init__(f"{field}: unknown {', '.join(repr(v) for v in values)}; create them first")
+
+
+class InvalidWebhook(CmsError):
+    def __init__(self, field: str, value: object, reason: str) -> None:
+        self.field = field
+        self.value = value
+        super().__init__(f"webhook {field} {value!r}: {reason}")

@@ -38,6 +38,24 @@ TABLES = (
 )
 
 
+#: The CMS tables, children first (tests that use the CMS truncate them).
+CMS_TABLES = (
+    "cms_cursors",
+    "cms_deliveries",
+    "cms_events",
+    "cms_webhooks",
+    "cms_audit",
+    "cms_revisions",
+    "cms_item_tags",
+    "cms_items",
+    "cms_tags",
+    "cms_categories",
+    "cms_refresh_tokens",
+    "cms_api_keys",
+    "cms_users",
+)
+
+
 def _port_open(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=0.5):

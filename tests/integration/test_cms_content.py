@@ -14,24 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from storage.cms_content import ContentRepository, ItemQuery, TaxonomyRepository
 from storage.database import make_async_engine
 from storage.errors import CmsConflict, InvalidTransition, StaleVersion, UnknownReference
-from tests.conftest import SHARED_DATA
+from tests.conftest import CMS_TABLES, SHARED_DATA
 
 T = TypeVar("T")
-
-CMS_TABLES = (
-    "cms_deliveries",
-    "cms_events",
-    "cms_webhooks",
-    "cms_audit",
-    "cms_revisions",
-    "cms_item_tags",
-    "cms_items",
-    "cms_tags",
-    "cms_categories",
-    "cms_refresh_tokens",
-    "cms_api_keys",
-    "cms_users",
-)
 
 
 @pytest.fixture

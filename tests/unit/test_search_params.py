@@ -77,7 +77,10 @@ def test_metadata_table_matches_by_document_id() -> None:
 
 
 def test_committed_serve_config_is_valid_for_the_builder() -> None:
+    from serve_apps.cms.app import CmsArgs
+
     config = yaml.safe_load((ROOT / "serve_apps" / "serve_config.yaml").read_text())
-    (app,) = config["applications"]
-    args = SearchArgs.model_validate(app["args"])
+    search, cms = config["applications"]
+    args = SearchArgs.model_validate(search["args"])
     assert args.index.shards >= 1 and args.search.default_mode in ("vector", "keyword", "hybrid")
+    assert CmsArgs.model_validate(cms["args"]).scheduler and cms["route_prefix"] == "/v1/cms"

@@ -47,6 +47,9 @@ def test_prod_refuses_placeholder_or_missing_database_url(monkeypatch) -> None: 
     with pytest.raises(ValidationError, match="placeholder"):
         Settings(_env_file=None)  # type: ignore[call-arg]
     monkeypatch.setenv("PULSE_DATABASE__URL", "postgresql://pulse:real@db/pulse")
+    with pytest.raises(ValidationError, match="PULSE_CMS__JWT_SECRET"):
+        Settings(_env_file=None)  # type: ignore[call-arg]
+    monkeypatch.setenv("PULSE_CMS__JWT_SECRET", "x" * 40)
     assert Settings(_env_file=None).env == "prod"  # type: ignore[call-arg]
 
 

@@ -182,10 +182,16 @@ def upgrade() -> None:
         sa.UniqueConstraint("webhook_id", "event_id", name="uq_cms_deliveries_webhook_event"),
     )
     op.create_index("ix_cms_deliveries_due", "cms_deliveries", ["status", "next_attempt_at"])
+    op.create_table(
+        "cms_cursors",
+        sa.Column("name", sa.Text, primary_key=True),
+        sa.Column("value", sa.BigInteger, nullable=False, server_default=sa.text("0")),
+    )
 
 
 def downgrade() -> None:
     for table in (
+        "cms_cursors",
         "cms_deliveries",
         "cms_events",
         "cms_webhooks",

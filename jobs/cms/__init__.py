@@ -1,0 +1,1 @@
+"""The job side of the CMS: embedding what the CMS scheduler's search sync wrote."""

@@ -1,0 +1,1 @@
+"""The headless CMS under ``/v1/cms``: bilingual (English/Arabic) content, accounts, permissions."""

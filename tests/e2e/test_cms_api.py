@@ -1,0 +1,478 @@
+"""The CMS application through Serve's HTTP proxy, with real clients and real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from ray import serve
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from serve_apps.cms.security import hash_password
+from storage.cms_users import UserRepository
+from storage.database import make_async_engine
+from tests.conftest import CMS_TABLES, SHARED_DATA
+
+PORT = 8012  # the session's Serve proxy (the search e2e tests use the same one)
+BASE = f"http://127.0.0.1:{PORT}/v1/cms"
+LIMITED = f"http://127.0.0.1:{PORT}/v1/cms-limited"
+SECRET = "e2e-secret-" + "x" * 40
+NAMESPACE = "pulse-e2e"
+PASSWORD = "correct horse battery"
+USERS = {  # "admin" is created by the app itself (the configured first admin)
+    "admin": "admin",
+    "editor": "editor",
+    "author": "author",
+    "author2": "author",
+    "viewer": "viewer",
+}
+
+
+async def _create_users(url: str) -> None:
+    engine = make_async_engine(url, pool_size=1)
+    try:
+        async with async_sessionmaker(engine)() as session, session.begin():
+            repo = UserRepository(session)
+            for name, role in USERS.items():
+                if name != "admin":
+                    await repo.create(f"{name}@pulse.test", name.title(), hash_password(PASSWORD), role)
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def cms(  # type: ignore[no-untyped-def]
+    ray_session: None, database_url: str, engine, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, str]]:
+    from cluster.serve_config import load_builder
+
+    with engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {', '.join(CMS_TABLES)} RESTART IDENTITY CASCADE"))
+    asyncio.run(_create_users(database_url))
+    serve.start(http_options={"host": "127.0.0.1", "port": PORT})
+    builder = load_builder("serve_apps.cms.app:app_builder")
+    storage = str(tmp_path_factory.mktemp("cms-storage"))
+    common = {
+        "database_url": database_url,
+        "jwt_secret": SECRET,
+        "max_body_bytes": 65_536,
+        "storage_uri": storage,
+        "namespace": NAMESPACE,
+        "scheduler_interval_s": 0.5,
+        "admin_email": "admin@pulse.test",
+        "admin_password": PASSWORD,
+    }
+    serve.run(
+        builder({**common, "rate_per_key": "100000/minute", "rate_per_ip": "100000/minute"}),
+        name="cms",
+        route_prefix="/v1/cms",
+    )
+    serve.run(
+        builder({**common, "rate_per_key": "100000/minute", "rate_per_ip": "5/minute", "scheduler": False}),
+        name="cms-limited",
+        route_prefix="/v1/cms-limited",
+    )
+    tokens = {}
+    for name in USERS:
+        resp = httpx.post(f"{BASE}/auth/login", json={"email": f"{name}@pulse.test", "password": PASSWORD})
+        assert resp.status_code == 200, resp.text
+        tokens[name] = resp.json()["access_token"]
+    yield tokens
+    serve.delete("cms")
+    serve.delete("cms-limited")
+    import ray
+
+    from cluster.constants import CMS_SCHEDULER_NAME
+
+    ray.kill(ray.get_actor(CMS_SCHEDULER_NAME, namespace=NAMESPACE), no_restart=True)
+
+
+def auth(tokens: dict[str, str], who: str | None) -> dict[str, str]:
+    return {} if who is None else {"Authorization": f"Bearer {tokens[who]}"}
+
+
+def create(tokens: dict[str, str], who: str = "author", **fields: Any) -> dict[str, Any]:
+    body = {"title_en": "A title", **fields}
+    resp = httpx.post(f"{BASE}/items", json=body, headers=auth(tokens, who))
+    assert resp.status_code == 201, resp.text
+    return resp.json()  # type: ignore[no-any-return]
+
+
+def move(tokens: dict[str, str], item_id: int, *statuses: str) -> None:
+    for status in statuses:
+        resp = httpx.post(
+            f"{BASE}/items/{item_id}/transition", json={"to": status}, headers=auth(tokens, "admin")
+        )
+        assert resp.status_code == 200, resp.text
+
+
+def test_login_refresh_rotation_and_logout(cms: dict[str, str]) -> None:
+    bad = httpx.post(f"{BASE}/auth/login", json={"email": "editor@pulse.test", "password": "wrong password!"})
+    assert bad.status_code == 401 and bad.json()["error"]["code"] == "unauthorized"
+    pair = httpx.post(f"{BASE}/auth/login", json={"email": "editor@pulse.test", "password": PASSWORD}).json()
+    fresh = httpx.post(f"{BASE}/auth/refresh", json={"refresh_token": pair["refresh_token"]})
+    assert fresh.status_code == 200 and fresh.json()["access_token"]
+    reused = httpx.post(f"{BASE}/auth/refresh", json={"refresh_token": pair["refresh_token"]})
+    assert reused.status_code == 401  # rotation: a refresh token works once
+    token = fresh.json()["access_token"]
+    assert httpx.post(f"{BASE}/auth/logout", headers={"Authorization": f"Bearer {token}"}).status_code == 204
+    after = httpx.post(f"{BASE}/auth/refresh", json={"refresh_token": fresh.json()["refresh_token"]})
+    assert after.status_code == 401
+    garbage = httpx.get(f"{BASE}/items", headers={"Authorization": "Bearer not.a.jwt"})
+    assert garbage.status_code == 401 and garbage.headers["WWW-Authenticate"] == "Bearer"
+    denied = httpx.get(f"{BASE}/audit", params={"outcome": "denied"}, headers=auth(cms, "admin")).json()
+    assert any(row["action"] == "auth.login" for row in denied)
+
+
+# Every role x action cell. "own"/"other": the author acting on an item they wrote / someone else wrote.
+# Values: expected HTTP status class: 2 (allowed), 3 (refused: 403), 1 (anonymous refused: 401),
+# 4 (not found: an anonymous caller is not told that an unpublished item exists).
+CALLERS = ("admin", "editor", "author:own", "author:other", "viewer", "anonymous")
+MATRIX: dict[str, tuple[int, ...]] = {
+    #                          admin editor own other viewer anon
+    "create": (2, 2, 2, 2, 3, 1),
+    "read_draft": (2, 2, 2, 3, 3, 4),
+    "read_published": (2, 2, 2, 2, 2, 2),
+    "update_draft": (2, 2, 2, 3, 3, 4),
+    "update_in_review": (2, 2, 3, 3, 3, 4),
+    "update_archived": (3, 3, 3, 3, 3, 4),
+    "submit": (2, 2, 2, 3, 3, 4),
+    "reject": (2, 2, 3, 3, 3, 4),
+    "publish_reviewed": (2, 2, 3, 3, 3, 4),
+    "publish_draft": (2, 2, 3, 3, 3, 4),
+    "unpublish": (2, 2, 3, 3, 3, 1),
+    "archive": (2, 2, 3, 3, 3, 1),
+    "reopen": (2, 2, 3, 3, 3, 4),
+    "schedule": (2, 2, 3, 3, 3, 4),
+    "revisions": (2, 2, 2, 3, 3, 4),
+    "restore": (2, 2, 2, 3, 3, 4),
+    "delete": (2, 3, 3, 3, 3, 4),
+    "bulk": (2, 2, 3, 3, 3, 1),
+    "taxonomy": (2, 2, 3, 3, 3, 1),
+    "users": (2, 3, 3, 3, 3, 1),
+    "keys": (2, 3, 3, 3, 3, 1),
+    "audit": (2, 3, 3, 3, 3, 1),
+}
+STATE = {  # the status the target item starts in, for item actions
+    "read_draft": "draft",
+    "read_published": "published",
+    "update_draft": "draft",
+    "update_in_review": "in_review",
+    "update_archived": "archived",
+    "submit": "draft",
+    "reject": "in_review",
+    "publish_reviewed": "in_review",
+    "publish_draft": "draft",
+    "unpublish": "published",
+    "archive": "published",
+    "reopen": "archived",
+    "schedule": "draft",
+    "revisions": "draft",
+    "restore": "draft",
+    "delete": "draft",
+    "bulk": "in_review",
+}
+PATH_TO = {
+    "draft": (),
+    "in_review": ("in_review",),
+    "published": ("published",),
+    "archived": ("published", "archived"),
+}
+TRANSITION = {
+    "submit": "in_review",
+    "reject": "draft",
+    "publish_reviewed": "published",
+    "publish_draft": "published",
+    "unpublish": "draft",
+    "archive": "archived",
+    "reopen": "draft",
+}
+
+
+def request_for(action: str, item: dict[str, Any] | None, counter: int) -> tuple[str, str, Any]:
+    item_url = f"{BASE}/items/{item['id']}" if item else ""
+    if action == "create":
+        return "POST", f"{BASE}/items", {"title_en": f"New {counter}"}
+    if action.startswith("read_"):
+        return "GET", item_url, None
+    if action.startswith("update_"):
+        return "PATCH", item_url, {"summary_en": f"changed {counter}"}
+    if action in TRANSITION:
+        return "POST", f"{item_url}/transition", {"to": TRANSITION[action]}
+    if action == "schedule":
+        return "PATCH", item_url, {"publish_at": "2031-01-01T00:00:00Z"}
+    if action == "revisions":
+        return "GET", f"{item_url}/revisions", None
+    if action == "restore":
+        return "POST", f"{item_url}/revisions/1/restore", None
+    if action == "delete":
+        return "DELETE", item_url, None
+    if action == "bulk":
+        return "POST", f"{BASE}/bulk", {"action": "publish", "items": [{"id": item["id"]}]}  # type: ignore[index]
+    if action == "taxonomy":
+        return "POST", f"{BASE}/categories", {"slug": f"cat-{counter}", "name_en": "Cat", "name_ar": "فئة"}
+    return "GET", f"{BASE}/{action}", None
+
+
+def test_every_role_action_cell_over_http(cms: dict[str, str]) -> None:
+    denied_before = len(
+        httpx.get(
+            f"{BASE}/audit", params={"outcome": "denied", "limit": 500}, headers=auth(cms, "admin")
+        ).json()
+    )
+    counter = 0
+    refused = 0
+    failures = []
+    for action, expected_row in MATRIX.items():
+        for caller, expected in zip(CALLERS, expected_row, strict=True):
+            counter += 1
+            item = None
+            if action in STATE:
+                writer = "author2" if caller == "author:other" else "author"
+                item = create(cms, writer, title_en=f"Item {counter}")
+                move(cms, item["id"], *PATH_TO[STATE[action]])
+            who = None if caller == "anonymous" else caller.split(":")[0]
+            method, url, body = request_for(action, item, counter)
+            resp = httpx.request(method, url, json=body, headers=auth(cms, who))
+            got = {2: 2, 4: 3 if resp.status_code == 403 else 4 if resp.status_code == 404 else 1}.get(
+                resp.status_code // 100, 0
+            )
+            if resp.status_code == 401:
+                got = 1
+            if got != expected:
+                failures.append((action, caller, expected, resp.status_code, resp.text[:200]))
+            if expected in (1, 3):
+                refused += 1
+                assert resp.json()["error"]["message"], (action, caller)
+    assert failures == [], "\n".join(map(str, failures))
+    denied_after = len(
+        httpx.get(
+            f"{BASE}/audit", params={"outcome": "denied", "limit": 500}, headers=auth(cms, "admin")
+        ).json()
+    )
+    assert denied_after - denied_before == refused  # every refusal is in the audit log
+
+
+def test_stale_etag_gets_412_and_changes_nothing(cms: dict[str, str]) -> None:
+    item = create(cms, "editor", title_en="Versioned")
+    url = f"{BASE}/items/{item['id']}"
+    got = httpx.get(url, headers=auth(cms, "editor"))
+    assert got.headers["ETag"] == '"1"'
+    ok = httpx.patch(url, json={"title_en": "Second"}, headers={**auth(cms, "editor"), "If-Match": '"1"'})
+    assert ok.status_code == 200 and ok.headers["ETag"] == '"2"'
+    stale = httpx.patch(
+        url, json={"title_en": "Lost update"}, headers={**auth(cms, "editor"), "If-Match": '"1"'}
+    )
+    assert stale.status_code == 412 and stale.json()["error"]["code"] == "stale_version"
+    assert httpx.get(url, headers=auth(cms, "editor")).json()["en"]["title"] == "Second"
+    bad = httpx.patch(url, json={"title_en": "x"}, headers={**auth(cms, "editor"), "If-Match": "yesterday"})
+    assert bad.status_code == 422
+
+
+def test_revisions_diff_and_restore(cms: dict[str, str]) -> None:
+    item = create(cms, "editor", title_en="Draft one", summary_en="first summary")
+    url = f"{BASE}/items/{item['id']}"
+    httpx.patch(url, json={"title_en": "Draft two"}, headers=auth(cms, "editor"))
+    revisions = httpx.get(f"{url}/revisions", headers=auth(cms, "editor")).json()
+    assert [r["version"] for r in revisions] == [2, 1]
+    diff = httpx.get(f"{url}/diff", params={"from": 1, "to": 2}, headers=auth(cms, "editor")).json()
+    assert diff["changes"] == [{"field": "title_en", "before": "Draft one", "after": "Draft two"}]
+    restored = httpx.post(f"{url}/revisions/1/restore", headers={**auth(cms, "editor"), "If-Match": '"2"'})
+    assert restored.status_code == 200 and restored.json()["en"]["title"] == "Draft one"
+    assert restored.json()["version"] == 3
+
+
+def test_arabic_full_text_search_finds_a_stemmed_word(cms: dict[str, str]) -> None:
+    rows = (
+        (SHARED_DATA / "sib200_ar_en" / "arb_Arab" / "dev.tsv").read_text(encoding="utf-8").splitlines()[1:]
+    )
+    body = next(r.split("\t", 2)[2] for r in rows if "الرحلات" in r)  # "the trips"
+    item = create(cms, "editor", title_ar="دليل المسافر", body_ar=f"<p>{body}</p>")
+    move(cms, item["id"], "published")
+    found = httpx.get(
+        f"{BASE}/items", params={"q": "رحلة", "locale": "ar", "sort": "relevance"}
+    ).json()  # anonymous
+    assert [i["id"] for i in found["items"]] == [item["id"]]
+    assert found["items"][0]["localized"]["title"] == "دليل المسافر"
+
+
+def test_locale_fallback_and_sanitised_html(cms: dict[str, str]) -> None:
+    item = create(
+        cms,
+        "editor",
+        title_en="Only English",
+        body_en='<p onclick="steal()">Hi<script>alert(1)</script> <a href="javascript:x()">link</a></p>',
+    )
+    got = httpx.get(f"{BASE}/items/{item['id']}", params={"locale": "ar"}, headers=auth(cms, "editor")).json()
+    assert got["localized"]["title"] == "Only English" and "title" in got["localized"]["fallbacks"]
+    html = got["en"]["body"]
+    assert "<script" not in html and "onclick" not in html and "javascript:" not in html and "Hi" in html
+
+
+def test_bulk_publish_of_100_items_is_all_or_nothing(cms: dict[str, str]) -> None:
+    created = httpx.post(
+        f"{BASE}/bulk",
+        json={
+            "action": "create",
+            "create": [{"title_en": f"Bulk {n}", "title_ar": f"جماعي {n}"} for n in range(100)],
+        },
+        headers=auth(cms, "editor"),
+        timeout=60,
+    )
+    assert created.status_code == 200, created.text
+    ids = [r["id"] for r in created.json()["results"]]
+    assert len(ids) == 100 and all(r["ok"] for r in created.json()["results"])
+    # One stale version among 100: nothing is published, every failure is reported.
+    items = [{"id": i, "version": 1} for i in ids]
+    items[57]["version"] = 9
+    refused = httpx.post(
+        f"{BASE}/bulk", json={"action": "publish", "items": items}, headers=auth(cms, "editor")
+    )
+    assert refused.status_code == 409
+    error = refused.json()["error"]
+    assert error["code"] == "bulk_rolled_back" and [d["field"] for d in error["details"]] == ["items[57]"]
+    statuses = {httpx.get(f"{BASE}/items/{i}", headers=auth(cms, "editor")).json()["status"] for i in ids[:5]}
+    assert statuses == {"draft"}
+    items[57]["version"] = 1
+    done = httpx.post(f"{BASE}/bulk", json={"action": "publish", "items": items}, headers=auth(cms, "editor"))
+    assert done.status_code == 200 and done.json()["count"] == 100
+    published = httpx.get(f"{BASE}/items", params={"q": "Bulk", "limit": 100, "locale": "en"}).json()["items"]
+    assert {i["id"] for i in published} >= set(ids)
+
+
+def test_invalid_input_is_422_in_one_shape(cms: dict[str, str]) -> None:
+    for body in (
+        {},
+        {"title_en": "x", "featured_image_url": "ftp://nope"},
+        {"title_en": "x", "unknown": 1},
+        {"title_en": "x", "publish_at": "2030-01-02T00:00:00Z", "unpublish_at": "2030-01-01T00:00:00Z"},
+        {"title_en": "x", "tags": ["no-such-tag"]},
+    ):
+        resp = httpx.post(f"{BASE}/items", json=body, headers=auth(cms, "editor"))
+        assert resp.status_code == 422, (body, resp.text)
+        assert resp.json()["error"]["code"] == "invalid_request"
+    cursor = httpx.get(f"{BASE}/items", params={"cursor": "garbage"}, headers=auth(cms, "editor"))
+    assert cursor.status_code == 422
+
+
+def test_body_size_and_rate_limits(cms: dict[str, str]) -> None:
+    big = {"title_en": "big", "body_en": "x" * 100_000}
+    resp = httpx.post(f"{BASE}/items", json=big, headers=auth(cms, "editor"))
+    assert resp.status_code == 413 and resp.json()["error"]["code"] == "payload_too_large"
+
+    def chunks() -> Iterator[bytes]:
+        yield b'{"title_en": "chunked", "body_en": "'
+        for _ in range(20):
+            yield b"y" * 5_000
+        yield b'"}'
+
+    streamed = httpx.post(
+        f"{BASE}/items", content=chunks(), headers={**auth(cms, "editor"), "Content-Type": "application/json"}
+    )
+    assert streamed.status_code == 413
+    codes = [httpx.get(f"{LIMITED}/items").status_code for _ in range(8)]
+    assert codes[:5] == [200] * 5 and codes[-1] == 429
+    limited = httpx.get(f"{LIMITED}/items")
+    assert int(limited.headers["Retry-After"]) >= 1 and limited.json()["error"]["code"] == "rate_limited"
+
+
+class Subscriber:
+    """A real local HTTP endpoint receiving webhooks: answers 500 to the first ``fail_first`` POSTs."""
+
+    def __init__(self, fail_first: int) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.received: list[tuple[dict[str, str], bytes]] = []
+        self.fail_first = fail_first
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                outer.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                code = 500 if len(outer.received) <= outer.fail_first else 200
+                self.send_response(code)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def wait_for(predicate: Any, timeout_s: float = 90) -> Any:
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError("timed out waiting")
+
+
+def test_scheduled_publish_fires_after_a_scheduler_restart_and_webhooks_are_signed_and_retried(  # type: ignore[no-untyped-def]
+    cms: dict[str, str], engine
+) -> None:
+    import json
+    import time
+    from datetime import UTC, datetime, timedelta
+
+    import ray
+
+    from actors.cms_signing import verify
+    from cluster.constants import CMS_SCHEDULER_NAME
+
+    subscriber = Subscriber(fail_first=1)
+    hook = httpx.post(
+        f"{BASE}/webhooks",
+        json={"url": subscriber.url, "events": ["item.published"]},
+        headers=auth(cms, "admin"),
+    )
+    assert hook.status_code == 201, hook.text
+    secret = hook.json()["secret"]
+    when = datetime.now(UTC) + timedelta(seconds=3)
+    item = create(
+        cms, "editor", title_en="Scheduled launch", title_ar="إطلاق مجدول", publish_at=when.isoformat()
+    )
+    scheduler = ray.get_actor(CMS_SCHEDULER_NAME, namespace=NAMESPACE)
+    ray.kill(scheduler, no_restart=False)  # Ray restarts it; everything it needs is in PostgreSQL
+
+    url = f"{BASE}/items/{item['id']}"
+    wait_for(lambda: httpx.get(url, headers=auth(cms, "editor")).json()["status"] == "published", 60)
+    assert datetime.now(UTC) >= when
+    # The webhook: first attempt answered 500, retried with backoff, then delivered; every POST signed.
+    wait_for(lambda: len(subscriber.received) >= 2, 60)
+    for headers, body in subscriber.received:
+        assert verify(
+            secret, int(headers["x-pulse-timestamp"]), body, headers["x-pulse-signature"], now=time.time()
+        )
+        assert headers["x-pulse-event"] == "item.published"
+        assert json.loads(body)["item_ids"] == [item["id"]]
+    log = httpx.get(f"{BASE}/webhooks/{hook.json()['id']}/deliveries", headers=auth(cms, "admin")).json()
+    assert log[0]["status"] == "delivered" and log[0]["attempts"] == 2
+    # Published means searchable: a document per locale, then embedded for the active model.
+    assert sorted(wait_for(lambda: cms_documents(engine, item["id"]), 30)) == ["ar", "en"]
+    wait_for(lambda: all(n > 0 for n in cms_documents(engine, item["id"]).values()), 180)
+
+
+def cms_documents(engine, item_id: int) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    """The search documents of a CMS item by language, with how many embeddings each has."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT d.language, count(e.document_id) FROM documents d "
+                "LEFT JOIN document_embeddings e ON e.document_id = d.id "
+                "WHERE d.metadata->>'cms_item_id' = :i GROUP BY d.language"
+            ),
+            {"i": str(item_id)},
+        ).all()
+    return {r[0]: int(r[1]) for r in rows}

@@ -1,0 +1,275 @@
+"""CMS users, API keys and refresh tokens on real PostgreSQL (async sessions, psycopg 3)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from storage.cms_users import ApiKeyRepository, RefreshTokenRepository, UserRepository
+from storage.database import make_async_engine
+from storage.errors import CmsConflict, CmsNotFound
+
+T = TypeVar("T")
+T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+#: The CMS tables these tests write (CASCADE also empties the tables that point at users).
+CMS_TABLES = ("cms_refresh_tokens", "cms_api_keys", "cms_users")
+KEY_FORMAT = re.compile(r"^pulse_[A-Za-z0-9]{8}_[A-Za-z0-9_-]{43}$")
+
+
+@pytest.fixture
+def cms_db(engine, database_url: str) -> str:  # type: ignore[no-untyped-def]
+    """The test database with empty CMS account tables (ids restart at 1)."""
+    with engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {', '.join(CMS_TABLES)} RESTART IDENTITY CASCADE"))
+    return database_url
+
+
+def run(url: str, scenario: Callable[[AsyncEngine], Awaitable[T]]) -> T:
+    """Run an async scenario on a fresh async engine (one event loop per test, no plugin needed)."""
+
+    async def main() -> T:
+        engine = make_async_engine(url, pool_size=2)
+        try:
+            return await scenario(engine)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(main())
+
+
+def session(engine: AsyncEngine) -> AsyncSession:
+    return AsyncSession(engine, expire_on_commit=False)
+
+
+async def make_user(s: AsyncSession, email: str = "Ana@Example.com", role: str = "author") -> int:
+    return (await UserRepository(s).create(email, "Ana", "$argon2id$fake", role)).id
+
+
+# -------------------------------------------------------------------------------------------- users
+
+
+def test_users_create_find_list_count(cms_db: str) -> None:
+    async def scenario(engine: AsyncEngine) -> None:
+        async with session(engine) as s:
+            users = UserRepository(s)
+            ana = await users.create("  Ana@Example.COM ", "Ana", "$argon2id$h1", "admin")
+            assert (ana.id, ana.email, ana.role, ana.active) == (1, "ana@example.com", "admin", True)
+            assert ana.created_at.tzinfo is not None
+            bo = await users.create("bo@example.com", "Bo", "$argon2id$h2", "author")
+            await s.commit()
+        async with session(engine) as s:
+            users = UserRepository(s)
+            assert await users.by_email("ANA@example.com") == ana
+            assert await users.get(bo.id) == bo
+            assert await users.get(999) is None
+            assert await users.by_email("nobody@example.com") is None
+            assert [u.email for u in await users.list()] == ["ana@example.com", "bo@example.com"]
+            assert await users.count() == 2
+            assert await users.count(role="admin") == 1
+            assert await users.count(role="admin", active=False) == 0
+
+    run(cms_db, scenario)
+
+
+def test_duplicate_email_is_a_conflict_and_the_transaction_survives(cms_db: str) -> None:
+    async def scenario(engine: AsyncEngine) -> None:
+        async with session(engine) as s:
+            users = UserRepository(s)
+            await users.create("ana@example.com", "Ana", "$argon2id$h", "editor")
+            with pytest.raises(CmsConflict) as info:
+                await users.create("ANA@example.com", "Other Ana", "$argon2id$h", "viewer")
+            assert info.value.field == "email" and info.value.value == "ana@example.com"
+            await users.create("bo@example.com", "Bo", "$argon2id$h", "viewer")  # same transaction
+            await s.commit()
+        async with session(engine) as s:
+            assert await UserRepository(s).count() == 2
+
+    run(cms_db, scenario)
+
+
+def test_update_user(cms_db: str) -> None:
+    async def scenario(engine: AsyncEngine) -> None:
+        async with session(engine) as s:
+            users = UserRepository(s)
+            uid = await make_user(s)
+            changed = await users.update(uid, role="editor", active=False, display_name="Ana B.")
+            assert (changed.role, changed.active, changed.display_name) == ("editor", False, "Ana B.")
+            assert await users.update(uid) == changed  # nothing to change
+            assert (await users.update(uid, active=True)).role == "editor"  # others kept
+            with pytest.raises(CmsNotFound):
+                await users.update(999, role="admin")
+            with pytest.raises(CmsNotFound):
+                await users.update(999)
+            with pytest.raises(ValueError, match="unknown role"):
+                await users.update(uid, role="root")
+            with pytest.raises(ValueError, match="unknown role"):
+                await users.create("x@example.com", "X", "h", "root")
+
+    run(cms_db, scenario)
+
+
+def test_credentials_carry_the_hash_and_rows_do_not(cms_db: str) -> None:
+    async def scenario(engine: AsyncEngine) -> None:
+        async with session(engine) as s:
+            users = UserRepository(s)
+            row = await users.create("ana@example.com", "Ana", "$argon2id$secret-hash", "author")
+            assert not hasattr(row, "password_hash")
+            creds = await users.credentials("ANA@example.com")
+            assert creds is not None and creds.user == row
+            assert creds.password_hash == "$argon2id$secret-hash"
+            assert "secret-hash" not in repr(creds)
+            await users.set_password_hash(row.id, "$argon2id$new")
+            assert (await users.credentials("ana@example.com")).password_hash == "$argon2id$new"  # type: ignore[union-attr]
+            assert await users.credentials("nobody@example.com") is None
+            with pytest.raises(CmsNotFound):
+                await users.set_password_hash(999, "h")
+
+    run(cms_db, scenario)
+
+
+# ----------------------------------------------------------------------------------------- API keys
+
+
+def test_api_key_is_shown_once_and_stored_as_a_hash(cms_db: str) -> None:
+    async def scenario(engine: AsyncEngine) -> None:
+        async with session(engine) as s:
+            admin = await make_user(s, role="admin")
+            row, plaintext = await ApiKeyRepository(s).create("search sync", "viewer", admin)
+            await s.commit()
+        assert KEY_FORMAT.match(plaintext), plaintext
+        assert plaintext.startswith(f"pulse_{row.prefix}_")
+        assert (row.name, row.role, row.created_by, row.last_used_at, row.revoked) == (
+            "search sync",
+            "viewer",
+            admin,
+            None,
+            False,
+        )
+        assert not hasattr(row, "key_hash")
+        async with engine.connect() as conn:
+            stored = (await conn.execute(text("SELECT prefix, key_hash FROM cms_api_keys"))).one()
+            dump = (await conn.execute(text("SELECT row_to_json(k)::text FROM cms_api_keys k"))).scalar_one()
+        assert stored == (row.prefix, hashlib.sha256(plaintext.encode()).hexdigest())
+        assert plaintext not in dump and plaintext.split("_", 2)[2] not in dump
+
+    run(cms_db, scenario)
+
+
+def test_api_key_authentication(cms_db: str) -> None:
+    async def scenario(engine: AsyncEngine) -> None:
+        async with session(engine) as s:
+            keys = ApiKeyRepository(s)
+            row, plaintext = await keys.create("ci", "editor", None)
+            other, other_plain = await keys.create("other", "viewer", None)
+            assert row.prefix != other.prefix
+            found = await keys.authenticate(plaintext, now=T0)
+            assert found is not None and (found.id, found.role, found.last_used_at) == (row.id, "editor", T0)
+            wrong_secret = plaintext[:-4] + ("AAAA" if not plaintext.endswith("AAAA") else "BBBB")
+            for bad in (
+                wrong_secret,
+                f"pulse_{row.prefix}_",
+                f"pulse_zzzzzzzz_{plaintext.split('_', 2)[2]}",  # unknown prefix
+                plaintext.replace("pulse_", "pulsa_", 1),
+                "",
+                "Bearer " + plaintext,
+                f"pulse_{row.prefix}{plaintext[len('pulse_') + 9 :]}",  # no separator
+            ):
+                assert await keys.authenticate(bad, now=T0) is None, bad
+            revoked = await keys.revoke(row.id, now=T0)
+            assert revoked.revoked and revoked.revoked_at == T0
+            assert (
+                await keys.revoke(row.id, now=T0 + timedelta(hours=1))
+            ).revoked_at == T0  # first time stays
+            assert await keys.authenticate(plaintext, now=T0) is None
+            assert await keys.authenticate(other_plain, now=T0) is not None
+            with pytest.raises(CmsNotFound):
+                await keys.revoke(999)
+            assert [k.name for k in await keys.list()] == ["ci", "other"]
+            assert (await keys.get(row.id)) == revoked
+            assert await keys.get(999) is None
+
+    run(cms_db, scenario)
+
+
+def test_last_used_is_written_at_most_once_a_minute(cms_db: str) -> None:
+    async def scenario(engine: AsyncEngine) -> list[datetime | None]:
+        async with session(engine) as s:
+            keys = ApiKeyRepository(s)
+            row, plaintext = await keys.create("ci", "editor", None)
+            seen = []
+            for offset_s in (0, 30, 59, 60, 90, 125):
+                found = await keys.authenticate(plaintext, now=T0 + timedelta(seconds=offset_s))
+                assert found is not None
+                seen.append(found.last_used_at)
+            assert (await keys.get(row.id)).last_used_at == seen[-1]  # type: ignore[union-attr]
+            return seen
+
+    seen = run(cms_db, scenario)
+    at = [T0 + timedelta(seconds=s) for s in (0, 0, 0, 60, 60, 125)]
+    assert seen == at
+
+
+# ----------------------------------------------------------------------------------- refresh tokens
+
+
+def test_refresh_tokens_rotate_expire_and_revoke(cms_db: str) -> None:
+    async def scenario(engine: AsyncEngine) -> None:
+        async with session(engine) as s:
+            uid = await make_user(s)
+            other = await make_user(s, "bo@example.com")
+            tokens = RefreshTokenRepository(s)
+            await tokens.issue("jti-1", uid, T0 + timedelta(days=14))
+            await tokens.issue("jti-2", uid, T0 + timedelta(days=14))
+            await tokens.issue("jti-short", uid, T0 + timedelta(minutes=1))
+            await tokens.issue("jti-bo", other, T0 + timedelta(days=14))
+            await s.commit()
+        async with session(engine) as s:
+            tokens = RefreshTokenRepository(s)
+            assert await tokens.consume("jti-1", now=T0) == uid
+            assert await tokens.consume("jti-1", now=T0) is None  # used once: rotated away
+            assert await tokens.consume("jti-short", now=T0 + timedelta(minutes=1)) is None  # expired
+            assert await tokens.consume("unknown", now=T0) is None
+            assert await tokens.revoke_all(uid, now=T0) == 2  # jti-2 and the expired jti-short
+            assert await tokens.consume("jti-2", now=T0) is None
+            assert await tokens.revoke("jti-bo", now=T0) is True
+            assert await tokens.revoke("jti-bo", now=T0) is False
+            await s.commit()
+
+    run(cms_db, scenario)
+
+
+def test_two_refreshes_with_one_token_cannot_both_win(cms_db: str) -> None:
+    async def scenario(engine: AsyncEngine) -> list[Any]:
+        async with session(engine) as s:
+            uid = await make_user(s)
+            await RefreshTokenRepository(s).issue("jti-race", uid, T0 + timedelta(days=1))
+            await s.commit()
+        async with session(engine) as a, session(engine) as b:
+            first = await RefreshTokenRepository(a).consume("jti-race", now=T0)  # holds the row lock
+            second, _ = await asyncio.gather(
+                RefreshTokenRepository(b).consume("jti-race", now=T0), a.commit()
+            )
+            await b.commit()
+            return [first, second]
+
+    assert run(cms_db, scenario) == [1, None]
+
+
+def test_deleting_a_user_deletes_their_tokens(cms_db: str) -> None:
+    async def scenario(engine: AsyncEngine) -> int:
+        async with session(engine) as s:
+            uid = await make_user(s)
+            await RefreshTokenRepository(s).issue("jti-x", uid, T0 + timedelta(days=1))
+            await s.execute(text("DELETE FROM cms_users WHERE id = :id"), {"id": uid})
+            await s.commit()
+            return int((await s.execute(text("SELECT count(*) FROM cms_refresh_tokens"))).scalar_one())
+
+    assert run(cms_db, scenario) == 0
