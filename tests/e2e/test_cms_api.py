@@ -156,6 +156,7 @@ MATRIX: dict[str, tuple[int, ...]] = {
     "users": (2, 3, 3, 3, 3, 1),
     "keys": (2, 3, 3, 3, 3, 1),
     "audit": (2, 3, 3, 3, 3, 1),
+    "webhooks": (2, 3, 3, 3, 3, 1),
 }
 STATE = {  # the status the target item starts in, for item actions
     "read_draft": "draft",
