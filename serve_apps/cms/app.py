@@ -1,102 +1,45 @@
 """The CMS application under ``/v1/cms``: bilingual content, workflow, revisions, auth, bulk, webhooks.
 
-One Serve deployment (``CmsIngress``, FastAPI) on PostgreSQL through ``storage``. Callers are users
-(``Authorization: Bearer <access token>`` from ``POST /auth/login``), services (``X-API-Key``) or
-anonymous readers of published content. Every action is checked against the permission matrix
-(``serve_apps/cms/permissions.py``); a refusal is a 403 naming who may do it, and is audit-logged like
-every write. Scheduled publishing, webhooks and the search sync run in the CMS scheduler actor, which
-keeps all its state in PostgreSQL (``jobs/cms``).
+One Serve deployment (``CmsIngress``, FastAPI) on PostgreSQL through ``storage``: item, revision and
+bulk routes here, accounts and administration in ``admin.py``, shared plumbing in ``base.py``.
+Callers are users (``Authorization: Bearer <access token>`` from ``POST /auth/login``), services
+(``X-API-Key``) or anonymous readers of published content. Every action is checked against the
+permission matrix (``serve_apps/cms/permissions.py``); a refusal is a 403 naming who may do it, and is
+audit-logged like every write. Scheduled publishing, webhooks and the search sync run in the CMS
+scheduler actor, which keeps all its state in PostgreSQL.
 """
 
-import asyncio
 import base64
 import binascii
 import json
 import logging
-import secrets
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, Path, Query, Request, Response
-from pydantic import BaseModel, Field
+from fastapi import Depends, Header, Path, Query, Request, Response
+from pydantic import BaseModel
 from ray import serve
-from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from actors.cms_scheduler_actor import CmsSchedulerConfig, get_or_create_cms_scheduler
-from jobs.cms.scheduler import EmbedCmsDocuments
-from jobs.embed.pipeline import EmbedJobConfig
 from serve_apps.cms import schemas as s
-from serve_apps.cms.limits import BodySizeLimit, RateLimits, html_to_text, sanitize_html
-from serve_apps.cms.permissions import Decision, allowed_transitions, decide, transition_action
+from serve_apps.cms.admin import AdminRoutes
+from serve_apps.cms.base import MAX_PAGE, CmsArgs, api, current_principal, etag, if_match_version
+from serve_apps.cms.limits import html_to_text, sanitize_html
+from serve_apps.cms.permissions import allowed_transitions, decide, transition_action
 from serve_apps.cms.security import (
-    InvalidToken,
-    PasswordPolicyError,
     Principal,
-    TokenIssuer,
-    check_password_policy,
-    hash_password,
-    verify_password,
 )
 from serve_apps.errors import (
-    Forbidden,
     InvalidRequest,
     NotFound,
-    RateLimited,
-    Unauthorized,
-    install_error_handlers,
 )
-from serve_apps.schemas import ErrorResponse
 from serve_apps.search_params import fingerprint
-from storage.cms_audit import list_audit, record_audit
-from storage.cms_content import ContentRepository, ItemQuery, ItemRow, TaxonomyRepository
-from storage.cms_events import DeliveryRepository, WebhookRepository, append_event
+from storage.cms_audit import record_audit
+from storage.cms_content import ContentRepository, ItemQuery, ItemRow
+from storage.cms_events import append_event
 from storage.cms_models import LOCALES
-from storage.cms_users import ApiKeyRepository, RefreshTokenRepository, UserRepository
-from storage.database import make_async_engine
 from storage.errors import CmsError
 
 logger = logging.getLogger(__name__)
-
-#: Deepest listing page (items).
-MAX_PAGE = 100
-
-
-class CmsArgs(BaseModel):
-    """Builder arguments (``serve run`` / the Serve config's ``args``)."""
-
-    database_url: str
-    jwt_secret: str = Field(min_length=32, description="Signs access and refresh tokens")
-    access_ttl_s: int = 900
-    refresh_ttl_s: int = 1_209_600
-    max_body_bytes: int = 1_048_576
-    rate_per_key: str = "600/minute"
-    rate_per_ip: str = "300/minute"
-    max_ongoing_requests: int = 256
-    replicas: int = 1
-    pool_size: int = 10
-    storage_uri: str = Field(default="var/storage", description="Where published items' vectors are written")
-    namespace: str = "pulse"
-    public_base_url: str = "https://cms.pulse.local"
-    scheduler: bool = Field(default=True, description="Start the CMS scheduler actor (get-or-create)")
-    scheduler_interval_s: float = 2.0
-    webhook_max_attempts: int = 8
-    embed_on_publish: bool = True
-    admin_email: str = "admin@pulse.local"
-    admin_password: str | None = Field(default=None, description="First admin's password (bootstrap)")
-
-
-def etag(version: int) -> str:
-    return f'"{version}"'
-
-
-def if_match_version(header: str | None) -> int | None:
-    """The version an ``If-Match`` header names (``None``: no header or ``*``); 422 when malformed."""
-    if header is None or header.strip() == "*":
-        return None
-    raw = header.strip().removeprefix("W/").strip('"')
-    if not raw.isdigit():
-        raise InvalidRequest(f'If-Match: expected an ETag such as "3" (from a GET), got {header!r}')
-    return int(raw)
 
 
 def derived(fields: dict[str, Any]) -> dict[str, Any]:
@@ -176,28 +119,6 @@ def _expected_bulk_error(exc: Exception) -> bool:
     return isinstance(exc, CmsError)
 
 
-def _webhook_fields(hook: Any) -> dict[str, Any]:
-    return {
-        "id": hook.id,
-        "url": hook.url,
-        "events": hook.events,
-        "active": hook.active,
-        "created_at": hook.created_at,
-    }
-
-
-def _key_fields(row: Any) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "name": row.name,
-        "prefix": row.prefix,
-        "role": row.role,
-        "created_at": row.created_at,
-        "last_used_at": row.last_used_at,
-        "revoked_at": row.revoked_at,
-    }
-
-
 def _encode_keyset(after: tuple[Any, int], digest: str) -> str:
     """An opaque cursor: the last row's sort value and id, bound to the query that produced it."""
     value, last_id = after
@@ -223,201 +144,9 @@ def _decode_keyset(token: str, digest: str) -> tuple[Any, int]:
     return value, last_id
 
 
-api = FastAPI(
-    title="Pulse CMS API",
-    version="0.1.0",
-    description="Bilingual (Arabic/English) headless CMS: content, workflow, revisions, bulk, webhooks.",
-    responses={401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}, 422: {"model": ErrorResponse}},
-)
-install_error_handlers(api)
-
-
-class ConfiguredBodySizeLimit(BodySizeLimit):
-    """``BodySizeLimit`` with the replica's configured limit (``app.state.max_body_bytes``): Serve builds
-    the middleware stack before the deployment's constructor runs, so the limit is read per request."""
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        app = scope.get("app")
-        limit = getattr(getattr(app, "state", None), "max_body_bytes", None)
-        if limit:
-            self.max_bytes = int(limit)
-        await super().__call__(scope, receive, send)
-
-
-#: Request bodies over the limit are refused with 413 before they reach a route (chunked ones too).
-api.add_middleware(ConfiguredBodySizeLimit, max_bytes=1_048_576)
-
-
-async def current_principal(
-    request: Request,
-    authorization: Annotated[str | None, Header()] = None,
-    x_api_key: Annotated[str | None, Header()] = None,
-) -> Principal:
-    """FastAPI dependency: the caller, resolved by the replica's ingress (``CmsIngress.principal``)."""
-    ingress: CmsIngress = request.app.state.cms
-    return await ingress.principal(request, authorization, x_api_key)
-
-
 @serve.ingress(api)
-class CmsIngress:
-    def __init__(self, args: dict[str, Any]) -> None:
-        self._args = CmsArgs.model_validate(args)
-        api.state.max_body_bytes = self._args.max_body_bytes
-        api.state.cms = self
-        self._engine = make_async_engine(self._args.database_url, pool_size=self._args.pool_size)
-        self._sessions = async_sessionmaker(self._engine, expire_on_commit=False)
-        self._tokens = TokenIssuer(
-            self._args.jwt_secret,
-            access_ttl_s=self._args.access_ttl_s,
-            refresh_ttl_s=self._args.refresh_ttl_s,
-        )
-        self._limits = RateLimits(per_key=self._args.rate_per_key, per_ip=self._args.rate_per_ip)
-        self._scheduler = self._start_scheduler() if self._args.scheduler else None
-        self._bootstrapped = False
-
-    def _start_scheduler(self) -> Any:
-        """The detached scheduler actor (one per namespace): scheduled publishing, webhooks, search sync."""
-        a = self._args
-        embed = EmbedCmsDocuments(
-            job=EmbedJobConfig(database_url=a.database_url, storage_uri=a.storage_uri, model_name="default"),
-            namespace=a.namespace,
-        )
-        config = CmsSchedulerConfig(
-            database_url=a.database_url,
-            public_base_url=a.public_base_url,
-            namespace=a.namespace,
-            interval_s=a.scheduler_interval_s,
-            embed=a.embed_on_publish,
-            max_attempts=a.webhook_max_attempts,
-        )
-        return get_or_create_cms_scheduler(config, embed if a.embed_on_publish else None)
-
-    # ----------------------------------------------------------------------------- who is calling
-    async def principal(
-        self, request: Request, authorization: str | None, x_api_key: str | None
-    ) -> Principal:
-        ip = request.client.host if request.client else None
-        who = Principal.anonymous()
-        if x_api_key:
-            async with self._sessions() as session, session.begin():
-                key = await ApiKeyRepository(session).authenticate(x_api_key)
-            if key is None:
-                raise Unauthorized("X-API-Key: unknown or revoked key; ask an admin for a new one")
-            who = Principal("key", key.id, key.role)
-        elif authorization:
-            scheme, _, token = authorization.partition(" ")
-            if scheme.lower() != "bearer" or not token:
-                raise Unauthorized(
-                    "Authorization: expected `Bearer <access token>` (POST /v1/cms/auth/login)"
-                )
-            try:
-                who = self._tokens.decode_access(token.strip())
-            except InvalidToken as exc:
-                raise Unauthorized(
-                    f"access token {exc.reason}; log in again or use your refresh token"
-                ) from exc
-        retry = self._limits.check(None if who.kind == "anonymous" else who.label, ip)
-        if retry is not None:
-            raise RateLimited(retry.message, retry_after_s=retry.seconds)
-        return who
-
-    async def _allow(
-        self, request: Request, principal: Principal, decision: Decision, action: str, target: str
-    ) -> None:
-        """Raise 403 (401 for an anonymous caller), audit-logged, unless ``decision`` allows."""
-        if decision.allowed:
-            return
-        async with self._sessions() as session, session.begin():
-            await record_audit(
-                session,
-                actor=principal.label,
-                ip=request.client.host if request.client else None,
-                action=action,
-                target=target,
-                outcome="denied",
-                reason=decision.reason,
-            )
-        if principal.kind == "anonymous":
-            raise Unauthorized(f"log in or send an API key: {decision.reason}")
-        raise Forbidden(decision.reason)
-
-    @staticmethod
-    def _ip(request: Request) -> str | None:
-        return request.client.host if request.client else None
-
-    # ------------------------------------------------------------------------------------- auth
-    async def _bootstrap_admin(self) -> None:
-        """Create the configured first admin when the CMS has no admin (once per replica, idempotent)."""
-        if self._bootstrapped or not self._args.admin_password:
-            return
-        async with self._sessions() as session, session.begin():
-            users = UserRepository(session)
-            if await users.count(role="admin") == 0 and await users.by_email(self._args.admin_email) is None:
-                password_hash = await asyncio.to_thread(hash_password, self._args.admin_password)
-                user = await users.create(self._args.admin_email, "Admin", password_hash, "admin")
-                await record_audit(
-                    session, actor="system:bootstrap", action="user.create", target=f"user:{user.id}"
-                )
-                logger.info("created the first CMS admin %s", user.email)
-        self._bootstrapped = True
-
-    @api.post("/auth/login", response_model=s.Tokens, summary="Exchange email and password for tokens")
-    async def login(self, request: Request, body: s.Login) -> s.Tokens:
-        await self._bootstrap_admin()
-        retry = self._limits.check(None, self._ip(request))
-        if retry is not None:
-            raise RateLimited(retry.message, retry_after_s=retry.seconds)
-        async with self._sessions() as session, session.begin():
-            creds = await UserRepository(session).credentials(body.email)
-            ok = (
-                creds is not None
-                and creds.user.active
-                and await asyncio.to_thread(verify_password, creds.password_hash, body.password)
-            )
-            if not ok or creds is None:
-                await record_audit(
-                    session,
-                    actor="anonymous",
-                    ip=self._ip(request),
-                    action="auth.login",
-                    target=f"email:{body.email.lower()}",
-                    outcome="denied",
-                    reason="wrong email or password, or inactive user",
-                )
-        if not ok or creds is None:
-            raise Unauthorized("wrong email or password (or the user is deactivated)")
-        return await self._issue(creds.user.id, creds.user.role)
-
-    async def _issue(self, user_id: int, role: str) -> s.Tokens:
-        refresh, jti, expires_at = self._tokens.refresh_token(user_id)
-        async with self._sessions() as session, session.begin():
-            await RefreshTokenRepository(session).issue(jti, user_id, expires_at)
-        return s.Tokens(
-            access_token=self._tokens.access_token(user_id, role),
-            refresh_token=refresh,
-            expires_in=self._args.access_ttl_s,
-        )
-
-    @api.post("/auth/refresh", response_model=s.Tokens, summary="Rotate a refresh token into new tokens")
-    async def refresh(self, body: s.Refresh) -> s.Tokens:
-        try:
-            user_id, jti = self._tokens.decode_refresh(body.refresh_token)
-        except InvalidToken as exc:
-            raise Unauthorized(f"refresh token {exc.reason}; log in again") from exc
-        async with self._sessions() as session, session.begin():
-            owner = await RefreshTokenRepository(session).consume(jti)
-            user = await UserRepository(session).get(user_id) if owner == user_id else None
-        if user is None or not user.active:
-            raise Unauthorized("refresh token already used, revoked or expired; log in again")
-        return await self._issue(user.id, user.role)
-
-    @api.post("/auth/logout", status_code=204, summary="Revoke every refresh token of the caller")
-    async def logout(self, principal: Annotated[Principal, Depends(current_principal)]) -> Response:
-        if principal.kind != "user" or principal.id is None:
-            raise Unauthorized("log in first: logout ends a user's sessions")
-        async with self._sessions() as session, session.begin():
-            await RefreshTokenRepository(session).revoke_all(principal.id)
-        return Response(status_code=204)
+class CmsIngress(AdminRoutes):
+    """The CMS deployment: item, revision and bulk routes here; accounts and administration inherited."""
 
     # ------------------------------------------------------------------------------------ items
     @api.post("/items", response_model=s.ItemOut, status_code=201, summary="Create a draft")
@@ -792,269 +521,6 @@ class CmsIngress:
             work.id, target, actor=principal.label, expected_version=work.version, ip=ip, emit=False
         )
         return after
-
-    # ----------------------------------------------------------------------------------- taxonomy
-    @api.post("/categories", response_model=s.TaxonomyOut, status_code=201, summary="Create a category")
-    async def create_category(
-        self, request: Request, body: s.Taxonomy, principal: Annotated[Principal, Depends(current_principal)]
-    ) -> s.TaxonomyOut:
-        return await self._create_taxonomy(request, "category", body, principal)
-
-    @api.post("/tags", response_model=s.TaxonomyOut, status_code=201, summary="Create a tag")
-    async def create_tag(
-        self, request: Request, body: s.Taxonomy, principal: Annotated[Principal, Depends(current_principal)]
-    ) -> s.TaxonomyOut:
-        return await self._create_taxonomy(request, "tag", body, principal)
-
-    async def _create_taxonomy(
-        self, request: Request, kind: str, body: s.Taxonomy, principal: Principal
-    ) -> s.TaxonomyOut:
-        await self._allow(
-            request, principal, decide(principal.role, "taxonomy.manage"), f"{kind}.create", kind
-        )
-        if not (body.slug or body.name_en or body.name_ar):
-            raise InvalidRequest(f"a {kind} needs a slug or a name (name_en or name_ar)")
-        async with self._sessions() as session, session.begin():
-            row = await TaxonomyRepository(session).create(
-                kind, slug=body.slug, name_en=body.name_en, name_ar=body.name_ar
-            )
-            await record_audit(
-                session,
-                actor=principal.label,
-                ip=self._ip(request),
-                action=f"{kind}.create",
-                target=f"{kind}:{row['id']}",
-                after=row,
-            )
-        return s.TaxonomyOut(**row)
-
-    @api.get("/categories", response_model=list[s.TaxonomyOut], summary="Every category")
-    async def categories(
-        self, principal: Annotated[Principal, Depends(current_principal)]
-    ) -> list[s.TaxonomyOut]:
-        async with self._sessions() as session:
-            return [s.TaxonomyOut(**r) for r in await TaxonomyRepository(session).list("category")]
-
-    @api.get("/tags", response_model=list[s.TaxonomyOut], summary="Every tag")
-    async def tags(self, principal: Annotated[Principal, Depends(current_principal)]) -> list[s.TaxonomyOut]:
-        async with self._sessions() as session:
-            return [s.TaxonomyOut(**r) for r in await TaxonomyRepository(session).list("tag")]
-
-    # ------------------------------------------------------------------------------ users and keys
-    async def _admin(self, request: Request, principal: Principal, action: str, target: str) -> None:
-        permission = "key.manage" if action.startswith("key.") else "user.manage"
-        if action.startswith("audit."):
-            permission = "audit.read"
-        await self._allow(request, principal, decide(principal.role, permission), action, target)
-
-    @api.post("/users", response_model=s.UserOut, status_code=201, summary="Create a user (admin)")
-    async def create_user(
-        self,
-        request: Request,
-        body: s.UserCreate,
-        principal: Annotated[Principal, Depends(current_principal)],
-    ) -> s.UserOut:
-        await self._admin(request, principal, "user.create", f"email:{body.email.lower()}")
-        try:
-            check_password_policy(body.password)
-        except PasswordPolicyError as exc:
-            raise InvalidRequest(f"password: {exc}") from exc
-        password_hash = await asyncio.to_thread(hash_password, body.password)
-        async with self._sessions() as session, session.begin():
-            user = await UserRepository(session).create(
-                body.email, body.display_name, password_hash, body.role
-            )
-            await record_audit(
-                session,
-                actor=principal.label,
-                ip=self._ip(request),
-                action="user.create",
-                target=f"user:{user.id}",
-                after={"email": user.email, "role": user.role},
-            )
-        return s.UserOut(**user.__dict__)
-
-    @api.get("/users", response_model=list[s.UserOut], summary="Every user (admin)")
-    async def users(
-        self, request: Request, principal: Annotated[Principal, Depends(current_principal)]
-    ) -> list[s.UserOut]:
-        await self._admin(request, principal, "user.list", "users")
-        async with self._sessions() as session:
-            return [s.UserOut(**u.__dict__) for u in await UserRepository(session).list()]
-
-    @api.patch("/users/{user_id}", response_model=s.UserOut, summary="Change a user's role or status (admin)")
-    async def update_user(
-        self,
-        request: Request,
-        user_id: Annotated[int, Path(ge=1)],
-        body: s.UserUpdate,
-        principal: Annotated[Principal, Depends(current_principal)],
-    ) -> s.UserOut:
-        await self._admin(request, principal, "user.update", f"user:{user_id}")
-        async with self._sessions() as session, session.begin():
-            repo = UserRepository(session)
-            before = await repo.get(user_id)
-            if before is None:
-                raise NotFound(f"no user {user_id}", code="user_not_found")
-            after = await repo.update(user_id, **body.model_dump(exclude_unset=True))
-            if body.active is False or (body.role and body.role != before.role):
-                await RefreshTokenRepository(session).revoke_all(user_id)
-            await record_audit(
-                session,
-                actor=principal.label,
-                ip=self._ip(request),
-                action="user.update",
-                target=f"user:{user_id}",
-                before={"role": before.role, "active": before.active},
-                after={"role": after.role, "active": after.active},
-            )
-        return s.UserOut(**after.__dict__)
-
-    @api.post("/keys", response_model=s.KeyCreated, status_code=201, summary="Create an API key (shown once)")
-    async def create_key(
-        self, request: Request, body: s.KeyCreate, principal: Annotated[Principal, Depends(current_principal)]
-    ) -> s.KeyCreated:
-        await self._admin(request, principal, "key.create", f"key:{body.name}")
-        async with self._sessions() as session, session.begin():
-            row, plaintext = await ApiKeyRepository(session).create(
-                body.name, body.role, principal.id if principal.kind == "user" else None
-            )
-            await record_audit(
-                session,
-                actor=principal.label,
-                ip=self._ip(request),
-                action="key.create",
-                target=f"key:{row.id}",
-                after={"name": row.name, "role": row.role, "prefix": row.prefix},
-            )
-        return s.KeyCreated(key=plaintext, **_key_fields(row))
-
-    @api.get("/keys", response_model=list[s.KeyOut], summary="Every API key, without the keys (admin)")
-    async def keys(
-        self, request: Request, principal: Annotated[Principal, Depends(current_principal)]
-    ) -> list[s.KeyOut]:
-        await self._admin(request, principal, "key.list", "keys")
-        async with self._sessions() as session:
-            return [s.KeyOut(**_key_fields(k)) for k in await ApiKeyRepository(session).list()]
-
-    @api.delete("/keys/{key_id}", status_code=204, summary="Revoke an API key (admin)")
-    async def revoke_key(
-        self,
-        request: Request,
-        key_id: Annotated[int, Path(ge=1)],
-        principal: Annotated[Principal, Depends(current_principal)],
-    ) -> Response:
-        await self._admin(request, principal, "key.revoke", f"key:{key_id}")
-        async with self._sessions() as session, session.begin():
-            if await ApiKeyRepository(session).get(key_id) is None:
-                raise NotFound(f"no API key {key_id}", code="key_not_found")
-            await ApiKeyRepository(session).revoke(key_id)
-            await record_audit(
-                session,
-                actor=principal.label,
-                ip=self._ip(request),
-                action="key.revoke",
-                target=f"key:{key_id}",
-            )
-        return Response(status_code=204)
-
-    @api.get("/audit", response_model=list[s.AuditOut], summary="The audit log, newest first (admin)")
-    async def audit(
-        self,
-        request: Request,
-        principal: Annotated[Principal, Depends(current_principal)],
-        target: Annotated[str | None, Query(max_length=200)] = None,
-        actor: Annotated[str | None, Query(max_length=200)] = None,
-        outcome: Annotated[str | None, Query(pattern="^(ok|denied)$")] = None,
-        before_id: Annotated[int | None, Query(ge=1)] = None,
-        limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    ) -> list[s.AuditOut]:
-        await self._admin(request, principal, "audit.read", "audit")
-        async with self._sessions() as session:
-            rows = await list_audit(
-                session, target=target, actor=actor, outcome=outcome, before_id=before_id, limit=limit
-            )
-        return [s.AuditOut(**r.__dict__) for r in rows]
-
-    # ----------------------------------------------------------------------------------- webhooks
-    @api.post(
-        "/webhooks", response_model=s.WebhookCreated, status_code=201, summary="Subscribe a URL (admin)"
-    )
-    async def create_webhook(
-        self,
-        request: Request,
-        body: s.WebhookCreate,
-        principal: Annotated[Principal, Depends(current_principal)],
-    ) -> s.WebhookCreated:
-        await self._allow(
-            request, principal, decide(principal.role, "webhook.manage"), "webhook.create", "webhooks"
-        )
-        secret = body.secret or secrets.token_urlsafe(32)
-        async with self._sessions() as session, session.begin():
-            hook = await WebhookRepository(session).create(body.url, secret, body.events)
-            await record_audit(
-                session,
-                actor=principal.label,
-                ip=self._ip(request),
-                action="webhook.create",
-                target=f"webhook:{hook.id}",
-                after={"url": hook.url, "events": hook.events},
-            )
-        return s.WebhookCreated(secret=secret, **_webhook_fields(hook))
-
-    @api.get("/webhooks", response_model=list[s.WebhookOut], summary="Every webhook, without secrets (admin)")
-    async def webhooks(
-        self, request: Request, principal: Annotated[Principal, Depends(current_principal)]
-    ) -> list[s.WebhookOut]:
-        await self._allow(
-            request, principal, decide(principal.role, "webhook.manage"), "webhook.list", "webhooks"
-        )
-        async with self._sessions() as session:
-            return [s.WebhookOut(**_webhook_fields(h)) for h in await WebhookRepository(session).list()]
-
-    @api.delete("/webhooks/{webhook_id}", status_code=204, summary="Unsubscribe (admin)")
-    async def delete_webhook(
-        self,
-        request: Request,
-        webhook_id: Annotated[int, Path(ge=1)],
-        principal: Annotated[Principal, Depends(current_principal)],
-    ) -> Response:
-        target = f"webhook:{webhook_id}"
-        await self._allow(
-            request, principal, decide(principal.role, "webhook.manage"), "webhook.delete", target
-        )
-        async with self._sessions() as session, session.begin():
-            if await WebhookRepository(session).get(webhook_id) is None:
-                raise NotFound(f"no webhook {webhook_id}", code="webhook_not_found")
-            await WebhookRepository(session).delete(webhook_id)
-            await record_audit(
-                session, actor=principal.label, ip=self._ip(request), action="webhook.delete", target=target
-            )
-        return Response(status_code=204)
-
-    @api.get(
-        "/webhooks/{webhook_id}/deliveries",
-        response_model=list[s.DeliveryOut],
-        summary="The delivery log of a webhook, newest first (admin)",
-    )
-    async def deliveries(
-        self,
-        request: Request,
-        webhook_id: Annotated[int, Path(ge=1)],
-        principal: Annotated[Principal, Depends(current_principal)],
-        limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    ) -> list[s.DeliveryOut]:
-        target = f"webhook:{webhook_id}"
-        await self._allow(request, principal, decide(principal.role, "webhook.manage"), "webhook.log", target)
-        async with self._sessions() as session:
-            if await WebhookRepository(session).get(webhook_id) is None:
-                raise NotFound(f"no webhook {webhook_id}", code="webhook_not_found")
-            rows = await DeliveryRepository(session).log(webhook_id, limit)
-        return [s.DeliveryOut(**r.__dict__) for r in rows]
-
-    @api.get("/healthz", summary="Liveness")
-    async def healthz(self) -> dict[str, str]:
-        return {"status": "ok"}
 
 
 def app_builder(args: dict[str, Any]) -> serve.Application:
