@@ -44,6 +44,7 @@ test-embedded: install
 		--deselect tests/integration/test_embed_models.py \
 		--deselect tests/integration/test_embed_placement.py \
 		--deselect tests/integration/test_collect_job.py \
+		--deselect tests/integration/test_search_index.py \
 		--deselect tests/integration/test_fetch.py
 
 test: lint test-embedded
@@ -53,6 +54,9 @@ bench: install
 	$(BIN)/python bench/embed.py
 	$(BIN)/python bench/extraction.py
 	$(BIN)/python bench/collect.py
+	$(BIN)/python bench/search_quality.py
+	$(BIN)/python bench/search_speed.py
+	$(BIN)/python bench/cms.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache .mypy_cache .import_linter_cache
