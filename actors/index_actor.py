@@ -187,7 +187,13 @@ class VectorIndexService:
             self._index.watermark,
         )
 
+    def _threads(self) -> None:
+        """OpenMP's thread count is per calling thread: Ray runs each call on a pool thread (where
+        OMP_NUM_THREADS, set from the actor's CPUs, applies), so it is set on the thread that searches."""
+        faiss.omp_set_num_threads(self._config.omp_threads)
+
     def _run(self) -> None:
+        self._threads()  # builds and catch-up on this thread
         self._restore()
         while not self._stop.is_set():
             try:
@@ -244,6 +250,7 @@ class VectorIndexService:
         """The ``k`` best documents per query; in an index of chunks, each document by its best chunk."""
         if not self._ready.is_set():
             raise IndexNotReady(self._config.model_id)
+        self._threads()
         if self._config.level == "document":
             return self._index.search(queries, k, filter=flt)
         hits = self._index.search(queries, k * CHUNK_OVERSAMPLE, filter=flt)
