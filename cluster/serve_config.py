@@ -41,6 +41,7 @@ def search_app_args(settings: Settings, database_url: str) -> dict[str, Any]:
         "max_query_chars": s.max_query_chars,
         "index_name": settings.embed.index_name,
         "model_refresh_s": s.model_refresh_s,
+        "access_log": s.access_log,
         "index": settings.index.model_dump(),
         "search": settings.search.model_dump(),
     }
@@ -96,6 +97,7 @@ def cms_app_args(settings: Settings, database_url: str) -> dict[str, Any]:
         "rate_per_key": c.rate_per_key,
         "rate_per_ip": c.rate_per_ip,
         "max_ongoing_requests": settings.serve.max_ongoing_requests,
+        "access_log": settings.serve.access_log,
         "storage_uri": absolute_storage_uri(settings.storage.uri),
         "namespace": settings.ray.namespace,
         "public_base_url": c.public_base_url,

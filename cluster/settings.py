@@ -274,6 +274,10 @@ class ServeSettings(BaseModel):
         default=0.005, description="Longest wait to fill a query-embedding batch, in seconds."
     )
     max_query_chars: int = Field(default=1000, description="Longest accepted query in characters (else 422).")
+    access_log: bool = Field(
+        default=False,
+        description="Serve's per-request access log lines (off by default: they cost CPU on every request).",
+    )
     model_refresh_s: float = Field(
         default=5.0,
         description="Seconds between the search app's checks for a newly activated model.",

@@ -81,6 +81,7 @@ class SearchArgs(BaseModel):
     max_query_chars: int = Field(default=1000, ge=1)
     index_name: str = Field(default="default", description="The index whose active model is served")
     model_refresh_s: float = Field(default=5.0, gt=0, description="Seconds between active-model checks")
+    access_log: bool = Field(default=False, description="Serve's per-request access log")
     index: IndexSettings = Field(default_factory=IndexSettings, description="Index shards (PULSE_INDEX__*)")
     search: SearchSettings = Field(default_factory=SearchSettings, description="Ranking (PULSE_SEARCH__*)")
 
@@ -627,12 +628,14 @@ def app_builder(args: dict[str, Any]) -> serve.Application:
         num_replicas=parsed.embedder_replicas,
         max_ongoing_requests=parsed.max_ongoing_requests,
         ray_actor_options={"num_cpus": parsed.embedder_num_cpus},
+        logging_config={"enable_access_log": parsed.access_log},
     )(QueryEmbedder)
     ingress = serve.deployment(
         name="SearchIngress",
         num_replicas=parsed.ingress_replicas,
         max_ongoing_requests=parsed.max_ongoing_requests,
         ray_actor_options={"num_cpus": 0},
+        logging_config={"enable_access_log": parsed.access_log},
     )(SearchIngress)
     app: serve.Application = ingress.bind(
         embedder.bind(parsed.model_name, parsed.device, parsed.max_batch_size, parsed.batch_wait_timeout_s),

@@ -530,6 +530,7 @@ def app_builder(args: dict[str, Any]) -> serve.Application:
         num_replicas=parsed.replicas,
         max_ongoing_requests=parsed.max_ongoing_requests,
         ray_actor_options={"num_cpus": 0},
+        logging_config={"enable_access_log": parsed.access_log},
     )(CmsIngress)
     app: serve.Application = ingress.bind(parsed.model_dump())
     return app

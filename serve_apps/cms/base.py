@@ -54,6 +54,7 @@ class CmsArgs(BaseModel):
     max_ongoing_requests: int = 256
     replicas: int = 1
     pool_size: int = 10
+    access_log: bool = Field(default=False, description="Serve's per-request access log")
     storage_uri: str = Field(default="var/storage", description="Where published items' vectors are written")
     namespace: str = "pulse"
     public_base_url: str = "https://cms.pulse.local"
