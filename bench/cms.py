@@ -57,6 +57,7 @@ import math
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -106,6 +107,8 @@ LADDER = (
     2000,
 )
 TARGET_P95_MS = 100.0
+#: Result keys of the phases, in order (``--resume`` skips those present).
+PHASES = ("seed", "rounds", "sweep", "bulk", "profile", "knobs")
 WORKLOADS = {"read": 0.0, "write": 1.0, "mixed": 0.2}  # share of writes
 OTHER_BENCH = "bench/search_speed.py"
 #: A run during which processes outside this benchmark used this much of a core is run again (once).
@@ -709,8 +712,13 @@ class PlainServer:
 def login(base: str, email: str) -> str:
     import httpx
 
-    resp = httpx.post(f"{base}/auth/login", json={"email": email, "password": PASSWORD}, timeout=60)
-    resp.raise_for_status()
+    for _ in range(10):  # a replica that has just started may answer 503 for a moment
+        resp = httpx.post(f"{base}/auth/login", json={"email": email, "password": PASSWORD}, timeout=60)
+        if resp.status_code != 503:
+            break
+        time.sleep(1)
+    if resp.status_code != 200:
+        raise RuntimeError(f"login {email}: {resp.status_code} {resp.text[:300]}")
     return str(resp.json()["access_token"])
 
 
@@ -1181,6 +1189,58 @@ def targets_met(result: dict[str, Any], rate: float) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------- main
+class Stopped(Exception):
+    """SIGTERM from outside (a `ray stop` on this machine also ends the benchmark's Ray)."""
+
+
+def _stop(signum: int, frame: Any) -> None:
+    raise Stopped(f"signal {signum}")
+
+
+def open_database(resume_url: str | None) -> tuple[str, Callable[[], None], bool]:
+    """``(url, drop, resumable)``: the database of an interrupted run being resumed, else a fresh, migrated
+    one named like ``common.bench_database``'s, on the server of PULSE_DATABASE__URL or on
+    127.0.0.1:5432 (resumable: it outlives this process until ``drop``), else ``common.bench_database``'s
+    embedded PostgreSQL (not resumable: it goes when this process ends)."""
+    import socket
+    import uuid
+
+    from sqlalchemy import make_url
+
+    from cluster.database import local_server_url
+    from cluster.settings import DatabaseSettings
+    from storage.database import drop_database, ensure_database
+    from storage.migrate import upgrade
+
+    url = resume_url
+    if url is None:
+        name = f"pulse_bench_{uuid.uuid4().hex[:8]}"
+        configured = os.environ.get("PULSE_DATABASE__URL")
+        if configured:
+            url = make_url(configured).set(database=name).render_as_string(hide_password=False)
+        else:
+            settings = DatabaseSettings()
+            try:
+                socket.create_connection((settings.local_host, settings.local_port), timeout=0.5).close()
+                url = local_server_url(settings, name)
+            except OSError:
+                ctx = bench_database()
+                embedded_url = ctx.__enter__()
+
+                def stop_embedded() -> None:
+                    ctx.__exit__(None, None, None)
+
+                return embedded_url, stop_embedded, False
+        ensure_database(url)
+        upgrade(url)
+    kept: str = url
+
+    def drop() -> None:
+        drop_database(kept)
+
+    return kept, drop, True
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -1200,11 +1260,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--busy-wait", type=float, default=120, help="longest wait for other busy processes per block (s)"
     )
-    parser.add_argument("--out", help="also write the JSON here")
+    parser.add_argument("--out", help="also write the JSON here (and partial results after each phase)")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the interrupted run whose partial results are in --out (its database was kept)",
+    )
     parser.add_argument("--haproxy-child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.haproxy_child:
         return haproxy_child(args.haproxy_child)
+    if args.resume and not args.out:
+        parser.error("--resume needs --out (the partial results of the run to continue)")
     if args.quick:
         args.items, args.rounds, args.duration, args.warmup, args.bulk_runs = 300, 1, 3.0, 1.0, 2
     # Ray and its processes print to stdout (raylet warnings, Serve shutdown notes): keep the JSON
@@ -1213,83 +1280,117 @@ def main(argv: list[str] | None = None) -> int:
     json_out = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
     started = time.perf_counter()
+    state_file = Path(f"{args.out}.state.json") if args.out else None
+    state: dict[str, Any] = {}
+    if args.resume:
+        assert state_file is not None
+        result: dict[str, Any] = json.loads(Path(args.out).read_text())
+        state = json.loads(state_file.read_text())
+        if "seed" not in result or "ids" not in state:
+            parser.error(f"{args.out}: interrupted before the seed finished; start afresh (without --resume)")
+        for key, value in result["config"].items():  # the interrupted run's settings
+            setattr(args, key, value)
+        result.pop("error", None)
+        result["resumed"] = result.get("resumed", 0) + 1
+        log(f"resuming: done so far {[k for k in PHASES if k in result]}")
+    else:
+        result = {
+            "benchmark": "cms",
+            "machine": {"cpus": os.cpu_count(), "load_avg_at_start": os.getloadavg()},
+            "config": {
+                k: getattr(args, k)
+                for k in ("items", "clients", "rate", "duration", "warmup", "rounds", "bulk_runs", "quick")
+            },
+            "other_busy_processes_at_start": busy_others(),
+            "other_bench_running_at_start": bool(other_bench_pids()),
+        }
     quiet = Quiet(args.max_wait, args.busy_wait)
-    result: dict[str, Any] = {
-        "benchmark": "cms",
-        "machine": {"cpus": os.cpu_count(), "load_avg_at_start": os.getloadavg()},
-        "config": {
-            k: getattr(args, k)
-            for k in ("items", "clients", "rate", "duration", "warmup", "rounds", "bulk_runs", "quick")
-        },
-        "other_busy_processes_at_start": busy_others(),
-        "other_bench_running_at_start": bool(other_bench_pids()),
-    }
+    quiet.waits = result.pop("waits_for_other_bench", [])
+    interfered: list[dict[str, Any]] = result.pop("runs_disturbed_by_other_processes", [])
     # A test run may `pulse down`, whose `ray stop` kills every Ray on the machine, this one's too.
     started_wait = time.perf_counter()
     while pgrep("pytest") and time.perf_counter() - started_wait < args.max_wait:
         if time.perf_counter() - started_wait < 1:
             log("  waiting for a pytest run to finish (its `pulse down` would stop this benchmark's Ray)")
         time.sleep(5)
-    result["waited_for_pytest_s"] = round(time.perf_counter() - started_wait, 1)
+    result["waited_for_pytest_s"] = round(
+        result.get("waited_for_pytest_s", 0.0) + time.perf_counter() - started_wait, 1
+    )
     os.environ.setdefault("RAY_SERVE_ENABLE_HA_PROXY", "0")
     import ray
 
     tmp = tempfile.mkdtemp(prefix="pulse-bench-cms-")
-    interfered: list[dict[str, Any]] = []
 
     def checkpoint() -> None:
-        """Partial results in ``--out`` after each phase (a Ray killed from outside loses nothing done)."""
+        """Partial results in ``--out`` after each phase; ``--resume`` continues from them."""
         if args.out:
-            Path(args.out).write_text(json.dumps({**result, "partial": True}, indent=2, default=str) + "\n")
+            partial = {
+                **result,
+                "partial": True,
+                "waits_for_other_bench": quiet.waits,
+                "runs_disturbed_by_other_processes": interfered,
+            }
+            Path(args.out).write_text(json.dumps(partial, indent=2, default=str) + "\n")
+        if state_file is not None and state:
+            state_file.write_text(json.dumps(state))
 
+    url, drop, resumable = open_database(state.get("url"))
+    keep_database = False
     try:
-        with bench_database() as url:
-            from sqlalchemy import make_url
+        from sqlalchemy import make_url
 
-            database = make_url(url).database or ""
-            quiet.database = database
-            ray.init(
-                address="local",
-                num_cpus=2,
-                include_dashboard=False,
-                log_to_driver=False,
-                logging_level=logging.WARNING,
-                namespace=NAMESPACE,
-            )
-            plain = product = None
-            try:
-                serve_cms = ServeCms(url, tmp)
-                result["serve_deploy_s"] = round(serve_cms.deploy({}), 1)
+        database = make_url(url).database or ""
+        state.update(url=url, database=database)
+        quiet.database = database
+        checkpoint()  # the database's URL, so that an interrupted run can be resumed or cleaned up
+        ray.init(
+            address="local",
+            num_cpus=2,
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level=logging.WARNING,
+            namespace=NAMESPACE,
+        )
+        signal.signal(signal.SIGTERM, _stop)  # after ray.init, which installs its own
+        plain = product = None
+        try:
+            serve_cms = ServeCms(url, tmp)
+            result["serve_deploy_s"] = round(serve_cms.deploy({}), 1)
+            if "seed" not in result:
                 quiet.wait("seed")
                 log(f"seeding {args.items} items through Serve ({serve_cms.base})")
                 seeded = seed(serve_cms.base, args.items)
                 result["seed"] = seeded["report"]
+                state["ids"] = seeded["ids"]
                 log(f"  seeded in {seeded['report']['seconds']} s")
-                b = Bench(
-                    args, seeded["editor_token"], seeded["ids"], database, quiet, url, interfered=interfered
-                )
-                plain = PlainServer("lean", url, tmp)
-                result["plain_start_s"] = round(plain.start_s, 1)
-                targets = {"serve": Target("serve", serve_cms.base), "plain": plain.target("plain")}
+                checkpoint()
+            token = login(serve_cms.base, EDITOR)
+            b = Bench(args, token, state["ids"], database, quiet, url, interfered=interfered)
+            plain = PlainServer("lean", url, tmp)
+            result["plain_start_s"] = round(plain.start_s, 1)
+            targets = {"serve": Target("serve", serve_cms.base), "plain": plain.target("plain")}
+            if "rounds" not in result:
                 log(f"rounds: Serve (default settings) vs plain, {args.rounds} rounds")
                 result["rounds"] = rounds_phase(b, targets, args.rate)
                 result["ratios"] = ratios(result["rounds"], args.rate)
                 checkpoint()
-                if not args.no_sweep:
-                    log("rate sweep (p95 < 100 ms)")
-                    result["sweep"] = {}
-                    for workload in WORKLOADS:
-                        for server in targets:
-                            quiet.wait(f"sweep {workload} {server}")
-                            closed = result["rounds"]["closed"][workload][server]["req_s"]
-                            result["sweep"].setdefault(workload, {})[server] = sweep(
-                                b, targets[server], workload, closed
-                            )
+            if not args.no_sweep and "sweep" not in result:
+                log("rate sweep (p95 < 100 ms)")
+                sweeps: dict[str, Any] = {}
+                for workload in WORKLOADS:
+                    for server in targets:
+                        quiet.wait(f"sweep {workload} {server}")
+                        closed = result["rounds"]["closed"][workload][server]["req_s"]
+                        sweeps.setdefault(workload, {})[server] = sweep(b, targets[server], workload, closed)
+                result["sweep"] = sweeps
                 checkpoint()
+            if "bulk" not in result:
                 quiet.wait("bulk")
                 log(f"bulk: {args.bulk_runs} x (create 100, publish 100) through Serve")
-                result["bulk"] = bulk_phase(serve_cms.base, b.token, args.bulk_runs, offset=args.items)
+                offset = args.items + 100 * args.bulk_runs * result.get("resumed", 0)
+                result["bulk"] = bulk_phase(serve_cms.base, b.token, args.bulk_runs, offset=offset)
                 checkpoint()
+            if "profile" not in result:
                 quiet.wait("profile")
                 log("profile: the product's app without Serve; in-process costs")
                 product = PlainServer("product", url, tmp)
@@ -1307,50 +1408,62 @@ def main(argv: list[str] | None = None) -> int:
                 result["profile"] = prof
                 prof["cpu_ms_per_request_closed_loop"] = breakdown(result)
                 checkpoint()
-                plain.stop()
-                plain = None
-                if not args.no_knobs:
-                    log("Serve settings")
-                    result["knobs"] = knob_runs(b, serve_cms, KNOBS, args.rate)
-            finally:
-                for running in (plain, product):
-                    if running is not None:
-                        running.stop()
-                from ray import serve
+            plain.stop()
+            plain = None
+            if not args.no_knobs and not all(k in result.get("knobs", {}) for k, _, _ in KNOBS):
+                log("Serve settings")
+                result.setdefault("knobs", {}).update(knob_runs(b, serve_cms, KNOBS, args.rate))
+                checkpoint()
+        finally:
+            for running in (plain, product):
+                if running is not None:
+                    running.stop()
+            from ray import serve
 
+            with contextlib.suppress(Exception):
                 serve.shutdown()  # type: ignore[no-untyped-call]
-                ray.shutdown()
-            if not args.no_knobs and not args.no_haproxy:
-                log("Serve settings with RAY_SERVE_ENABLE_HA_PROXY=1 (child process, its own Ray)")
-                state = {
-                    "url": url,
-                    "ids": b.ids,
-                    "database": database,
-                    "rate": args.rate,
-                    "args": vars(args) | {"haproxy_child": None},
-                }
-                ha = run_haproxy(state, tmp)
-                quiet.waits.extend(ha.pop("waits", []))
-                interfered.extend(ha.pop("interfered", []))
-                result.setdefault("knobs", {}).update(ha)
-    except Exception as exc:  # report what was measured, and why the rest was not
+            ray.shutdown()
+        done = all(k in result.get("knobs", {}) for k, _, _ in HAPROXY_KNOBS)
+        if not args.no_knobs and not args.no_haproxy and not done:
+            log("Serve settings with RAY_SERVE_ENABLE_HA_PROXY=1 (child process, its own Ray)")
+            child = {
+                "url": url,
+                "ids": b.ids,
+                "database": database,
+                "rate": args.rate,
+                "args": vars(args) | {"haproxy_child": None},
+            }
+            ha = run_haproxy(child, tmp)
+            quiet.waits.extend(ha.pop("waits", []))
+            interfered.extend(ha.pop("interfered", []))
+            result.setdefault("knobs", {}).update(ha)
+    except (Exception, Stopped) as exc:  # report what was measured, and why the rest was not
         log(f"FAILED: {exc!r}")
         traceback.print_exc()
-        result["error"] = repr(exc)
+        keep_database = bool(args.out) and resumable
+        hint = "; the database is kept: run again with --resume to finish" if keep_database else ""
+        result["error"] = f"{exc!r}{hint}"
+        checkpoint()
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         shutil.rmtree(tmp, ignore_errors=True)
+        if not keep_database:
+            drop()
+            if state_file is not None:
+                state_file.unlink(missing_ok=True)
+    result.pop("partial", None)
     result["targets"] = targets_met(result, args.rate)
     result["waits_for_other_bench"] = quiet.waits
     result["runs_disturbed_by_other_processes"] = interfered
     result["other_busy_processes_at_end"] = busy_others()
     result["machine"]["load_avg_at_end"] = os.getloadavg()
-    result["seconds"] = round(time.perf_counter() - started, 1)
+    result["seconds"] = round(result.get("seconds", 0.0) + time.perf_counter() - started, 1)
+    if not keep_database and args.out:
+        Path(args.out).write_text(json.dumps(result, indent=2, default=str) + "\n")
     sys.stdout = json_out
     emit(result)
     json_out.flush()
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=2, default=str) + "\n")
-    return 0
+    return 1 if "error" in result else 0
 
 
 if __name__ == "__main__":

@@ -1257,10 +1257,12 @@ def e2e_section(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
                 out["results"][mode]["serve"]["req_s"] / out["results"][mode]["plain"]["req_s"], 3
             )
         below = any(out["results"][m]["ratio_serve_over_plain_req_s"] < 1 for m in args.modes)
-        if (below and not args.no_sweep) or args.sweep:
-            log("  profile: the embedder deployment alone, then Serve settings")
+        if below or args.sweep:
+            log("  profile: the embedder deployment alone")
             out["embedder_direct"] = embedder_direct(ctx, queries, args)
             log(f"  embedder alone through a handle: {out['embedder_direct']}")
+        if (below and not args.no_sweep) or args.sweep:
+            log("  Serve settings, one at a time")
             out["knobs"] = knob_sweep(ctx, serve_port, queries, args)
     finally:
         plain.terminate()
