@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Insert, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from storage.cms_models import CmsAudit
+from storage.cms_models import CmsAudit, table_of
 
 
 @dataclass(frozen=True)
@@ -26,8 +26,7 @@ class AuditRow:
     after: dict[str, Any] | None
 
 
-async def record_audit(
-    session: AsyncSession,
+def audit_insert(
     *,
     actor: str,
     action: str,
@@ -37,20 +36,25 @@ async def record_audit(
     reason: str | None = None,
     before: dict[str, Any] | None = None,
     after: dict[str, Any] | None = None,
-) -> None:
-    """Add an audit row to the caller's transaction (a write and its audit row commit together)."""
-    session.add(
-        CmsAudit(
-            actor=actor,
-            ip=ip,
-            action=action,
-            target=target,
-            outcome=outcome,
-            reason=reason,
-            before=before,
-            after=after,
-        )
+) -> Insert:
+    """The INSERT of one audit row (``ContentRepository`` sends it in one statement with the write's
+    revision and event)."""
+    return insert(table_of(CmsAudit)).values(
+        actor=actor,
+        ip=ip,
+        action=action,
+        target=target,
+        outcome=outcome,
+        reason=reason,
+        before=before,
+        after=after,
     )
+
+
+async def record_audit(session: AsyncSession, **row: Any) -> None:
+    """Add an audit row (``audit_insert``'s fields) in the caller's transaction: a write and its audit
+    row commit together."""
+    await session.execute(audit_insert(**row))
 
 
 async def list_audit(

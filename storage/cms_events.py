@@ -25,8 +25,8 @@ from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
+from sqlalchemy import Insert, func, select, text, update
 from sqlalchemy import delete as sa_delete
-from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -40,6 +40,7 @@ from storage.cms_models import (
     CmsItemTag,
     CmsTag,
     CmsWebhook,
+    table_of,
 )
 from storage.errors import CmsNotFound, InvalidWebhook
 
@@ -63,11 +64,16 @@ class EventRow:
     created_at: datetime
 
 
+def event_insert(*, type: str, item_ids: Sequence[int], payload: dict[str, Any]) -> Insert:
+    """The INSERT of one outbox event."""
+    return insert(table_of(CmsEvent)).values(type=type, item_ids=list(item_ids), payload=payload)
+
+
 async def append_event(
     session: AsyncSession, *, type: str, item_ids: Sequence[int], payload: dict[str, Any]
 ) -> None:
-    """Add an event to the caller's transaction (it commits with the change it reports)."""
-    session.add(CmsEvent(type=type, item_ids=list(item_ids), payload=payload))
+    """Add an event in the caller's transaction (it commits with the change it reports)."""
+    await session.execute(event_insert(type=type, item_ids=item_ids, payload=payload))
 
 
 async def events_after(

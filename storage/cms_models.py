@@ -16,6 +16,7 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Table,
     Text,
     UniqueConstraint,
     func,
@@ -34,6 +35,14 @@ STATUSES = ("draft", "in_review", "published", "archived")
 ROLES = ("admin", "editor", "author", "viewer")
 #: Locales with their own fields.
 LOCALES = ("en", "ar")
+
+
+def table_of(model: type[Base]) -> Table:
+    """A model's table, for Core statements (no ORM bookkeeping on hot paths)."""
+    table = model.__table__
+    assert isinstance(table, Table)
+    return table
+
 
 # Weighted full-text vectors: title A, summary B, body C, per language configuration.
 CMS_TSV_EN = (

@@ -11,8 +11,10 @@ scheduler actor, which keeps all its state in PostgreSQL.
 
 import base64
 import binascii
+import contextlib
 import json
 import logging
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -24,7 +26,7 @@ from serve_apps.cms import schemas as s
 from serve_apps.cms.admin import AdminRoutes
 from serve_apps.cms.base import MAX_PAGE, CmsArgs, api, current_principal, etag, if_match_version
 from serve_apps.cms.limits import html_to_text, sanitize_html
-from serve_apps.cms.permissions import allowed_transitions, decide, transition_action
+from serve_apps.cms.permissions import Decision, allowed_transitions, decide, transition_action
 from serve_apps.cms.security import (
     Principal,
 )
@@ -34,7 +36,7 @@ from serve_apps.errors import (
 )
 from serve_apps.search_params import fingerprint
 from storage.cms_audit import record_audit
-from storage.cms_content import ContentRepository, ItemQuery, ItemRow
+from storage.cms_content import Check, ContentRepository, ItemQuery, ItemRow
 from storage.cms_events import append_event
 from storage.cms_models import LOCALES
 from storage.errors import CmsError
@@ -100,6 +102,15 @@ def item_out(item: ItemRow, principal: Principal, locale: str | None = None) -> 
         allowed_transitions=allowed_transitions(principal.role, item.status, owner),
         localized=localized,
     )
+
+
+class Refused(Exception):
+    """A permission check inside a write transaction said no: the transaction rolls back, then the route
+    audit-logs the refusal and answers 403 (``CmsIngress._refusals``)."""
+
+    def __init__(self, decision: Decision, action: str, target: str) -> None:
+        super().__init__(decision.reason)
+        self.decision, self.action, self.target = decision, action, target
 
 
 class BulkRolledBack(InvalidRequest):
@@ -176,16 +187,55 @@ class CmsIngress(AdminRoutes):
         response.headers["Location"] = f"/v1/cms/items/{item.id}"
         return item_out(item, principal)
 
+    @staticmethod
+    def _check_read(principal: Principal, item: ItemRow) -> None:
+        """Raise unless ``principal`` may read ``item`` (anonymous callers get 404 for unpublished items:
+        their existence is not revealed)."""
+        owner = principal.kind == "user" and principal.id == item.author_id
+        decision = decide(principal.role, "item.read", owner=owner, status=item.status, item_id=item.id)
+        if decision.allowed:
+            return
+        if principal.kind == "anonymous":
+            raise NotFound(f"no item {item.id}", code="item_not_found")
+        raise Refused(decision, "item.read", f"item:{item.id}")
+
+    def _check_action(self, principal: Principal, action: str, fields: dict[str, Any] | None = None) -> Check:
+        """The check a write runs on the locked item: may read it, may do ``action`` to it (a workflow move
+        when ``action`` is ``transition:<status>``), and may schedule when ``fields`` set times."""
+
+        def check(item: ItemRow) -> None:
+            self._check_read(principal, item)
+            owner = principal.kind == "user" and principal.id == item.author_id
+            if action.startswith("transition:"):
+                name = transition_action(item.status, action.removeprefix("transition:"))
+                decision = decide(principal.role, name, owner=owner, item_id=item.id)
+            else:
+                name = action
+                decision = decide(principal.role, name, owner=owner, status=item.status, item_id=item.id)
+            if not decision.allowed:
+                raise Refused(decision, name, f"item:{item.id}")
+            if fields and {"publish_at", "unpublish_at"} & set(fields):
+                decision = decide(principal.role, "item.schedule", item_id=item.id)
+                if not decision.allowed:
+                    raise Refused(decision, "item.schedule", f"item:{item.id}")
+
+        return check
+
+    @contextlib.asynccontextmanager
+    async def _refusals(self, request: Request, principal: Principal) -> AsyncIterator[None]:
+        """Turn a ``Refused`` raised inside (its transaction rolled back) into an audit-logged 403."""
+        try:
+            yield
+        except Refused as refused:
+            await self._refuse(request, principal, refused.decision, refused.action, refused.target)
+
     async def _readable(self, request: Request, principal: Principal, item_id: int) -> ItemRow:
         async with self._sessions() as session:
             item = await ContentRepository(session).get(item_id)
         if item is None:
             raise NotFound(f"no item {item_id}", code="item_not_found")
-        owner = principal.kind == "user" and principal.id == item.author_id
-        decision = decide(principal.role, "item.read", owner=owner, status=item.status, item_id=item_id)
-        if not decision.allowed and principal.kind == "anonymous":
-            raise NotFound(f"no item {item_id}", code="item_not_found")  # do not reveal drafts' existence
-        await self._allow(request, principal, decision, "item.read", f"item:{item_id}")
+        async with self._refusals(request, principal):
+            self._check_read(principal, item)
         return item
 
     @api.get("/items/{item_id}", response_model=s.ItemOut, summary="One item (ETag = its version)")
@@ -262,17 +312,6 @@ class CmsIngress(AdminRoutes):
             items=[item_out(i, principal, locale) for i in page.items], next_cursor=next_cursor
         )
 
-    async def _write_check(
-        self, request: Request, principal: Principal, item: ItemRow, action: str, fields: dict[str, Any]
-    ) -> None:
-        owner = principal.kind == "user" and principal.id == item.author_id
-        decision = decide(principal.role, action, owner=owner, status=item.status, item_id=item.id)
-        await self._allow(request, principal, decision, action, f"item:{item.id}")
-        scheduling = {"publish_at", "unpublish_at"} & set(fields)
-        if scheduling:
-            decision = decide(principal.role, "item.schedule", item_id=item.id)
-            await self._allow(request, principal, decision, "item.schedule", f"item:{item.id}")
-
     async def _update(
         self,
         request: Request,
@@ -283,15 +322,18 @@ class CmsIngress(AdminRoutes):
         if_match: str | None,
     ) -> s.ItemOut:
         expected = if_match_version(if_match)
-        item = await self._readable(request, principal, item_id)
-        await self._write_check(request, principal, item, "item.update", fields)
-        async with self._sessions() as session, session.begin():
+        async with (
+            self._refusals(request, principal),
+            self._sessions() as session,
+            session.begin(),
+        ):
             _, after = await ContentRepository(session).update(
                 item_id,
                 derived(fields),
                 actor=principal.label,
                 expected_version=expected,
                 ip=self._ip(request),
+                check=self._check_action(principal, "item.update", fields),
             )
         response.headers["ETag"] = etag(after.version)
         return item_out(after, principal)
@@ -335,10 +377,17 @@ class CmsIngress(AdminRoutes):
         item_id: Annotated[int, Path(ge=1)],
         principal: Annotated[Principal, Depends(current_principal)],
     ) -> Response:
-        item = await self._readable(request, principal, item_id)
-        await self._write_check(request, principal, item, "item.delete", {})
-        async with self._sessions() as session, session.begin():
-            await ContentRepository(session).delete(item_id, actor=principal.label, ip=self._ip(request))
+        async with (
+            self._refusals(request, principal),
+            self._sessions() as session,
+            session.begin(),
+        ):
+            await ContentRepository(session).delete(
+                item_id,
+                actor=principal.label,
+                ip=self._ip(request),
+                check=self._check_action(principal, "item.delete"),
+            )
         return Response(status_code=204)
 
     @api.post("/items/{item_id}/transition", response_model=s.ItemOut, summary="Move an item in the workflow")
@@ -352,19 +401,18 @@ class CmsIngress(AdminRoutes):
         if_match: Annotated[str | None, Header()] = None,
     ) -> s.ItemOut:
         expected = if_match_version(if_match)
-        item = await self._readable(request, principal, item_id)
-        owner = principal.kind == "user" and principal.id == item.author_id
-        action = transition_action(item.status, body.to)
-        await self._allow(
-            request,
-            principal,
-            decide(principal.role, action, owner=owner, item_id=item_id),
-            action,
-            f"item:{item_id}",
-        )
-        async with self._sessions() as session, session.begin():
+        async with (
+            self._refusals(request, principal),
+            self._sessions() as session,
+            session.begin(),
+        ):
             _, after = await ContentRepository(session).transition(
-                item_id, body.to, actor=principal.label, expected_version=expected, ip=self._ip(request)
+                item_id,
+                body.to,
+                actor=principal.label,
+                expected_version=expected,
+                ip=self._ip(request),
+                check=self._check_action(principal, f"transition:{body.to}"),
             )
         response.headers["ETag"] = etag(after.version)
         return item_out(after, principal)
@@ -432,10 +480,18 @@ class CmsIngress(AdminRoutes):
         if_match: Annotated[str | None, Header()] = None,
     ) -> s.ItemOut:
         expected = if_match_version(if_match)
-        await self._history_check(request, principal, item_id, "item.restore")
-        async with self._sessions() as session, session.begin():
+        async with (
+            self._refusals(request, principal),
+            self._sessions() as session,
+            session.begin(),
+        ):
             _, after = await ContentRepository(session).restore(
-                item_id, version, actor=principal.label, expected_version=expected, ip=self._ip(request)
+                item_id,
+                version,
+                actor=principal.label,
+                expected_version=expected,
+                ip=self._ip(request),
+                check=self._check_action(principal, "item.restore"),
             )
         response.headers["ETag"] = etag(after.version)
         return item_out(after, principal)

@@ -7,7 +7,7 @@ both and is the deployment.
 """
 
 import logging
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 from fastapi import FastAPI, Header, Request
 from pydantic import BaseModel, Field
@@ -183,8 +183,13 @@ class CmsBase:
         self, request: Request, principal: Principal, decision: Decision, action: str, target: str
     ) -> None:
         """Raise 403 (401 for an anonymous caller), audit-logged, unless ``decision`` allows."""
-        if decision.allowed:
-            return
+        if not decision.allowed:
+            await self._refuse(request, principal, decision, action, target)
+
+    async def _refuse(
+        self, request: Request, principal: Principal, decision: Decision, action: str, target: str
+    ) -> NoReturn:
+        """Audit-log the refusal, then raise 403 (401 for an anonymous caller)."""
         async with self._sessions() as session, session.begin():
             await record_audit(
                 session,
