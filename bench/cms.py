@@ -34,8 +34,12 @@ What it measures, in one run, on one fresh PostgreSQL database (``common.bench_d
    decoding, the rate limiter and HTML sanitising; CPU per request per process group.
 7. Serve settings (each a fresh deployment, closed loop and open loop at ``--rate``): access log off
    (``serve.start`` / ``serve.run`` ``logging_config``, no product edit), ``replicas=2``, ``pool_size=20``,
-   then, after this process's Ray is stopped, a child process started with
-   ``RAY_SERVE_ENABLE_HA_PROXY=1`` (HAProxy ingress) runs the same loads on its own Ray.
+   then, with ``--ingress proxy`` only, after this process's Ray is stopped, a child process with the
+   HAProxy ingress runs the same loads on its own Ray.
+
+Serve's ingress is ``--ingress``: ``haproxy`` (default, as ``pulse up`` runs Pulse: Serve's HAProxy ingress,
+HAProxy forwarding to the replica's own HTTP server) or ``proxy`` (Serve's Python proxy, a Ray call per
+request).
 
 Another benchmark (``bench/search_speed.py``) shares this 2-core machine: before every timed block this
 one waits until no such process runs (``--max-wait``), and every run records what else used the CPU.
@@ -69,7 +73,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import ROOT, SHARED, bench_database, emit, median
+from common import ROOT, SHARED, bench_database, emit, ingress_env, median
 
 #: Token secret of both servers (a benchmark value, never a product default).
 SECRET = "pulse-bench-cms-" + "s" * 40
@@ -1112,7 +1116,7 @@ def haproxy_child(state_file: str) -> int:
 def run_haproxy(state: dict[str, Any], tmp: str) -> dict[str, Any]:
     state_file, out_file = f"{tmp}/haproxy-state.json", f"{tmp}/haproxy-out.json"
     Path(state_file).write_text(json.dumps({**state, "out": out_file}))
-    env = {**os.environ, "RAY_SERVE_ENABLE_HA_PROXY": "1"}
+    env = {**os.environ, **ingress_env("haproxy")}
     proc = subprocess.run(
         [sys.executable, __file__, "--haproxy-child", state_file],
         env=env,
@@ -1256,6 +1260,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-sweep", action="store_true")
     parser.add_argument("--no-knobs", action="store_true")
     parser.add_argument("--no-haproxy", action="store_true")
+    parser.add_argument(
+        "--ingress",
+        choices=("haproxy", "proxy"),
+        default="haproxy",
+        help="Serve's HTTP ingress (default haproxy, as `pulse up` runs it; proxy: Serve's Python proxy)",
+    )
     parser.add_argument("--max-wait", type=float, default=1800, help=f"longest wait for {OTHER_BENCH} (s)")
     parser.add_argument(
         "--busy-wait", type=float, default=120, help="longest wait for other busy processes per block (s)"
@@ -1299,7 +1309,17 @@ def main(argv: list[str] | None = None) -> int:
             "machine": {"cpus": os.cpu_count(), "load_avg_at_start": os.getloadavg()},
             "config": {
                 k: getattr(args, k)
-                for k in ("items", "clients", "rate", "duration", "warmup", "rounds", "bulk_runs", "quick")
+                for k in (
+                    "items",
+                    "clients",
+                    "rate",
+                    "duration",
+                    "warmup",
+                    "rounds",
+                    "bulk_runs",
+                    "quick",
+                    "ingress",
+                )
             },
             "other_busy_processes_at_start": busy_others(),
             "other_bench_running_at_start": bool(other_bench_pids()),
@@ -1316,7 +1336,7 @@ def main(argv: list[str] | None = None) -> int:
     result["waited_for_pytest_s"] = round(
         result.get("waited_for_pytest_s", 0.0) + time.perf_counter() - started_wait, 1
     )
-    os.environ.setdefault("RAY_SERVE_ENABLE_HA_PROXY", "0")
+    os.environ.update(ingress_env(args.ingress))
     import ray
 
     tmp = tempfile.mkdtemp(prefix="pulse-bench-cms-")
@@ -1424,7 +1444,7 @@ def main(argv: list[str] | None = None) -> int:
                 serve.shutdown()  # type: ignore[no-untyped-call]
             ray.shutdown()
         done = all(k in result.get("knobs", {}) for k, _, _ in HAPROXY_KNOBS)
-        if not args.no_knobs and not args.no_haproxy and not done:
+        if not args.no_knobs and not args.no_haproxy and args.ingress == "proxy" and not done:
             log("Serve settings with RAY_SERVE_ENABLE_HA_PROXY=1 (child process, its own Ray)")
             child = {
                 "url": url,

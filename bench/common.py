@@ -70,3 +70,20 @@ def peak_rss_mb() -> float:
 def emit(result: dict[str, Any]) -> None:
     """The benchmark's one JSON object on stdout."""
     sys.stdout.write(json.dumps(result, indent=2, default=str) + "\n")
+
+
+def ingress_env(kind: str) -> dict[str, str]:
+    """Environment for a benchmark's own Ray (set before ``ray.init``): Serve's HAProxy ingress as
+    ``pulse up`` runs it (``haproxy``, the product default; own short folder and free ports), or Serve's
+    Python proxy (``proxy``)."""
+    if kind == "proxy":
+        return {"RAY_SERVE_ENABLE_HA_PROXY": "0"}
+    from cluster.serve_config import haproxy_env
+
+    def free_port() -> int:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            return int(sock.getsockname()[1])
+
+    folder = Path(tempfile.mkdtemp(prefix="phx-", dir="/tmp"))
+    return haproxy_env(folder, stats_port=free_port(), metrics_port=free_port())

@@ -71,7 +71,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from common import ROOT, SHARED, emit, median
+from common import ROOT, SHARED, emit, ingress_env, median
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -1350,6 +1350,7 @@ def ray_session(args: argparse.Namespace) -> Iterator[None]:
     import ray
 
     renice(0)
+    os.environ.update(ingress_env(args.ingress))
     ray.init(
         address="local",
         num_cpus=2,
@@ -1447,6 +1448,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--serve-size", type=int, default=100_000, help="documents behind /v1/search")
     parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument(
+        "--ingress",
+        choices=("haproxy", "proxy"),
+        default="haproxy",
+        help="Serve's HTTP ingress (default haproxy, as `pulse up` runs it; proxy: Serve's Python proxy)",
+    )
     parser.add_argument("--duration", type=float, default=15.0, help="seconds measured per load run")
     parser.add_argument("--warmup", type=float, default=4.0, help="seconds of warm-up before each load run")
     parser.add_argument("--rounds", type=int, default=3, help="alternating Serve/plain rounds")

@@ -55,3 +55,14 @@ def activation_actor_name(model_id: int) -> str:
 
 #: Name of the detached actor that runs the CMS scheduler (scheduled publishing, search sync, webhooks).
 CMS_SCHEDULER_NAME = "pulse-cms-scheduler"
+
+#: Peers trusted to report the client in X-Forwarded-For: loopback and private networks, where an
+#: ingress (Serve's HAProxy or proxy, a Kubernetes ingress, a load balancer) runs.
+DEFAULT_TRUSTED_PROXIES = (
+    "127.0.0.0/8",
+    "::1/128",
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "fc00::/7",
+)

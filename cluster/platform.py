@@ -32,7 +32,7 @@ from cluster.constants import (
     SEARCH_APP_NAME,
 )
 from cluster.database import DatabaseChoice, connect_database, stop_embedded
-from cluster.serve_config import deploy_cms, deploy_search
+from cluster.serve_config import deploy_cms, deploy_search, ingress_env
 from cluster.settings import Settings
 from jobs.embed.activation import resume_activations
 from jobs.embed.launch import embed_target, job_config, notify_index
@@ -133,7 +133,7 @@ def start_ray_head(settings: Settings) -> None:
         ]
     else:
         cmd += ["--include-dashboard=false"]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", **ingress_env(settings)}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-5:])
@@ -185,6 +185,8 @@ def up(settings: Settings, console: Console, *, ingest_sample: bool = True) -> P
             start_ray_head(settings)
             state.ray_started = True
             state.save(state_path(settings))
+        # The process that starts Serve sees the node's ingress choice too.
+        os.environ.update(ingress_env(settings))
         # "auto" (not the explicit address) also picks up the node's token authentication.
         ray.init(
             address="auto",

@@ -6,6 +6,7 @@ The application is loaded by import path (``SEARCH_APP_IMPORT_PATH``), exactly a
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import logging
 import secrets
@@ -45,6 +46,48 @@ def search_app_args(settings: Settings, database_url: str) -> dict[str, Any]:
         "index": settings.index.model_dump(),
         "search": settings.search.model_dump(),
     }
+
+
+#: Longest HAProxy folder: Serve adds ``/<56-hex node id>/metrics.sock`` (70 characters) and HAProxy's
+#: unix socket paths may be 97 long.
+HAPROXY_FOLDER_MAX = 27
+
+
+def haproxy_env(folder: Path, *, stats_port: int, metrics_port: int) -> dict[str, str]:
+    """Environment that turns on Serve's HAProxy ingress, with HAProxy's files in ``folder`` and its ports
+    as given (Serve's defaults are fixed /tmp paths and ports, which two Ray instances on one machine
+    would share). Set it for the Ray node (its controller reads it) and for the process starting Serve."""
+    folder = folder.resolve()
+    if len(str(folder)) > HAPROXY_FOLDER_MAX:
+        raise ValueError(
+            f"HAProxy folder {folder}: longer than {HAPROXY_FOLDER_MAX} characters (HAProxy's unix sockets, "
+            "which Serve puts in a per-node subfolder of it, take paths of at most 97); choose a shorter one"
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    return {
+        "RAY_SERVE_ENABLE_HA_PROXY": "1",
+        "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(folder / "haproxy.cfg"),
+        "RAY_SERVE_HAPROXY_SOCKET_PATH": str(folder / "admin.sock"),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(folder),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(folder / "server-state"),
+        "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": str(folder / "metrics.sock"),
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(stats_port),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(metrics_port),
+    }
+
+
+def ingress_env(settings: Settings) -> dict[str, str]:
+    """Environment of a Ray node `pulse up` starts, for ``PULSE_SERVE__INGRESS``."""
+    s = settings.serve
+    if s.ingress == "proxy":
+        return {"RAY_SERVE_ENABLE_HA_PROXY": "0"}
+    # One short folder per installation (``var_dir``): HAProxy's socket paths are limited in length.
+    digest = hashlib.sha1(str(Path(settings.var_dir).resolve()).encode()).hexdigest()[:8]
+    return haproxy_env(
+        Path("/tmp") / f"pulse-{digest}",
+        stats_port=s.haproxy_stats_port,
+        metrics_port=s.haproxy_metrics_port,
+    )
 
 
 def load_builder(import_path: str = SEARCH_APP_IMPORT_PATH) -> Any:
@@ -96,6 +139,7 @@ def cms_app_args(settings: Settings, database_url: str) -> dict[str, Any]:
         "max_body_bytes": c.max_body_bytes,
         "rate_per_key": c.rate_per_key,
         "rate_per_ip": c.rate_per_ip,
+        "trusted_proxies": c.trusted_proxies,
         "max_ongoing_requests": settings.serve.max_ongoing_requests,
         "access_log": settings.serve.access_log,
         "storage_uri": absolute_storage_uri(settings.storage.uri),

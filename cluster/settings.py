@@ -14,6 +14,8 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from cluster.constants import DEFAULT_TRUSTED_PROXIES
+
 #: Placeholder passwords from the examples; refused when PULSE_ENV=prod.
 PLACEHOLDER_SECRETS = ("CHANGE_ME", "changeme")
 
@@ -285,6 +287,19 @@ class ServeSettings(BaseModel):
     ready_timeout_s: float = Field(
         default=180.0, description="Seconds `pulse up` waits for the API to answer."
     )
+    ingress: Literal["haproxy", "proxy"] = Field(
+        default="haproxy",
+        description=(
+            "HTTP ingress: `haproxy` (Ray Serve's HAProxy ingress, the binary ray[serve] bundles: HAProxy "
+            "forwards to the replicas' own HTTP servers) or `proxy` (Serve's Python proxy, a Ray call per "
+            "request: 5-6 ms of CPU per request here). Applies to a Ray node `pulse up` starts; a cluster "
+            "it joins sets RAY_SERVE_ENABLE_HA_PROXY itself (ray-cluster.yaml does)."
+        ),
+    )
+    haproxy_stats_port: int = Field(default=8404, description="HAProxy's stats page port (ingress haproxy).")
+    haproxy_metrics_port: int = Field(
+        default=9101, description="HAProxy's Prometheus metrics port (ingress haproxy)."
+    )
 
 
 class CmsSettings(BaseModel):
@@ -303,6 +318,14 @@ class CmsSettings(BaseModel):
     )
     rate_per_ip: str = Field(
         default="300/minute", description="Requests allowed per client IP for anonymous calls."
+    )
+    trusted_proxies: list[str] = Field(
+        default=list(DEFAULT_TRUSTED_PROXIES),
+        description=(
+            "Peers (addresses or CIDR networks) whose X-Forwarded-For names the client, for per-IP limits "
+            "and the audit log. Serve's HAProxy ingress adds no X-Forwarded-For: behind it, clients are told "
+            "apart only when a load balancer in front sets the header."
+        ),
     )
     public_base_url: str = Field(
         default="https://cms.pulse.local",

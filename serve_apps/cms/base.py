@@ -14,9 +14,10 @@ from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from actors.cms_scheduler_actor import CmsSchedulerConfig, get_or_create_cms_scheduler
+from cluster.constants import DEFAULT_TRUSTED_PROXIES
 from jobs.cms.scheduler import EmbedCmsDocuments
 from jobs.embed.pipeline import EmbedJobConfig
-from serve_apps.cms.limits import BodySizeLimit, RateLimits
+from serve_apps.cms.limits import BodySizeLimit, ClientAddress, RateLimits
 from serve_apps.cms.permissions import Decision, decide
 from serve_apps.cms.security import (
     InvalidToken,
@@ -51,6 +52,10 @@ class CmsArgs(BaseModel):
     max_body_bytes: int = 1_048_576
     rate_per_key: str = "600/minute"
     rate_per_ip: str = "300/minute"
+    trusted_proxies: list[str] = Field(
+        default=list(DEFAULT_TRUSTED_PROXIES),
+        description="Peers whose X-Forwarded-For names the caller (addresses or CIDR networks)",
+    )
     max_ongoing_requests: int = 256
     replicas: int = 1
     pool_size: int = 10
@@ -130,6 +135,7 @@ class CmsBase:
             refresh_ttl_s=self._args.refresh_ttl_s,
         )
         self._limits = RateLimits(per_key=self._args.rate_per_key, per_ip=self._args.rate_per_ip)
+        self._client_address = ClientAddress(self._args.trusted_proxies)
         self._scheduler = self._start_scheduler() if self._args.scheduler else None
         self._bootstrapped = False
 
@@ -154,7 +160,7 @@ class CmsBase:
     async def principal(
         self, request: Request, authorization: str | None, x_api_key: str | None
     ) -> Principal:
-        ip = request.client.host if request.client else None
+        ip = self._ip(request)
         who = Principal.anonymous()
         if x_api_key:
             async with self._sessions() as session, session.begin():
@@ -194,7 +200,7 @@ class CmsBase:
             await record_audit(
                 session,
                 actor=principal.label,
-                ip=request.client.host if request.client else None,
+                ip=self._ip(request),
                 action=action,
                 target=target,
                 outcome="denied",
@@ -204,9 +210,10 @@ class CmsBase:
             raise Unauthorized(f"log in or send an API key: {decision.reason}")
         raise Forbidden(decision.reason)
 
-    @staticmethod
-    def _ip(request: Request) -> str | None:
-        return request.client.host if request.client else None
+    def _ip(self, request: Request) -> str | None:
+        """The caller's address (``ClientAddress``: X-Forwarded-For from a trusted proxy, else the peer)."""
+        peer = request.client.host if request.client else None
+        return self._client_address.resolve(peer, request.headers.get("x-forwarded-for"))
 
     async def _admin(self, request: Request, principal: Principal, action: str, target: str) -> None:
         permission = "key.manage" if action.startswith("key.") else "user.manage"

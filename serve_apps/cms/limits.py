@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import math
@@ -26,6 +27,7 @@ from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from cluster.constants import DEFAULT_TRUSTED_PROXIES
 from serve_apps.errors import error_body
 
 logger = logging.getLogger(__name__)
@@ -77,6 +79,43 @@ class RateLimits:
         stats = self._limiter.get_window_stats(item, "pulse-cms", bucket)
         seconds = max(1, math.ceil(stats.reset_time - time.time()))
         return RetryAfter(seconds=seconds, limit=str(item), bucket=bucket)
+
+
+class ClientAddress:
+    """The caller's address: the peer, or, when the peer is a trusted proxy, the nearest untrusted hop of
+    ``X-Forwarded-For`` (read right to left, as each proxy appends the address it saw). Serve's HAProxy
+    ingress connects to the replica itself and adds no header, so behind it the caller is only known when
+    a proxy in front (a load balancer, a Kubernetes ingress) sets X-Forwarded-For."""
+
+    def __init__(self, trusted: tuple[str, ...] | list[str] = DEFAULT_TRUSTED_PROXIES) -> None:
+        try:
+            self._networks = tuple(ipaddress.ip_network(n, strict=False) for n in trusted)
+        except ValueError as exc:
+            raise ValueError(f"trusted_proxies: {exc} (expected addresses or CIDR networks)") from exc
+
+    def trusted(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address.strip())
+        except ValueError:
+            return False
+        return any(ip in n for n in self._networks)
+
+    def resolve(self, peer: str | None, forwarded_for: str | None) -> str | None:
+        if peer is None or not forwarded_for or not self.trusted(peer):
+            return peer
+        hops = [h.strip() for h in forwarded_for.split(",") if h.strip()]
+        for hop in reversed(hops):
+            if not self.trusted(hop):
+                return hop if _is_address(hop) else peer
+        return hops[0] if hops and _is_address(hops[0]) else peer
+
+
+def _is_address(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
 
 
 # ----------------------------------------------------------------------------------------- body size

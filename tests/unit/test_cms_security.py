@@ -14,7 +14,7 @@ import pytest
 from fastapi import FastAPI, Request
 from starlette.types import Message, Receive, Scope, Send
 
-from serve_apps.cms.limits import BodySizeLimit, RateLimits, html_to_text, sanitize_html
+from serve_apps.cms.limits import BodySizeLimit, ClientAddress, RateLimits, html_to_text, sanitize_html
 from serve_apps.cms.security import (
     InvalidToken,
     PasswordPolicyError,
@@ -200,6 +200,29 @@ def test_rate_limit_buckets_are_independent() -> None:
     assert limits.check("user:1", "198.51.100.3") is not None
     assert limits.check("user:2", "198.51.100.1") is None
     assert limits.check("key:1", "198.51.100.1") is None
+
+
+def test_client_address_from_trusted_proxies_only() -> None:
+    addr = ClientAddress()
+    # A direct caller is its own address, whatever header it sends.
+    assert addr.resolve("203.0.113.9", None) == "203.0.113.9"
+    assert addr.resolve("203.0.113.9", "198.51.100.1") == "203.0.113.9"
+    # Through a trusted proxy (the ingress on a private address): the nearest untrusted hop, right to left,
+    # so a client cannot choose its bucket by prepending addresses.
+    assert addr.resolve("10.0.0.5", "198.51.100.1") == "198.51.100.1"
+    assert addr.resolve("10.0.0.5", "6.6.6.6, 198.51.100.1, 10.0.0.7") == "198.51.100.1"
+    assert addr.resolve("127.0.0.1", "10.1.1.1, 192.168.0.2") == "10.1.1.1"  # all trusted: the first
+    assert addr.resolve("::1", "2001:db8::7") == "2001:db8::7"
+    # No header, or junk in it: the peer.
+    assert addr.resolve("127.0.0.1", None) == "127.0.0.1"
+    assert addr.resolve("127.0.0.1", "not-an-ip") == "127.0.0.1"
+    assert addr.resolve(None, "198.51.100.1") is None
+    # Trust is a setting.
+    only = ClientAddress(["192.0.2.2"])
+    assert only.resolve("192.0.2.2", "198.51.100.1") == "198.51.100.1"
+    assert only.resolve("10.0.0.5", "198.51.100.1") == "10.0.0.5"
+    with pytest.raises(ValueError, match="trusted_proxies"):
+        ClientAddress(["10.0.0.0/33"])
 
 
 def test_rate_limit_rejects_bad_specs() -> None:
