@@ -96,7 +96,7 @@ class IndexConfig:
     hnsw_max: int = 5_000_000  # auto: HNSW up to this many, IVF-PQ beyond
     hnsw_m: int = 32
     ef_construction: int = 80
-    ef_search: int = 128
+    ef_search: int = 256
     nprobe: int = 32
     exact_filter_max: int = 20_000  # a filter passing at most this many rows is answered exactly
     max_oversample: int = 16  # cap of efSearch/nprobe growth for filtered ANN searches

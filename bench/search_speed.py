@@ -32,7 +32,7 @@ members. The JSON says how much of the exact top-10 is real rows and the query-t
   and builds its own index (``load_s`` is creation -> ``stats()["ready"]``, build included). Above 200k it
   restores a snapshot of the raw index written with ``SnapshotStore`` (exactly the restart path; no
   build). Then ``actor.search.remote(queries, 10)`` one by one and in batches, measured alternately with
-  raw FAISS (same index type, efSearch 128 / nprobe 32 as ``IndexConfig``), medians of ``--reps``.
+  raw FAISS (same index type, efSearch and nprobe of ``IndexConfig``), medians of ``--reps``.
 - ``omp_threads_check`` (first size only): a probe actor shaped like the shard actor (threaded, 0.25 CPU)
   reports the OpenMP threads its calls see after ``faiss.omp_set_num_threads(2)`` in ``__init__``; the
   shard restored with omp_threads 1 and 2, and with ``OMP_NUM_THREADS=2`` in its runtime env.
@@ -1183,6 +1183,8 @@ def e2e_section(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
     import ray
     from ray import serve
 
+    from actors.vector_index import IndexConfig
+
     size = args.serve_size
     ids, _, _model_id, _ = ctx.documents(size)
     raw = ctx.raw.get(size)
@@ -1222,7 +1224,7 @@ def e2e_section(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
             "--port",
             str(plain_port),
             "--ef-search",
-            "128",
+            str(IndexConfig().ef_search),
             "--parent-pid",
             str(os.getpid()),
         ],

