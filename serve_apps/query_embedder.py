@@ -61,7 +61,12 @@ class QueryEmbedder:
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
     async def embed(self, requests: list[tuple[str, QueryModel]]) -> list[np.ndarray]:
-        """``(query, model)`` pairs -> vectors; one encode call per model in the batch."""
+        """One ``(query, model)`` pair per call -> its vector; concurrent calls share encode calls."""
+        return await self.embed_many(requests)
+
+    async def embed_many(self, requests: list[tuple[str, QueryModel]]) -> list[np.ndarray]:
+        """``(query, model)`` pairs -> vectors; one encode call per model. The search ingress batches its
+        concurrent queries itself and sends them here in one call (one Ray call per batch, not per query)."""
         texts = [text for text, _ in requests]
         out: list[np.ndarray | None] = [None] * len(texts)
         groups: dict[QueryModel, list[int]] = {}

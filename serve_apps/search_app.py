@@ -36,7 +36,8 @@ from actors.keyword_actor import KeywordActorConfig, get_or_create_keyword_actor
 from actors.vector_index import IndexConfig, SearchHits
 from cluster.settings import IndexSettings, SearchSettings
 from serve_apps.errors import InvalidRequest, NotFound, NotReady, install_error_handlers
-from serve_apps.query_embedder import QueryEmbedder, query_model
+from serve_apps.micro_batch import MicroBatcher
+from serve_apps.query_embedder import QueryEmbedder, QueryModel, query_model
 from serve_apps.schemas import (
     DocumentOut,
     ErrorResponse,
@@ -199,6 +200,9 @@ class SearchIngress:
     def __init__(self, embedder: DeploymentHandle[Any], args: dict[str, Any]) -> None:
         self._args = SearchArgs.model_validate(args)
         self._embedder = embedder
+        self._embed_batch: MicroBatcher[tuple[str, QueryModel], np.ndarray] = MicroBatcher(
+            self._embed_many, max_size=self._args.max_batch_size, wait_s=self._args.batch_wait_timeout_s
+        )
         self._engine = make_async_engine(self._args.database_url, pool_size=8)
         self._sessions = async_sessionmaker(self._engine, expire_on_commit=False)
         self._fusion = fusion_params(self._args.search)
@@ -300,6 +304,11 @@ class SearchIngress:
             logger.exception("switching search to entry %d failed", entry.id)
 
     # ------------------------------------------------------------------------------------ batching
+    async def _embed_many(self, asks: list[tuple[str, QueryModel]]) -> list[np.ndarray]:
+        """Concurrent queries go to the embedder as one call (one encode per model there)."""
+        vectors: list[np.ndarray] = await self._embedder.embed_many.remote(asks)
+        return vectors
+
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
     async def _vector_batch(self, asks: list[_VectorAsk]) -> list[_Answer | BaseException]:
         """Concurrent searches of one index and filter go to the shards as one query matrix."""
@@ -490,7 +499,7 @@ class SearchIngress:
 
         async def vector_run() -> _Answer:
             t0 = time.perf_counter()
-            vector = await self._embedder.embed.remote((query, query_model(entry)))
+            vector = await self._embed_batch.submit((query, query_model(entry)))
             t1 = time.perf_counter()
             timings["embed"] = t1 - t0
             answer = await self._vector_batch(
