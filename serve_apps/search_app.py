@@ -5,8 +5,8 @@ Two deployments: ``QueryEmbedder`` (the embedding model, ``@serve.batch`` over c
 ``SearchIngress`` (FastAPI). The ingress holds handles to the active entry's index shard actors and its
 keyword (BM25) actor, never copies of the indexes, and reads titles and URLs from PostgreSQL.
 Concurrent requests are batched twice: queries share encode calls in the embedder, and the ingress
-sends the vectors of concurrent searches to the shards as one matrix (``@serve.batch`` on
-``_vector_batch``), and concurrent keyword queries as one call.
+sends the vectors of concurrent searches to the shards as one matrix, and concurrent keyword queries as
+one call (``MicroBatcher``s: its embedder calls too, one per batch of queries).
 
 Run it with ``pulse up``, or ``serve run serve_apps.search_app:app_builder database_url=...``, or
 ``serve deploy`` with ``serve_apps/serve_config.yaml``.
@@ -200,8 +200,16 @@ class SearchIngress:
     def __init__(self, embedder: DeploymentHandle[Any], args: dict[str, Any]) -> None:
         self._args = SearchArgs.model_validate(args)
         self._embedder = embedder
+        # Concurrent requests share calls: queries to the embedder, vectors to the shards (one matrix),
+        # keyword queries to the keyword actor.
         self._embed_batch: MicroBatcher[tuple[str, QueryModel], np.ndarray] = MicroBatcher(
             self._embed_many, max_size=self._args.max_batch_size, wait_s=self._args.batch_wait_timeout_s
+        )
+        self._vector_batch: MicroBatcher[_VectorAsk, _Answer | BaseException] = MicroBatcher(
+            self._vector_many, max_size=32, wait_s=0.002
+        )
+        self._keyword_batch: MicroBatcher[_KeywordAsk, _Answer | BaseException] = MicroBatcher(
+            self._keyword_many, max_size=32, wait_s=0.002
         )
         self._engine = make_async_engine(self._args.database_url, pool_size=8)
         self._sessions = async_sessionmaker(self._engine, expire_on_commit=False)
@@ -309,8 +317,7 @@ class SearchIngress:
         vectors: list[np.ndarray] = await self._embedder.embed_many.remote(asks)
         return vectors
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
-    async def _vector_batch(self, asks: list[_VectorAsk]) -> list[_Answer | BaseException]:
+    async def _vector_many(self, asks: list[_VectorAsk]) -> list[_Answer | BaseException]:
         """Concurrent searches of one index and filter go to the shards as one query matrix."""
         groups: dict[tuple[int, str, SearchFilter], list[int]] = {}
         for i, ask in enumerate(asks):
@@ -341,8 +348,7 @@ class SearchIngress:
         await asyncio.gather(*(run(key, rows) for key, rows in groups.items()))
         return out
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
-    async def _keyword_batch(self, asks: list[_KeywordAsk]) -> list[_Answer | BaseException]:
+    async def _keyword_many(self, asks: list[_KeywordAsk]) -> list[_Answer | BaseException]:
         groups: dict[tuple[int, SearchFilter, str | None, bool], list[int]] = {}
         for i, ask in enumerate(asks):
             groups.setdefault((ask.entry_id, ask.flt, ask.language, ask.normalize), []).append(i)
@@ -502,7 +508,7 @@ class SearchIngress:
             vector = await self._embed_batch.submit((query, query_model(entry)))
             t1 = time.perf_counter()
             timings["embed"] = t1 - t0
-            answer = await self._vector_batch(
+            answer = await self._vector_batch.submit(
                 _VectorAsk(entry.id, level, np.asarray(vector, dtype=np.float32), fetch, flt)
             )
             timings["vector"] = time.perf_counter() - t1
@@ -511,7 +517,7 @@ class SearchIngress:
         async def keyword_run() -> _Answer:
             t0 = time.perf_counter()
             language = flt.languages[0] if len(flt.languages) == 1 else None
-            answer = await self._keyword_batch(
+            answer = await self._keyword_batch.submit(
                 _KeywordAsk(entry.id, query, fetch, flt, language, normalize=mode == "hybrid")
             )
             timings["keyword"] = time.perf_counter() - t0
@@ -612,7 +618,9 @@ class SearchIngress:
                 f"document {document_id} is not in the index of model {entry.name} yet; run `pulse embed`",
                 code="document_not_indexed",
             )
-        answer = _raise_or(await self._vector_batch(_VectorAsk(entry.id, "document", vector, k + 1, flt)))
+        answer = _raise_or(
+            await self._vector_batch.submit(_VectorAsk(entry.id, "document", vector, k + 1, flt))
+        )
         timings["vector"] = time.perf_counter() - t0
         pairs = [(i, s) for i, s in zip(answer.ids, answer.scores, strict=True) if i != document_id][:k]
         results = await self._results([i for i, _ in pairs], [s for _, s in pairs], timings)
