@@ -20,6 +20,7 @@ import logging
 import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -148,6 +149,11 @@ class VectorIndexService:
         self._index = VectorIndex(dimension=config.dimension, source=self._source, config=config.index)
         self._ready = threading.Event()
         self._stop = threading.Event()
+        # Every search runs on this one thread: OpenMP keeps a team of worker threads per calling thread,
+        # and Ray spreads a threaded actor's calls over its pool threads, whose teams go cold between calls
+        # (measured at 1M vectors: 5.5 ms more per batch of 32 than raw FAISS on one thread).
+        self._searcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="index-search")
+        self._searcher.submit(self._threads).result()
         self._error: str | None = None
         self._restored_from: str | None = None
         self._snapshot_marks = (-1, -1)
@@ -188,8 +194,8 @@ class VectorIndexService:
         )
 
     def _threads(self) -> None:
-        """OpenMP's thread count is per calling thread: Ray runs each call on a pool thread (where
-        OMP_NUM_THREADS, set from the actor's CPUs, applies), so it is set on the thread that searches."""
+        """OpenMP's thread count is per calling thread (OMP_NUM_THREADS, set from the actor's CPUs, applies
+        elsewhere), so it is set on the search thread and on the maintenance thread."""
         faiss.omp_set_num_threads(self._config.omp_threads)
 
     def _run(self) -> None:
@@ -250,7 +256,9 @@ class VectorIndexService:
         """The ``k`` best documents per query; in an index of chunks, each document by its best chunk."""
         if not self._ready.is_set():
             raise IndexNotReady(self._config.model_id)
-        self._threads()
+        return self._searcher.submit(self._search, queries, k, flt).result()
+
+    def _search(self, queries: np.ndarray, k: int, flt: SearchFilter | None) -> SearchHits:
         if self._config.level == "document":
             return self._index.search(queries, k, filter=flt)
         hits = self._index.search(queries, k * CHUNK_OVERSAMPLE, filter=flt)

@@ -577,15 +577,25 @@ def _exact(
 
 
 def _top(keys: np.ndarray, scores: np.ndarray, rows: np.ndarray, k: int) -> SearchHits:
-    out_ids: list[list[int]] = []
-    out_scores: list[list[float]] = []
-    for row_scores, row_rows in zip(scores, rows, strict=True):
-        valid = row_rows >= 0
-        s, r = row_scores[valid], row_rows[valid]
-        order = np.argsort(-s, kind="stable")[:k]
-        out_ids.append(keys[r[order]].tolist())
-        out_scores.append(s[order].astype(float).tolist())
-    return SearchHits(ids=out_ids, scores=out_scores)
+    """The ``k`` best ``(key, score)`` per query of a ``(queries, candidates)`` result (row -1: none), best
+    first, ties in candidate order. Vectorised: a Python loop per query cost about 50 us each in the shard
+    (12 ms of a batch of 256 at 1M vectors)."""
+    if scores.size == 0:
+        return SearchHits(ids=[[] for _ in range(len(scores))], scores=[[] for _ in range(len(scores))])
+    valid = rows >= 0
+    masked = np.where(valid, scores, -np.inf)
+    order = np.argsort(-masked, axis=1, kind="stable")[:, :k]
+    best = np.take_along_axis(masked, order, axis=1)
+    best_rows = np.take_along_axis(rows, order, axis=1)
+    ids = keys[np.maximum(best_rows, 0)].tolist()
+    values = best.astype(float).tolist()
+    counts = np.count_nonzero(np.take_along_axis(valid, order, axis=1), axis=1)
+    if (counts == order.shape[1]).all():
+        return SearchHits(ids=ids, scores=values)
+    return SearchHits(
+        ids=[row[:c] for row, c in zip(ids, counts.tolist(), strict=True)],
+        scores=[row[:c] for row, c in zip(values, counts.tolist(), strict=True)],
+    )
 
 
 def merge_hits(parts: Sequence[SearchHits], k: int) -> SearchHits:

@@ -116,6 +116,13 @@ def running_address() -> str | None:
     return "auto" if local_ray_running() else None
 
 
+def free_port() -> int:
+    """A TCP port free on this machine now."""
+    with socket.socket() as sock:
+        sock.bind(("", 0))
+        return int(sock.getsockname()[1])
+
+
 def start_ray_head(settings: Settings) -> None:
     """`ray start --head` with Pulse's settings; the node outlives this process."""
     r = settings.ray
@@ -125,6 +132,8 @@ def start_ray_head(settings: Settings) -> None:
         cmd += ["--num-gpus", str(r.num_gpus)]
     if r.object_store_memory_mb:
         cmd += ["--object-store-memory", str(r.object_store_memory_mb * 1024 * 1024)]
+    agent_port = r.dashboard_agent_port or free_port()
+    cmd += [f"--dashboard-agent-listen-port={agent_port}"]
     if r.include_dashboard:
         cmd += [
             "--include-dashboard=true",

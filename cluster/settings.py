@@ -66,6 +66,14 @@ class RaySettings(BaseModel):
     namespace: str = Field(default="pulse", description="Ray namespace of Pulse's named actors and jobs.")
     include_dashboard: bool = Field(default=True, description="Start the Ray dashboard with the local node.")
     dashboard_port: int = Field(default=8265, description="Port of the Ray dashboard of the local node.")
+    dashboard_agent_port: int | None = Field(
+        default=None,
+        description=(
+            "HTTP port of the local node's dashboard agent (jobs go through it). Unset: a free port chosen "
+            "when `pulse up` starts the node (Ray's fixed default, 52365, collides with another Ray on the "
+            "same machine and the node's raylet dies with its agent)."
+        ),
+    )
 
 
 class StorageSettings(BaseModel):
@@ -277,7 +285,9 @@ class ServeSettings(BaseModel):
     embedder_num_cpus: float = Field(
         default=0.5, description="CPUs reserved by each query-embedding replica."
     )
-    max_batch_size: int = Field(default=32, description="Most queries embedded in one @serve.batch call.")
+    max_batch_size: int = Field(
+        default=32, description="Most queries embedded in one call (a batch of concurrent searches)."
+    )
     batch_wait_timeout_s: float = Field(
         default=0.005, description="Longest wait to fill a query-embedding batch, in seconds."
     )
