@@ -75,6 +75,8 @@ from typing import Any
 import numpy as np
 from common import ROOT, SHARED, bench_database, emit, ingress_env, median
 
+from cluster.serve_config import free_port
+
 #: Token secret of both servers (a benchmark value, never a product default).
 SECRET = "pulse-bench-cms-" + "s" * 40
 PASSWORD = "correct horse battery staple"
@@ -583,14 +585,6 @@ class Bench:
 
 
 # -------------------------------------------------------------------------------------- servers
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def wait_http(url: str, timeout_s: float, proc: subprocess.Popen[Any] | None = None) -> float:
     import httpx
 

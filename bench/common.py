@@ -78,12 +78,6 @@ def ingress_env(kind: str) -> dict[str, str]:
     Python proxy (``proxy``)."""
     if kind == "proxy":
         return {"RAY_SERVE_ENABLE_HA_PROXY": "0"}
-    from cluster.serve_config import haproxy_env
+    from cluster.serve_config import private_haproxy_env
 
-    def free_port() -> int:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            return int(sock.getsockname()[1])
-
-    folder = Path(tempfile.mkdtemp(prefix="phx-", dir="/tmp"))
-    return haproxy_env(folder, stats_port=free_port(), metrics_port=free_port())
+    return private_haproxy_env()

@@ -73,6 +73,8 @@ from typing import Any
 import numpy as np
 from common import ROOT, SHARED, emit, ingress_env, median
 
+from cluster.serve_config import free_port
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -934,14 +936,6 @@ def omp_check(
 
 
 # ------------------------------------------------------------------------ section 2: end to end
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def wait_http(url: str, timeout_s: float, proc: Any = None) -> float:
     import urllib.request
 

@@ -32,7 +32,7 @@ from cluster.constants import (
     SEARCH_APP_NAME,
 )
 from cluster.database import DatabaseChoice, connect_database, stop_embedded
-from cluster.serve_config import deploy_cms, deploy_search, ingress_env
+from cluster.serve_config import deploy_cms, deploy_search, free_port, ingress_env
 from cluster.settings import Settings
 from jobs.embed.activation import resume_activations
 from jobs.embed.launch import embed_target, job_config, notify_index
@@ -114,13 +114,6 @@ def local_ray_running() -> bool:
 def running_address() -> str | None:
     """``"auto"`` when a local `pulse up` cluster runs (so commands join it), else None."""
     return "auto" if local_ray_running() else None
-
-
-def free_port() -> int:
-    """A TCP port free on this machine now."""
-    with socket.socket() as sock:
-        sock.bind(("", 0))
-        return int(sock.getsockname()[1])
 
 
 def start_ray_head(settings: Settings) -> None:

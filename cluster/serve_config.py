@@ -10,6 +10,8 @@ import hashlib
 import importlib
 import logging
 import secrets
+import socket
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +76,20 @@ def haproxy_env(folder: Path, *, stats_port: int, metrics_port: int) -> dict[str
         "RAY_SERVE_HAPROXY_STATS_PORT": str(stats_port),
         "RAY_SERVE_HAPROXY_METRICS_PORT": str(metrics_port),
     }
+
+
+def free_port() -> int:
+    """A TCP port free on this machine now."""
+    with socket.socket() as sock:
+        sock.bind(("", 0))
+        return int(sock.getsockname()[1])
+
+
+def private_haproxy_env() -> dict[str, str]:
+    """``haproxy_env`` with a fresh short folder and free ports: for a Ray started beside others on one
+    machine (the test session, a benchmark)."""
+    folder = Path(tempfile.mkdtemp(prefix="phx-", dir="/tmp"))
+    return haproxy_env(folder, stats_port=free_port(), metrics_port=free_port())
 
 
 def ingress_env(settings: Settings) -> dict[str, str]:

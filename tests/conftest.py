@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import socket
-import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -145,26 +144,18 @@ def clean_db(engine, database_url: str) -> str:  # type: ignore[no-untyped-def]
     return database_url
 
 
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def ray_session() -> Iterator[None]:
     """One local Ray for the whole session: 2 CPUs, a small object store, no dashboard."""
     import ray
 
-    from cluster.serve_config import haproxy_env
+    from cluster.serve_config import private_haproxy_env
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # Serve's HAProxy ingress, as `pulse up` runs it, with its own files and ports (a `pulse up` started
     # by a test runs beside this Ray with the default ones).
-    folder = Path(tempfile.mkdtemp(prefix="phx-", dir="/tmp"))
-    os.environ.update(haproxy_env(folder, stats_port=free_port(), metrics_port=free_port()))
+    os.environ.update(private_haproxy_env())
     ray.init(
         num_cpus=2,
         object_store_memory=256 * 1024 * 1024,
