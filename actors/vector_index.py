@@ -164,6 +164,7 @@ class _Store:
     live: np.ndarray
     meta: MetaColumns
     n: int = 0
+    dead: int = 0  # rows below n whose live flag is off (a search with none skips the live mask)
 
     @classmethod
     def empty(
@@ -191,7 +192,7 @@ class _Store:
             self.live[:n],
         )
         out.meta = self.meta.grown(capacity)
-        out.n = n
+        out.n, out.dead = n, self.dead
         return out
 
 
@@ -316,6 +317,7 @@ class VectorIndex:
             row = self._row_of.pop(key, None)
             if row is not None:
                 state.store.live[row] = False
+                state.store.dead += 1
                 killed += 1
                 self._dead_main += row < main_rows
         return killed
@@ -404,6 +406,7 @@ class VectorIndex:
                 fresh.meta = now.meta.take(rows, fresh.capacity)
                 fresh.n = m
                 alive = np.flatnonzero(fresh.live[:m])
+                fresh.dead = m - len(alive)
                 self._row_of = dict(zip(fresh.keys[alive].tolist(), alive.tolist(), strict=True))
                 self._dead_main = int(len(keep) - np.count_nonzero(fresh.live[: len(keep)]))
                 main = _Main(index, len(keep), factory) if index is not None else None
@@ -429,31 +432,49 @@ class VectorIndex:
         n = store.n
         if n == 0 or k <= 0:
             return SearchHits(ids=[[] for _ in queries], scores=[[] for _ in queries])
-        allowed = store.live[:n].copy()
         passing = store.meta.mask(filter, n) if filter is not None else None
-        if passing is not None:
-            allowed &= passing
+        # Without a filter or a deleted row every row passes: no O(n) mask to build (0.1-0.2 ms per
+        # call at 1M rows). A row deleted meanwhile is a delete concurrent with this search.
+        every = passing is None and store.dead == 0
         main_rows = main.rows if main is not None else 0
         parts: list[tuple[np.ndarray, np.ndarray]] = []
         if main is not None and main_rows:
-            parts.append(self._search_main(main, store, allowed[:main_rows], queries, k))
+            allowed = None if every else self._allowed(store, passing, 0, main_rows)
+            parts.append(self._search_main(main, store, allowed, queries, k))
         if n > main_rows:
-            parts.append(_exact(store.vectors, main_rows + np.flatnonzero(allowed[main_rows:]), queries, k))
+            rows = (
+                np.arange(main_rows, n)
+                if every
+                else main_rows + np.flatnonzero(self._allowed(store, passing, main_rows, n))
+            )
+            parts.append(_exact(store.vectors, rows, queries, k))
         scores = np.concatenate([p[0] for p in parts], axis=1)
         rows = np.concatenate([p[1] for p in parts], axis=1)
         return _top(store.keys, scores, rows, k)
 
+    @staticmethod
+    def _allowed(store: _Store, passing: np.ndarray | None, start: int, stop: int) -> np.ndarray:
+        """Rows ``[start, stop)`` that are live and pass the filter (a copy: writers flip live flags)."""
+        allowed = store.live[start:stop].copy()
+        if passing is not None:
+            allowed &= passing[start:stop]
+        return allowed
+
     def _search_main(
-        self, main: _Main, store: _Store, allowed: np.ndarray, queries: np.ndarray, k: int
+        self, main: _Main, store: _Store, allowed: np.ndarray | None, queries: np.ndarray, k: int
     ) -> tuple[np.ndarray, np.ndarray]:
-        count = int(np.count_nonzero(allowed))
+        """Search the main index over its ``allowed`` rows (``None``: all of them)."""
+        count = main.rows if allowed is None else int(np.count_nonzero(allowed))
         if count == 0:
             return _exact(store.vectors, np.empty(0, dtype=np.int64), queries, k)
         exact = main.factory == "Flat"
+
+        def passing() -> np.ndarray:
+            return np.arange(main.rows) if allowed is None else np.flatnonzero(allowed)
+
         if not exact and count <= self.config.exact_filter_max:
-            return _exact(store.vectors, np.flatnonzero(allowed), queries, k)
-        everything = count == main.rows
-        bitmap = None if everything else np.packbits(allowed, bitorder="little")
+            return _exact(store.vectors, passing(), queries, k)
+        bitmap = None if allowed is None or count == main.rows else np.packbits(allowed, bitorder="little")
         selector = None if bitmap is None else faiss.IDSelectorBitmap(main.rows, faiss.swig_ptr(bitmap))
         boost = min(self.config.max_oversample, max(1, math.ceil(main.rows / count)))
         params = self._params(main.index, selector, boost)
@@ -462,7 +483,7 @@ class VectorIndex:
         del bitmap  # kept alive until the search returned: the selector points into it
         if not exact and (rows[:, -1] < 0).any():
             # The graph or the probed lists ran out of passing rows: answer exactly over them.
-            return _exact(store.vectors, np.flatnonzero(allowed), queries, k)
+            return _exact(store.vectors, passing(), queries, k)
         return scores, rows
 
     def _params(self, index: Any, selector: Any, boost: int) -> Any:
@@ -523,6 +544,7 @@ class VectorIndex:
         )
         store.meta.codes[:n], store.meta.published[:n] = snap.codes, snap.published
         store.n = n
+        store.dead = n - int(np.count_nonzero(snap.live))
         main = None
         if snap.main_index is not None:
             main = _Main(faiss.deserialize_index(snap.main_index), snap.main_rows, snap.factory)

@@ -32,8 +32,9 @@ What it measures, in one run, on one fresh PostgreSQL database (``common.bench_d
 6. Profile: the product's own FastAPI app without Serve (``cms_plain.py --impl product``) under the same
    loads; in-process timings of the database work (the product's repository vs the lean SQL), JWT
    decoding, the rate limiter and HTML sanitising; CPU per request per process group.
-7. Serve settings (each a fresh deployment, closed loop and open loop at ``--rate``): access log off
-   (``serve.start`` / ``serve.run`` ``logging_config``, no product edit), ``replicas=2``, ``pool_size=20``,
+7. Serve settings (each a fresh deployment, closed loop and open loop at ``--rate``): the defaults,
+   ``replicas=2``, ``user_code_thread`` (routes on Serve's separate user-code thread, Serve's default;
+   the CMS runs them on the replica's own loop), ``pool_size=20``,
    then, with ``--ingress proxy`` only, after this process's Ray is stopped, a child process with the
    HAProxy ingress runs the same loads on its own Ray.
 
@@ -633,7 +634,7 @@ class ServeCms:
     def base(self) -> str:
         return f"http://127.0.0.1:{self.port}{PREFIX}"
 
-    def deploy(self, overrides: dict[str, Any], *, access_log: bool = True) -> float:
+    def deploy(self, overrides: dict[str, Any], *, access_log: bool = False) -> float:
         from ray import serve
 
         from cluster.serve_config import load_builder
@@ -1035,10 +1036,10 @@ def explain_slug(url: str) -> str:
 # ------------------------------------------------------------------------------------------- knobs
 #: Serve settings tried (name, CmsArgs overrides, access log on?).
 KNOBS: list[tuple[str, dict[str, Any], bool]] = [
-    ("default", {}, True),
-    ("access_log_off", {}, False),
-    ("access_log_off+replicas=2", {"replicas": 2}, False),
-    ("access_log_off+pool_size=20", {"pool_size": 20}, False),
+    ("default", {}, False),
+    ("replicas=2", {"replicas": 2}, False),
+    ("user_code_thread", {"user_code_thread": True}, False),
+    ("pool_size=20", {"pool_size": 20}, False),
 ]
 HAPROXY_KNOBS: list[tuple[str, dict[str, Any], bool]] = [
     ("haproxy+access_log_off", {}, False),
@@ -1248,7 +1249,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--items", type=int, default=2000)
     parser.add_argument("--clients", type=int, default=100)
     parser.add_argument("--rate", type=float, default=100.0, help="the stated open-loop rate (req/s)")
-    parser.add_argument("--duration", type=float, default=5.0, help="measured seconds per load run")
+    parser.add_argument("--duration", type=float, default=10.0, help="measured seconds per load run")
     parser.add_argument("--warmup", type=float, default=1.5, help="unmeasured seconds before each run")
     parser.add_argument("--bulk-runs", type=int, default=5)
     parser.add_argument("--no-sweep", action="store_true")

@@ -65,6 +65,7 @@ import os
 import re
 import sys
 import time
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -506,17 +507,43 @@ def start_actor(
     return actor, time.perf_counter() - started, stats
 
 
+def hit_rows(hits: Any, nq: int, row_of: Any) -> np.ndarray:
+    """An actor's ``SearchHits`` as a ``(nq, K)`` array of collection rows, -1 padded."""
+    out = np.full((nq, K), -1, dtype=np.int64)
+    for j, ids in enumerate(hits.ids):
+        out[j, : len(ids)] = row_of(np.asarray(ids, dtype=np.int64))
+    return out
+
+
 def actor_search(actor: Any, row_of: Any) -> Any:
     import ray
 
     def search(matrix: np.ndarray) -> np.ndarray:
-        hits = ray.get(actor.search.remote(matrix, K))
-        out = np.full((len(matrix), K), -1, dtype=np.int64)
-        for j, ids in enumerate(hits.ids):
-            out[j, : len(ids)] = row_of(np.asarray(ids, dtype=np.int64))
-        return out
+        return hit_rows(ray.get(actor.search.remote(matrix, K)), len(matrix), row_of)
 
     return search
+
+
+def run_pipelined(
+    actor: Any, row_of: Any, queries: np.ndarray, batch: int, depth: int
+) -> tuple[float, np.ndarray]:
+    """Like ``run_batches`` through the actor, with ``depth`` batches in flight: the next batch is sent
+    before the answer to the previous one has come back (a caller serving concurrent requests)."""
+    import ray
+
+    pending: deque[tuple[Any, int]] = deque()
+    out = []
+    started = time.perf_counter()
+    for start in range(0, len(queries), batch):
+        part = queries[start : start + batch]
+        pending.append((actor.search.remote(part, K), len(part)))
+        if len(pending) >= depth:
+            ref, nq = pending.popleft()
+            out.append(hit_rows(ray.get(ref), nq, row_of))
+    while pending:
+        ref, nq = pending.popleft()
+        out.append(hit_rows(ray.get(ref), nq, row_of))
+    return time.perf_counter() - started, np.concatenate(out)
 
 
 def wait_snapshot(actor: Any, timeout_s: float = 600) -> None:
@@ -837,19 +864,26 @@ def paired(
     args: argparse.Namespace,
 ) -> dict[str, Any]:
     """Raw FAISS (this process) and the actor, measured alternately, rep by rep, same queries; with the
-    CPU cores each side kept busy meanwhile (CPU seconds of its process / wall seconds)."""
+    CPU cores each side kept busy meanwhile (CPU seconds of its process / wall seconds).
+
+    Batched modes measure the actor twice: ``actor_qps`` with one call at a time (the caller waits for
+    each answer: every batch pays the whole Ray round trip) and ``actor_pipelined_qps`` with
+    ``--pipeline-depth`` batches in flight (the next batch travels while the shard searches the
+    current one, as when the search ingress serves concurrent requests)."""
     import ray
 
     raw_search, act_search = faiss_search(index, params), actor_search(actor, row_of)
     act_search(queries[:32])  # warm-up (first call deserialises the function)
     actor_pid = int(ray.get(actor.stats.remote())["pid"])
+    depth = args.pipeline_depth
     out: dict[str, Any] = {}
     for mode, batch, n_q in [
         ("single", 1, args.single_queries),
         *[(f"batch_{b}", b, len(queries)) for b in args.batches],
     ]:
-        raw_runs, act_runs, raw_cores, act_cores = [], [], [], []
+        raw_runs, act_runs, pipe_runs, raw_cores, act_cores = [], [], [], [], []
         raw_m = act_m = {}
+        pipe_recall = None
         for _ in range(args.reps):
             c0, t0 = cpu_seconds(os.getpid()), time.perf_counter()
             raw_m = measure(raw_search, queries, truth, batch=batch, reps=1, n_queries=n_q)
@@ -861,6 +895,10 @@ def paired(
             act_runs.append(act_m["qps"])
             raw_cores.append((c1 - c0) / (t1 - t0))
             act_cores.append((a1 - a0) / (t2 - t1))
+            if batch > 1 and depth > 1:
+                seconds, rows = run_pipelined(actor, row_of, queries[:n_q], batch, depth)
+                pipe_runs.append(round(n_q / seconds, 1))
+                pipe_recall = round(recall_at_k(rows, truth[:n_q]), 4)
         out[mode] = {
             "raw_qps": round(median(raw_runs), 1),
             "actor_qps": round(median(act_runs), 1),
@@ -873,10 +911,24 @@ def paired(
             "actor_process_cores_busy": round(median(act_cores), 2),
             "load_avg_1m": round(os.getloadavg()[0], 2),
         }
+        if pipe_runs:
+            out[mode] |= {
+                "pipeline_depth": depth,
+                "actor_pipelined_qps": round(median(pipe_runs), 1),
+                "ratio_pipelined": round(median(pipe_runs) / median(raw_runs), 3),
+                "actor_pipelined_runs": pipe_runs,
+                "actor_pipelined_recall": pipe_recall,
+            }
+        pipelined = (
+            f", pipelined x{out[mode]['ratio_pipelined']:.2f} ({out[mode]['actor_pipelined_qps']:.0f} q/s)"
+            if pipe_runs
+            else ""
+        )
         log(
             f"  {mode}: raw {out[mode]['raw_qps']:.0f} q/s, actor {out[mode]['actor_qps']:.0f} q/s "
-            f"(x{out[mode]['ratio']:.2f}), recall raw {raw_m['recall']:.3f} actor {act_m['recall']:.3f}, "
-            f"cores busy raw {median(raw_cores):.2f} actor {median(act_cores):.2f}"
+            f"(x{out[mode]['ratio']:.2f}){pipelined}, recall raw {raw_m['recall']:.3f} "
+            f"actor {act_m['recall']:.3f}, cores busy raw {median(raw_cores):.2f} "
+            f"actor {median(act_cores):.2f}"
         )
     return out
 
@@ -1438,6 +1490,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--actor-omp", type=int, default=2, help="IndexActorConfig.omp_threads (default 2)")
     parser.add_argument(
         "--actor-cpus", type=float, default=0.5, help="IndexActorConfig.num_cpus (default 0.5)"
+    )
+    parser.add_argument(
+        "--pipeline-depth",
+        type=int,
+        default=2,
+        help="batches in flight in the actor's pipelined measurement (default 2; 1 skips it)",
     )
     parser.add_argument(
         "--no-omp-check", dest="omp_check", action="store_false", help="skip the omp_threads check"

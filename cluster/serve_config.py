@@ -156,6 +156,8 @@ def cms_app_args(settings: Settings, database_url: str) -> dict[str, Any]:
         "rate_per_key": c.rate_per_key,
         "rate_per_ip": c.rate_per_ip,
         "trusted_proxies": c.trusted_proxies,
+        "replicas": c.replicas,
+        "user_code_thread": c.user_code_thread,
         "max_ongoing_requests": settings.serve.max_ongoing_requests,
         "access_log": settings.serve.access_log,
         "storage_uri": absolute_storage_uri(settings.storage.uri),

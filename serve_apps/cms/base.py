@@ -57,7 +57,11 @@ class CmsArgs(BaseModel):
         description="Peers whose X-Forwarded-For names the caller (addresses or CIDR networks)",
     )
     max_ongoing_requests: int = 256
-    replicas: int = 1
+    replicas: int = Field(default=1, ge=1)
+    user_code_thread: bool = Field(
+        default=False,
+        description="Routes on a second event-loop thread (Serve's default), else on the replica's own loop",
+    )
     pool_size: int = 10
     access_log: bool = Field(default=False, description="Serve's per-request access log")
     storage_uri: str = Field(default="var/storage", description="Where published items' vectors are written")
