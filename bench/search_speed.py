@@ -32,7 +32,8 @@ members. The JSON says how much of the exact top-10 is real rows and the query-t
   and builds its own index (``load_s`` is creation -> ``stats()["ready"]``, build included). Above 200k it
   restores a snapshot of the raw index written with ``SnapshotStore`` (exactly the restart path; no
   build). Then ``actor.search.remote(queries, 10)`` one by one and in batches, measured alternately with
-  raw FAISS (same index type, efSearch and nprobe of ``IndexConfig``), medians of ``--reps``.
+  raw FAISS (same index type, efSearch and nprobe of ``IndexConfig``), medians of ``--reps``; batches
+  also with ``--pipeline-depth`` calls in flight (the next batch sent before the previous one answered).
 - ``omp_threads_check`` (first size only): a probe actor shaped like the shard actor (threaded, 0.25 CPU)
   reports the OpenMP threads its calls see after ``faiss.omp_set_num_threads(2)`` in ``__init__``; the
   shard restored with omp_threads 1 and 2, and with ``OMP_NUM_THREADS=2`` in its runtime env.
