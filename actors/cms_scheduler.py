@@ -34,6 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
 from actors.cms_signing import sign
+from actors.webhook_targets import PublicResolver, literal_refusal
 from storage.cms_content import ContentRepository
 from storage.cms_events import (
     SEARCH_SYNC_CURSOR,
@@ -439,14 +440,22 @@ class CmsScheduler:
 
 class AiohttpSender:
     """POSTs webhook requests with one reused aiohttp session (created on first use, on the running
-    loop); redirects are not followed (a 3xx is a failed attempt). ``close()`` when done."""
+    loop); redirects are not followed (a 3xx is a failed attempt). Unless ``private_targets``, only
+    public addresses are reached (``actors.webhook_targets``): a refused target is a failed attempt whose
+    error says why. ``close()`` when done."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, private_targets: bool = False) -> None:
         self._session: aiohttp.ClientSession | None = None
+        self._private_targets = private_targets
 
     async def __call__(self, request: WebhookRequest) -> int:
+        if not self._private_targets:
+            refused = literal_refusal(request.url)
+            if refused is not None:
+                raise PermissionError(f"webhook target refused: {refused}")
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession()
+            connector = None if self._private_targets else aiohttp.TCPConnector(resolver=PublicResolver())
+            self._session = aiohttp.ClientSession(connector=connector)
         async with self._session.post(
             request.url,
             data=request.body,

@@ -44,6 +44,7 @@ class CmsSchedulerConfig:
     interval_s: float = 2.0
     embed: bool = True  # call on_documents_changed after ticks that changed documents
     max_attempts: int = 8
+    private_targets: bool = False  # webhooks may reach loopback / private addresses
     http_timeout_s: float = 10.0
     concurrency: int = 8  # webhook requests in flight at once
     embed_retry_s: float = 30.0
@@ -57,7 +58,7 @@ class CmsSchedulerService:
         self._config = config
         self._on_documents_changed = on_documents_changed if config.embed else None
         self._engine = make_async_engine(config.database_url, pool_size=config.pool_size)
-        self._sender = AiohttpSender()
+        self._sender = AiohttpSender(private_targets=config.private_targets)
         self._core = CmsScheduler(
             async_sessionmaker(self._engine, expire_on_commit=False),
             sender=self._sender,

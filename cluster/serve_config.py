@@ -165,6 +165,7 @@ def cms_app_args(settings: Settings, database_url: str) -> dict[str, Any]:
         "public_base_url": c.public_base_url,
         "scheduler_interval_s": c.scheduler_interval_s,
         "webhook_max_attempts": c.webhook_max_attempts,
+        "webhook_private_targets": c.webhook_private_targets,
         "embed_on_publish": c.embed_on_publish,
         "admin_email": c.admin_email,
         "admin_password": cms_admin_password(settings),

@@ -370,6 +370,14 @@ class CmsSettings(BaseModel):
     webhook_max_attempts: int = Field(
         default=8, description="Delivery attempts per webhook event before it fails."
     )
+    webhook_private_targets: bool = Field(
+        default=False,
+        description=(
+            "Allow webhook URLs on loopback, private and link-local addresses. Off: such URLs are 422 at "
+            "creation, and a name that resolves to one is refused at delivery (no internal service or "
+            "cloud metadata endpoint can be reached through a webhook)."
+        ),
+    )
     embed_on_publish: bool = Field(
         default=True, description="Embed newly published CMS items at once so search finds them."
     )

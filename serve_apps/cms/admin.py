@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Path, Query, Request, Response
 
+from actors.webhook_targets import refusal as webhook_refusal
 from serve_apps.cms import schemas as s
 from serve_apps.cms.base import CmsBase, api, current_principal
 from serve_apps.cms.permissions import decide
@@ -320,6 +321,10 @@ class AdminRoutes(CmsBase):
         await self._allow(
             request, principal, decide(principal.role, "webhook.manage"), "webhook.create", "webhooks"
         )
+        if not self._args.webhook_private_targets:
+            refused = await webhook_refusal(body.url)
+            if refused is not None:
+                raise InvalidRequest(f"url: {refused}")
         secret = body.secret or secrets.token_urlsafe(32)
         async with self._sessions() as session, session.begin():
             hook = await WebhookRepository(session).create(body.url, secret, body.events)

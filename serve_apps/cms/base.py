@@ -70,6 +70,9 @@ class CmsArgs(BaseModel):
     scheduler: bool = Field(default=True, description="Start the CMS scheduler actor (get-or-create)")
     scheduler_interval_s: float = 2.0
     webhook_max_attempts: int = 8
+    webhook_private_targets: bool = Field(
+        default=False, description="Webhooks may POST to loopback, private and link-local addresses"
+    )
     embed_on_publish: bool = True
     admin_email: str = "admin@pulse.local"
     admin_password: str | None = Field(default=None, description="First admin's password (bootstrap)")
@@ -157,6 +160,7 @@ class CmsBase:
             interval_s=a.scheduler_interval_s,
             embed=a.embed_on_publish,
             max_attempts=a.webhook_max_attempts,
+            private_targets=a.webhook_private_targets,
         )
         return get_or_create_cms_scheduler(config, embed if a.embed_on_publish else None)
 

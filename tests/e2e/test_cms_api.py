@@ -67,7 +67,14 @@ def cms(  # type: ignore[no-untyped-def]
         "admin_password": PASSWORD,
     }
     serve.run(
-        builder({**common, "rate_per_key": "100000/minute", "rate_per_ip": "100000/minute"}),
+        builder(
+            {
+                **common,
+                "rate_per_key": "100000/minute",
+                "rate_per_ip": "100000/minute",
+                "webhook_private_targets": True,  # the test subscriber listens on 127.0.0.1
+            }
+        ),
         name="cms",
         route_prefix="/v1/cms",
     )
@@ -379,6 +386,25 @@ def test_body_size_and_rate_limits(cms: dict[str, str]) -> None:
     assert codes[:5] == [200] * 5 and codes[-1] == 429
     limited = httpx.get(f"{LIMITED}/items")
     assert int(limited.headers["Retry-After"]) >= 1 and limited.json()["error"]["code"] == "rate_limited"
+
+
+def test_webhooks_to_private_addresses_are_refused_by_default(cms: dict[str, str]) -> None:
+    """The limited app runs with the default settings: no webhook may target this machine or a private
+    network (internal services, cloud metadata)."""
+    admin = auth(cms, "admin")
+    before = httpx.get(f"{LIMITED}/webhooks", headers=admin).json()
+    for url in (
+        "http://127.0.0.1:8265/api/jobs",
+        "http://localhost:5432/",
+        "http://169.254.169.254/latest/meta-data",
+        "http://[::1]:8000/hook",
+        "https://10.0.0.7/hook",
+    ):
+        resp = httpx.post(f"{LIMITED}/webhooks", json={"url": url, "events": []}, headers=admin)
+        assert resp.status_code == 422, (url, resp.text)
+        error = resp.json()["error"]
+        assert error["code"] == "invalid_request" and "PULSE_CMS__WEBHOOK_PRIVATE_TARGETS" in error["message"]
+    assert httpx.get(f"{LIMITED}/webhooks", headers=admin).json() == before
 
 
 class Subscriber:

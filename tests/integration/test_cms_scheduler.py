@@ -18,7 +18,7 @@ from aiohttp import web
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from actors.cms_scheduler import AiohttpSender, CmsScheduler, TickReport
+from actors.cms_scheduler import AiohttpSender, CmsScheduler, TickReport, WebhookRequest
 from actors.cms_signing import verify
 from storage.cms_content import ContentRepository, TaxonomyRepository
 from storage.cms_events import DeliveryRepository, WebhookRepository, append_event
@@ -135,7 +135,7 @@ async def harness(url: str, *, fail_first: int = 0) -> AsyncIterator[Harness]:
     host, port = runner.addresses[0][:2]
     receiver.base = f"http://{host}:{port}"
     engine = make_async_engine(url, pool_size=4)
-    sender = AiohttpSender()
+    sender = AiohttpSender(private_targets=True)  # the receiver listens on 127.0.0.1
     try:
         yield Harness(async_sessionmaker(engine, expire_on_commit=False), receiver, sender)
     finally:
@@ -278,6 +278,35 @@ def test_delivery_fails_after_max_attempts(cms_db: str) -> None:
         assert entry.last_error == "HTTP 500" and len(h.receiver.requests) == 3
 
     run(cms_db, scenario, fail_first=100)
+
+
+def test_the_default_sender_refuses_private_targets_and_the_log_says_why(cms_db: str) -> None:
+    async def scenario(h: Harness) -> None:
+        hook = await h.webhook("internal", [])
+        await h.item(title_en="Must not reach an internal service")
+        guarded = AiohttpSender()  # the product's default: public targets only
+        try:
+            scheduler = CmsScheduler(
+                h.sessions, sender=guarded, public_base_url=BASE_URL, max_attempts=2, settle_wait_s=0.01
+            )
+            now = datetime.now(UTC)
+            for minutes in (0, 1, 2):
+                await scheduler.tick(now + timedelta(minutes=minutes))
+            localhost = h.receiver.url("internal").replace("127.0.0.1", "localhost")
+            with pytest.raises(PermissionError, match="PULSE_CMS__WEBHOOK_PRIVATE_TARGETS"):
+                await guarded(WebhookRequest(localhost, b"{}", {}, 5.0))
+        finally:
+            await guarded.close()
+
+        async def log(s: AsyncSession) -> Any:
+            return await DeliveryRepository(s).log(hook)
+
+        (entry,) = await h.write(log)
+        assert (entry.status, entry.attempts, entry.last_status_code) == ("failed", 2, None)
+        assert "not a public address" in entry.last_error
+        assert h.receiver.requests == []  # nothing reached the (private) receiver
+
+    run(cms_db, scenario)
 
 
 def test_a_bulk_event_is_one_delivery_per_subscriber_with_every_id(cms_db: str) -> None:
