@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from actors.cms_scheduler import AiohttpSender, CmsScheduler, TickReport, WebhookRequest
 from actors.cms_signing import verify
+from actors.webhook_targets import refusal as webhook_refusal
 from storage.cms_content import ContentRepository, TaxonomyRepository
 from storage.cms_events import DeliveryRepository, WebhookRepository, append_event
 from storage.database import make_async_engine
@@ -307,6 +308,12 @@ def test_the_default_sender_refuses_private_targets_and_the_log_says_why(cms_db:
         assert h.receiver.requests == []  # nothing reached the (private) receiver
 
     run(cms_db, scenario)
+
+
+def test_a_webhook_name_that_cannot_be_resolved_now_is_accepted_at_creation() -> None:
+    """Delivery resolves it again through ``PublicResolver``; a DNS outage must not block configuration
+    (``.invalid`` never resolves, RFC 6761)."""
+    assert asyncio.run(webhook_refusal("https://hooks.invalid/x")) is None
 
 
 def test_a_bulk_event_is_one_delivery_per_subscriber_with_every_id(cms_db: str) -> None:
