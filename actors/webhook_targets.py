@@ -58,10 +58,10 @@ def literal_refusal(url: str) -> str | None:
 async def refusal(url: str) -> str | None:
     """Why ``url`` may not be a webhook target, or None. A name that cannot be resolved now is accepted
     (delivery resolves it again and refuses private addresses then)."""
-    literal = literal_refusal(url)
-    if literal is not None or _ip(urlsplit(url).hostname or "") is not None:
-        return literal
     host = urlsplit(url).hostname or ""
+    literal = literal_refusal(url)
+    if literal is not None or _ip(host) is not None:
+        return literal
     try:
         infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
     except OSError:
