@@ -34,7 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
 from actors.cms_signing import sign
-from actors.webhook_targets import PublicResolver, literal_refusal
+from actors.webhook_targets import literal_refusal, public_resolver
 from storage.cms_content import ContentRepository
 from storage.cms_events import (
     SEARCH_SYNC_CURSOR,
@@ -454,7 +454,7 @@ class AiohttpSender:
             if refused is not None:
                 raise PermissionError(f"webhook target refused: {refused}")
         if self._session is None or self._session.closed:
-            connector = None if self._private_targets else aiohttp.TCPConnector(resolver=PublicResolver())
+            connector = None if self._private_targets else aiohttp.TCPConnector(resolver=public_resolver())
             self._session = aiohttp.ClientSession(connector=connector)
         async with self._session.post(
             request.url,

@@ -7,6 +7,7 @@ import logging
 import sys
 from collections.abc import Callable
 
+from cluster.errors import AddressGuardError
 from cluster.runtime import configure_logging
 from cluster.settings import Settings, get_settings
 from jobs.errors import JobError
@@ -34,7 +35,7 @@ def run_entry(body: Callable[[], int]) -> int:
     """Run ``body``; known errors become one line on stderr and exit code 2."""
     try:
         return body()
-    except (StorageError, JobError) as exc:
+    except (StorageError, JobError, AddressGuardError) as exc:
         sys.stderr.write(f"error: {exc}\n")
         return EXIT_USER_ERROR
     except KeyboardInterrupt:

@@ -1,17 +1,14 @@
 """Errors raised by the collect job.
 
 Fetch failures themselves are not raised: ``Fetcher.fetch`` returns a ``FetchResult`` whose ``error`` is one
-of ``jobs.collect.fetch.ERROR_CODES``. These exceptions cross the seams inside that layer (the URL guard,
-the resolver) or reject a bad configuration.
+of ``jobs.collect.fetch.ERROR_CODES``. These exceptions reject a bad configuration or a concurrent run.
+The URL guard's and the resolver's errors (``BlockedURL``, ``BlockedAddress``, ``InvalidAllowList``)
+belong to the address guard, shared with the CMS webhooks: ``cluster.errors``.
 
 Hierarchy::
 
     JobError (jobs.errors)
     └── CollectError
-        ├── BlockedURL          a URL refused before any connection: scheme, address or malformed (``code``)
-        ├── BlockedAddress      (also an OSError) every address a host name resolved to is refused;
-        │                       raised by the resolver at connect time, mapped to "blocked_address"
-        ├── InvalidAllowList    (also a ValueError) an allow_networks entry is neither a CIDR nor a host name
         ├── InvalidFetchPolicy  (also a ValueError) a FetchPolicy value is out of range
         ├── SourceSpecError     a source given to `pulse sources add` is invalid
         └── CollectBusy         another collect run holds the collect lock
@@ -24,38 +21,6 @@ from jobs.errors import JobError
 
 class CollectError(JobError):
     """Base class of the collect job's errors."""
-
-
-class BlockedURL(CollectError):
-    """``code`` is "blocked_scheme", "blocked_address" or "invalid_url" (a fetch error code)."""
-
-    def __init__(self, code: str, url: str, reason: str) -> None:
-        self.code = code
-        self.url = url
-        self.reason = reason
-        super().__init__(f"refused {url!r}: {reason}")
-
-
-class BlockedAddress(CollectError, OSError):
-    """A host name resolved only to refused addresses (private, loopback, link-local, ...)."""
-
-    def __init__(self, host: str, addresses: tuple[str, ...], reason: str) -> None:
-        self.host = host
-        self.addresses = addresses
-        self.reason = reason
-        super().__init__(
-            f"host {host!r} resolves only to refused addresses ({', '.join(addresses) or 'none'}): {reason}; "
-            "add the host name or its network to allow_networks if it is meant to be collected"
-        )
-
-
-class InvalidAllowList(CollectError, ValueError):
-    def __init__(self, entry: str, reason: str) -> None:
-        self.entry = entry
-        super().__init__(
-            f"allow_networks entry {entry!r}: {reason}; "
-            "use a CIDR such as '127.0.0.0/8' or an exact host name"
-        )
 
 
 class InvalidFetchPolicy(CollectError, ValueError):

@@ -6,7 +6,7 @@
 One fetch, in order, for the URL and then for every redirect hop (followed by hand, at most
 ``max_redirects``; a URL seen twice is a loop):
 
-1. ``check_url``: http(s) only, no internal IP literals (``jobs.collect.safety``);
+1. ``check_url``: http(s) only, no internal IP literals (``cluster.address_guard``);
 2. robots.txt of that host (fetched once through this same path, ``jobs.collect.robots``);
 3. the host's throttle: ``per_host_concurrency`` slots and ``per_host_delay_s`` between request starts,
    raised by ``Crawl-delay``, doubled on 429/503, decaying back after successes; then a global slot;
@@ -39,6 +39,8 @@ from aiohttp.abc import AbstractResolver
 from multidict import CIMultiDictProxy
 from yarl import URL
 
+from cluster.address_guard import AllowList, SafeResolver, check_url
+from cluster.errors import BlockedAddress, BlockedURL
 from jobs.collect.content import (
     ACCEPTED_TYPES,
     GZIP_TYPES,
@@ -48,15 +50,16 @@ from jobs.collect.content import (
     gunzip_capped,
     parse_content_type,
 )
-from jobs.collect.errors import BlockedAddress, BlockedURL, InvalidFetchPolicy
+from jobs.collect.errors import InvalidFetchPolicy
 from jobs.collect.robots import ROBOTS_MAX_BYTES, RobotsCache, RobotsFile, RobotsRules, product_token
-from jobs.collect.safety import AllowList, SafeResolver, check_url
 from jobs.collect.throttle import HostThrottle, backoff_delay, parse_retry_after
 from jobs.urls import host_key
 
 logger = logging.getLogger(__name__)
 
 FetchKind = Literal["page", "feed", "sitemap"]
+#: How a refused address may be let through; ends the guard's refusals.
+ALLOW_HINT = "add the host name or its network to allow_networks only if it is meant to be collected"
 
 #: Every value ``FetchResult.error`` can take.
 ERROR_CODES = (
@@ -262,7 +265,7 @@ class Fetcher:
     async def __aenter__(self) -> Fetcher:
         inner = self._inner_resolver or aiohttp.ThreadedResolver()
         connector = aiohttp.TCPConnector(
-            resolver=SafeResolver(self._allow, inner),
+            resolver=SafeResolver(self._allow, inner, hint=ALLOW_HINT),
             limit=0,  # the throttles and the global semaphore bound concurrency
             limit_per_host=0,
             ttl_dns_cache=300,
@@ -418,7 +421,7 @@ class Fetcher:
         last_status: int | None = None  # of the redirect that led here: a refused hop keeps it
         for hop in range(self.policy.max_redirects + 1):
             try:
-                check_url(current, self._allow)
+                check_url(current, self._allow, hint=ALLOW_HINT)
                 target = URL(current.strip())
             except BlockedURL as exc:
                 refused = _Exchange(status=last_status, error=exc.code, detail=str(exc), attempts=0)

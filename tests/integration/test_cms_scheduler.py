@@ -304,14 +304,14 @@ def test_the_default_sender_refuses_private_targets_and_the_log_says_why(cms_db:
 
         (entry,) = await h.write(log)
         assert (entry.status, entry.attempts, entry.last_status_code) == ("failed", 2, None)
-        assert "not a public address" in entry.last_error
+        assert "loopback address" in entry.last_error
         assert h.receiver.requests == []  # nothing reached the (private) receiver
 
     run(cms_db, scenario)
 
 
 def test_a_webhook_name_that_cannot_be_resolved_now_is_accepted_at_creation() -> None:
-    """Delivery resolves it again through ``PublicResolver``; a DNS outage must not block configuration
+    """Delivery resolves it again through ``public_resolver()``; a DNS outage must not block configuration
     (``.invalid`` never resolves, RFC 6761)."""
     assert asyncio.run(webhook_refusal("https://hooks.invalid/x")) is None
 

@@ -12,14 +12,17 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from cluster.address_guard import AllowList, SafeResolver, check_url
+from cluster.errors import BlockedAddress, BlockedURL, InvalidAllowList
 from jobs.collect.content import BodyTooLarge, accepts, decode_body, gunzip_capped, parse_content_type
-from jobs.collect.errors import BlockedAddress, BlockedURL, InvalidAllowList, InvalidFetchPolicy
+from jobs.collect.errors import InvalidFetchPolicy
 from jobs.collect.fetch import FetchPolicy
 from jobs.collect.robots import RobotsCache, RobotsFile, product_token, robots_url, rules_from_file
-from jobs.collect.safety import AllowList, SafeResolver, check_url
 from jobs.collect.throttle import HostThrottle, backoff_delay, parse_retry_after
 
 NOTHING = AllowList()
+#: What a caller tells the user to do about a refusal; every refusal message ends with it.
+HINT = "set THE_SETTING to allow it"
 
 # --------------------------------------------------------------------------- check_url
 
@@ -50,21 +53,22 @@ NOTHING = AllowList()
 )
 def test_internal_ip_literals_are_blocked(host: str) -> None:
     with pytest.raises(BlockedURL) as caught:
-        check_url(f"http://{host}/x", NOTHING)
+        check_url(f"http://{host}/x", NOTHING, hint=HINT)
     assert caught.value.code == "blocked_address"
     assert caught.value.url == f"http://{host}/x"
+    assert str(caught.value).endswith(HINT)  # the caller's advice, not another caller's
 
 
 @pytest.mark.parametrize("host", ["2130706433", "0x7f000001", "127.1", "0177.0.0.1", "10.1"])
 def test_legacy_numeric_spellings_of_internal_addresses_are_blocked(host: str) -> None:
     with pytest.raises(BlockedURL) as caught:
-        check_url(f"http://{host}/", NOTHING)
+        check_url(f"http://{host}/", NOTHING, hint=HINT)
     assert caught.value.code == "blocked_address"
 
 
 def test_legacy_numeric_spelling_of_a_public_address_is_invalid() -> None:
     with pytest.raises(BlockedURL) as caught:
-        check_url("http://134744072/", NOTHING)  # 8.8.8.8
+        check_url("http://134744072/", NOTHING, hint=HINT)  # 8.8.8.8
     assert caught.value.code == "invalid_url"
     assert "8.8.8.8" in str(caught.value)
 
@@ -83,12 +87,12 @@ def test_legacy_numeric_spelling_of_a_public_address_is_invalid() -> None:
     ],
 )
 def test_public_addresses_and_names_pass(url: str) -> None:
-    check_url(url, NOTHING)
+    check_url(url, NOTHING, hint=HINT)
 
 
 def test_userinfo_does_not_hide_the_real_host() -> None:
     with pytest.raises(BlockedURL) as caught:
-        check_url("http://example.com@10.0.0.1/", NOTHING)
+        check_url("http://example.com@10.0.0.1/", NOTHING, hint=HINT)
     assert caught.value.code == "blocked_address"
 
 
@@ -104,7 +108,7 @@ def test_userinfo_does_not_hide_the_real_host() -> None:
 )
 def test_other_schemes_are_blocked(url: str) -> None:
     with pytest.raises(BlockedURL) as caught:
-        check_url(url, NOTHING)
+        check_url(url, NOTHING, hint=HINT)
     assert caught.value.code == "blocked_scheme"
 
 
@@ -113,25 +117,25 @@ def test_other_schemes_are_blocked(url: str) -> None:
 )
 def test_invalid_urls(url: str) -> None:
     with pytest.raises(BlockedURL) as caught:
-        check_url(url, NOTHING)
+        check_url(url, NOTHING, hint=HINT)
     assert caught.value.code == "invalid_url"
 
 
 def test_allow_list_by_cidr_and_by_address() -> None:
     allow = AllowList.from_strings(("127.0.0.0/8", "10.1.2.3"))
-    check_url("http://127.0.0.5:8080/", allow)
-    check_url("http://10.1.2.3/", allow)
-    check_url("http://[::ffff:127.0.0.1]/", allow)
+    check_url("http://127.0.0.5:8080/", allow, hint=HINT)
+    check_url("http://10.1.2.3/", allow, hint=HINT)
+    check_url("http://[::ffff:127.0.0.1]/", allow, hint=HINT)
     with pytest.raises(BlockedURL):
-        check_url("http://10.1.2.4/", allow)
+        check_url("http://10.1.2.4/", allow, hint=HINT)
     with pytest.raises(BlockedURL):
-        check_url("http://169.254.169.254/", allow)
+        check_url("http://169.254.169.254/", allow, hint=HINT)
 
 
 def test_allow_list_by_host_name() -> None:
     allow = AllowList.from_strings(("Example.Internal",))
-    check_url("http://example.internal/", allow)
-    check_url("http://EXAMPLE.internal./", allow)
+    check_url("http://example.internal/", allow, hint=HINT)
+    check_url("http://EXAMPLE.internal./", allow, hint=HINT)
     assert allow.allows_host("example.internal")
     assert not allow.allows_host("other.internal")
 
@@ -164,13 +168,14 @@ class FakeResolver:
 
 def test_resolver_refuses_names_that_resolve_inside() -> None:
     inner = FakeResolver({"internal.example": ["10.0.0.7"], "both.example": ["10.0.0.8", "93.184.215.14"]})
-    resolver = SafeResolver(NOTHING, inner)  # type: ignore[arg-type]
+    resolver = SafeResolver(NOTHING, inner, hint=HINT)  # type: ignore[arg-type]
 
     async def run() -> None:
         with pytest.raises(BlockedAddress) as caught:
             await resolver.resolve("internal.example", 80)
         assert isinstance(caught.value, OSError)
         assert caught.value.addresses == ("10.0.0.7",)
+        assert "10.0.0.7 is a private address" in str(caught.value) and str(caught.value).endswith(HINT)
         kept = await resolver.resolve("both.example", 80)
         assert [r["host"] for r in kept] == ["93.184.215.14"]
         await resolver.close()
@@ -181,7 +186,7 @@ def test_resolver_refuses_names_that_resolve_inside() -> None:
 
 def test_resolver_lets_allowed_names_and_networks_through() -> None:
     inner = FakeResolver({"site.test": ["127.0.0.2"], "intranet.example": ["10.0.0.9"]})
-    resolver = SafeResolver(AllowList.from_strings(("127.0.0.0/8", "intranet.example")), inner)  # type: ignore[arg-type]
+    resolver = SafeResolver(AllowList.from_strings(("127.0.0.0/8", "intranet.example")), inner, hint=HINT)  # type: ignore[arg-type]
 
     async def run() -> None:
         assert [r["host"] for r in await resolver.resolve("site.test")] == ["127.0.0.2"]

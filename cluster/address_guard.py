@@ -1,4 +1,10 @@
-"""What the collector may connect to: a URL guard and a resolver that refuses internal addresses (SSRF).
+"""What Pulse may connect to on a user's behalf: a URL guard and a resolver that refuse internal
+addresses (SSRF). The collector fetches URLs from feeds and pages; the CMS scheduler POSTs webhooks to URLs
+an admin typed. Both use this one guard, so both refuse the same addresses.
+
+It lives in ``cluster/`` because ``actors`` and ``jobs`` must stay independent of each other and both
+need it; it knows addresses, not the business of either caller. Each caller passes the ``hint`` its
+errors end with: which setting lets a refused address through.
 
 Two checks, because neither alone is enough:
 
@@ -26,14 +32,14 @@ from dataclasses import dataclass, field
 from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
-from jobs.collect.errors import BlockedAddress, BlockedURL, InvalidAllowList
+from cluster.errors import BlockedAddress, BlockedURL, InvalidAllowList
 
 logger = logging.getLogger(__name__)
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-#: Schemes the collector fetches.
+#: Schemes Pulse connects to.
 ALLOWED_SCHEMES = frozenset({"http", "https"})
 #: RFC 6598 carrier-grade NAT space; not "private" to Python before 3.13 but never a public web server.
 SHARED_ADDRESS_SPACE = ipaddress.IPv4Network("100.64.0.0/10")
@@ -50,7 +56,8 @@ def _normalize_host(host: str) -> str:
 
 @dataclass(frozen=True)
 class AllowList:
-    """Networks and exact host names that may be fetched although their addresses are not public."""
+    """Networks and exact host names that may be reached although their addresses are not public.
+    ``AllowList()`` allows nothing: public addresses only."""
 
     networks: tuple[IPNetwork, ...] = ()
     hosts: frozenset[str] = field(default_factory=frozenset)
@@ -99,7 +106,7 @@ def _embedded_ipv4(address: IPAddress) -> list[ipaddress.IPv4Address]:
 
 
 def blocked_reason(address: IPAddress) -> str | None:
-    """Why ``address`` must not be fetched from (ignoring any allow list), or None when it is public."""
+    """Why ``address`` must not be connected to (ignoring any allow list), or None when it is public."""
     for candidate in (address, *_embedded_ipv4(address)):
         label = _address_class(candidate)
         if label is not None:
@@ -155,7 +162,7 @@ def _legacy_ipv4(host: str) -> ipaddress.IPv4Address | None:
         return None
 
 
-def check_url(url: str | URL, allow: AllowList) -> None:
+def check_url(url: str | URL, allow: AllowList, *, hint: str) -> None:
     """Raise ``BlockedURL`` unless ``url`` is an absolute http(s) URL and its IP-literal host is public.
 
     Host names are not resolved here (this stays pure); ``SafeResolver`` checks their addresses at connect
@@ -173,9 +180,7 @@ def check_url(url: str | URL, allow: AllowList) -> None:
     if not scheme:
         raise BlockedURL("invalid_url", shown, "not an absolute URL (no scheme); resolve it against its page")
     if scheme not in ALLOWED_SCHEMES:
-        raise BlockedURL(
-            "blocked_scheme", shown, f"the {scheme!r} scheme is never fetched, only http and https"
-        )
+        raise BlockedURL("blocked_scheme", shown, f"the {scheme!r} scheme is never used, only http and https")
     if not raw_host or not host:
         raise BlockedURL("invalid_url", shown, "the URL has no host")
     if allow.allows_host(raw_host) or allow.allows_host(host):
@@ -187,25 +192,23 @@ def check_url(url: str | URL, allow: AllowList) -> None:
             return  # a host name: its addresses are checked at connect time
         reason = address_refusal(legacy, allow)
         if reason is not None:
-            raise BlockedURL("blocked_address", shown, f"{host} means {reason}")
+            raise BlockedURL("blocked_address", shown, f"{host} means {reason}; {hint}")
         raise BlockedURL(
             "invalid_url", shown, f"{host} is a legacy numeric IPv4 spelling; write it as {legacy}"
         )
     reason = address_refusal(address, allow)
     if reason is not None:
-        raise BlockedURL(
-            "blocked_address",
-            shown,
-            f"{reason}; add it to allow_networks only if this host is meant to be collected",
-        )
+        raise BlockedURL("blocked_address", shown, f"{reason}; {hint}")
 
 
 class SafeResolver(AbstractResolver):
-    """An aiohttp resolver that drops refused addresses; raises ``BlockedAddress`` when none is left."""
+    """An aiohttp resolver that drops refused addresses; raises ``BlockedAddress`` (an ``OSError``, so
+    aiohttp reports it as a connection error) when none is left. ``hint`` ends its message."""
 
-    def __init__(self, allow: AllowList, inner: AbstractResolver) -> None:
+    def __init__(self, allow: AllowList, inner: AbstractResolver, *, hint: str) -> None:
         self._allow = allow
         self._inner = inner
+        self._hint = hint
 
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
@@ -229,7 +232,7 @@ class SafeResolver(AbstractResolver):
         if not kept:
             addresses = tuple(address for address, _ in refused)
             reason = refused[0][1] if refused else "no address"
-            raise BlockedAddress(host, addresses, reason)
+            raise BlockedAddress(host, addresses, reason, hint=self._hint)
         return kept
 
     async def close(self) -> None:
