@@ -32,6 +32,7 @@ from cluster.constants import (
     SEARCH_APP_NAME,
 )
 from cluster.database import DatabaseChoice, connect_database, stop_embedded
+from cluster.local_node import stop_node
 from cluster.serve_config import deploy_cms, deploy_search, free_port, ingress_env
 from cluster.settings import Settings
 from jobs.embed.activation import resume_activations
@@ -58,6 +59,7 @@ class PlatformError(Exception):
 @dataclass
 class PlatformState:
     ray_started: bool = False
+    ray_port: int | None = None  # GCS port of the node `pulse up` started; `pulse down` stops only it
     embedded_db_dir: str | None = None
     api_url: str = ""
     dashboard_url: str | None = None
@@ -186,6 +188,7 @@ def up(settings: Settings, console: Console, *, ingest_sample: bool = True) -> P
             console.print("[bold]ray[/]: starting a local head node (`ray start --head`)...")
             start_ray_head(settings)
             state.ray_started = True
+            state.ray_port = settings.ray.head_port
             state.save(state_path(settings))
         # The process that starts Serve sees the node's ingress choice too.
         os.environ.update(ingress_env(settings))
@@ -257,9 +260,14 @@ def down(settings: Settings, console: Console) -> None:
         ray.shutdown()  # type: ignore[no-untyped-call]
         console.print("[bold]serve[/]: search application and index actors stopped")
     if state.ray_started:
-        subprocess.run([_ray_executable(), "stop"], capture_output=True, check=False)
-        console.print("[bold]ray[/]: local node stopped")
+        port = state.ray_port or settings.ray.head_port
+        stopped = stop_node(port, current_cluster_file=RAY_CURRENT_CLUSTER_FILE)
+        console.print(
+            f"[bold]ray[/]: local node on port {port} stopped ({stopped} processes; "
+            "other Ray instances on this machine keep running)"
+        )
         state.ray_started = False
+        state.ray_port = None
     if state.embedded_db_dir and stop_embedded(Path(state.embedded_db_dir)):
         console.print(
             f"[bold]database[/]: embedded PostgreSQL stopped (data kept in {state.embedded_db_dir})"

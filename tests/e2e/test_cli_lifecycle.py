@@ -1,6 +1,7 @@
 """`pulse up` / `pulse down` / `pulse up` as a user runs them, with real HTTP in between.
 
-Runs before any test starts the shared in-process Ray (e2e sorts first): `pulse down` runs `ray stop`.
+Runs before any test starts the shared in-process Ray (e2e sorts first), so `pulse up` starts a node of
+its own, as on a user's machine (`pulse down` stops only that node: tests/integration/test_local_node.py).
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ def test_up_down_up_keeps_documents_and_embeds_nothing_twice(
     pg_server_url: tuple[str, str], tmp_path: Path
 ) -> None:
     if ray.is_initialized():
-        pytest.skip("a Ray instance already runs in this process; `pulse down` would stop it")
+        pytest.skip("a Ray instance already runs in this process; `pulse up` must start its own node")
     url = sibling_database(pg_server_url[0], "_cli")
     ensure_database(url)
     corpus = sample_subset(tmp_path / "corpus.jsonl", n_other=200)
