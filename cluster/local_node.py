@@ -94,7 +94,7 @@ def _terminate(procs: list[psutil.Process], grace_s: float) -> None:
 
 def _name(proc: psutil.Process) -> str:
     try:
-        return proc.name()
+        return str(proc.name())
     except psutil.Error:
         return ""
 
