@@ -41,6 +41,7 @@ import numpy as np
 
 from actors.errors import DimensionMismatch
 from actors.filters import MetaBatch, MetaColumns, SearchFilter, Vocabulary
+from actors.huge_pages import collapse_index
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +86,7 @@ class IndexStats:
     delta_rows: int
     dead_rows: int
     rebuilds: int
+    huge_page_bytes: int  # of the main index's memory in transparent huge pages (actors.huge_pages)
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,7 @@ class IndexConfig:
     rebuild_min_rows: int = 10_000  # rebuild once the delta or the tombstones exceed this...
     rebuild_fraction: float = 0.1  # ...and this share of the main index
     train_max: int = 200_000  # vectors sampled to train IVF
+    huge_pages: bool = True  # move the main index's vectors and graph into huge pages (actors.huge_pages)
 
 
 def ivf_lists(n: int) -> int:
@@ -201,6 +204,7 @@ class _Main:
     index: Any  # FAISS index over store rows [0, rows); never written after it is built
     rows: int
     factory: str
+    huge_page_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -391,6 +395,7 @@ class VectorIndex:
             fresh = _Store.empty(self.dimension, capacity, state.store.meta.vocabularies)
             fresh.vectors[: len(keep)] = state.store.vectors[keep]  # rows below n0 never change
             index = build_index(factory, fresh.vectors[: len(keep)], self.config) if len(keep) else None
+            huge = self._huge_pages(index)
             with self._write_lock:
                 now = self._state.store
                 rows = np.concatenate([keep, np.arange(n0, now.n)])
@@ -409,7 +414,7 @@ class VectorIndex:
                 fresh.dead = m - len(alive)
                 self._row_of = dict(zip(fresh.keys[alive].tolist(), alive.tolist(), strict=True))
                 self._dead_main = int(len(keep) - np.count_nonzero(fresh.live[: len(keep)]))
-                main = _Main(index, len(keep), factory) if index is not None else None
+                main = _Main(index, len(keep), factory, huge) if index is not None else None
                 self._state = _State(fresh, main)
                 self._rebuilds += 1
             logger.info(
@@ -486,6 +491,12 @@ class VectorIndex:
             return _exact(store.vectors, passing(), queries, k)
         return scores, rows
 
+    def _huge_pages(self, index: Any) -> int:
+        """Move a main index, before it serves, into huge pages (when configured); the bytes moved."""
+        if index is None or not self.config.huge_pages:
+            return 0
+        return collapse_index(index).bytes
+
     def _params(self, index: Any, selector: Any, boost: int) -> Any:
         api: Any = faiss  # the bundled stubs lack the search-parameter classes
         if _hnsw_of(index) is not None:
@@ -547,7 +558,8 @@ class VectorIndex:
         store.dead = n - int(np.count_nonzero(snap.live))
         main = None
         if snap.main_index is not None:
-            main = _Main(faiss.deserialize_index(snap.main_index), snap.main_rows, snap.factory)
+            index = faiss.deserialize_index(snap.main_index)
+            main = _Main(index, snap.main_rows, snap.factory, self._huge_pages(index))
         alive = np.flatnonzero(snap.live)
         with self._catch_up_lock, self._write_lock:
             self._row_of = dict(zip(snap.keys[alive].tolist(), alive.tolist(), strict=True))
@@ -577,6 +589,7 @@ class VectorIndex:
             delta_rows=state.store.n - main_rows,
             dead_rows=state.store.n - len(self._row_of),
             rebuilds=self._rebuilds,
+            huge_page_bytes=state.main.huge_page_bytes if state.main else 0,
         )
 
 

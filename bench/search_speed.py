@@ -34,6 +34,8 @@ members. The JSON says how much of the exact top-10 is real rows and the query-t
   build). Then ``actor.search.remote(queries, 10)`` one by one and in batches, measured alternately with
   raw FAISS (same index type, efSearch and nprobe of ``IndexConfig``), medians of ``--reps``; batches
   also with ``--pipeline-depth`` calls in flight (the next batch sent before the previous one answered).
+  The shard moves its index into transparent huge pages (``PULSE_INDEX__HUGE_PAGES``); ``raw_huge_pages``
+  then measures raw FAISS with the same treatment, so the actor's ratio to it is the Ray call's cost alone.
 - ``omp_threads_check`` (first size only): a probe actor shaped like the shard actor (threaded, 0.25 CPU)
   reports the OpenMP threads its calls see after ``faiss.omp_set_num_threads(2)`` in ``__init__``; the
   shard restored with omp_threads 1 and 2, and with ``OMP_NUM_THREADS=2`` in its runtime env.
@@ -931,7 +933,34 @@ def paired(
             f"actor {act_m['recall']:.3f}, cores busy raw {median(raw_cores):.2f} "
             f"actor {median(act_cores):.2f}"
         )
+    out["raw_huge_pages"] = raw_with_huge_pages(index, raw_search, queries, truth, out, args)
     return out
+
+
+def raw_with_huge_pages(
+    index: Any, raw_search: Any, queries: np.ndarray, truth: np.ndarray, out: dict[str, Any], args: Any
+) -> dict[str, Any]:
+    """Raw FAISS again after moving its index into huge pages as the shard does (``actors.huge_pages``):
+    the actor's ratio to it is the cost of the Ray call alone, without the shard's memory advantage."""
+    from actors.huge_pages import collapse_index
+
+    done = collapse_index(index)
+    res: dict[str, Any] = {"huge_page_bytes": done.bytes, "error": done.error}
+    for mode, batch, n_q in [
+        ("single", 1, args.single_queries),
+        *[(f"batch_{b}", b, len(queries)) for b in args.batches],
+    ]:
+        m = measure(raw_search, queries, truth, batch=batch, reps=args.reps, n_queries=n_q)
+        res[mode] = {
+            "raw_qps": m["qps"],
+            "raw_runs": m["qps_runs"],
+            "actor_ratio_to_it": round(out[mode]["actor_qps"] / m["qps"], 3),
+        }
+        log(
+            f"  {mode}: raw FAISS in huge pages {m['qps']:.0f} q/s; the actor's "
+            f"{out[mode]['actor_qps']:.0f} q/s is x{res[mode]['actor_ratio_to_it']:.2f} of it"
+        )
+    return res
 
 
 def omp_check(

@@ -99,6 +99,7 @@ def index_config(s: IndexSettings) -> IndexConfig:
         exact_filter_max=s.exact_filter_max,
         rebuild_min_rows=s.rebuild_min_rows,
         rebuild_fraction=s.rebuild_fraction,
+        huge_pages=s.huge_pages,
     )
 
 
