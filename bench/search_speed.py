@@ -828,7 +828,10 @@ def actor_section(
         if feed == "manifest"
         else "actor creation -> ready: restoring the snapshot (no build)"
     )
-    out["stats"] = {k: stats[k] for k in ("size", "factory", "main_rows", "delta_rows", "restored_from")}
+    out["stats"] = {
+        k: stats[k]
+        for k in ("size", "factory", "main_rows", "delta_rows", "restored_from", "huge_page_bytes")
+    }
     log(f"  actor ready in {load_s:.1f} s: {out['stats']}")
     row_of = row_lookup(ids)
     params = (
