@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import logging
 import os
 import sys
@@ -65,6 +66,7 @@ def index_arrays(index: Any) -> list[np.ndarray]:
     return out
 
 
+@functools.cache
 def _madvise() -> Any:
     libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
     fn = libc.madvise

@@ -7,8 +7,8 @@ Ray dashboard). So by default a target must be a public address, by the same gua
 multicast addresses are refused, IPv4 addresses carried inside IPv6 ones and legacy numeric spellings
 such as ``2130706433`` included):
 
-- at creation, ``refusal`` rejects a URL whose host is such an IP literal or a ``localhost`` name, or
-  whose name resolves only to such addresses;
+- at creation, ``refusal`` rejects a URL whose host is such an IP literal or a ``localhost`` name (the
+  guard's ``check_url``), or whose name resolves only to such addresses;
 - at delivery, ``public_resolver()`` drops refused addresses from every name resolution (so a name that
   later resolves to a private address is refused too), and ``literal_refusal`` checks IP literals, which
   aiohttp connects to without asking the resolver.
@@ -39,9 +39,6 @@ def literal_refusal(url: str) -> str | None:
         check_url(url, PUBLIC_ONLY, hint=HINT)
     except BlockedURL as exc:
         return exc.reason
-    host = (URL(url.strip()).host or "").lower().rstrip(".")
-    if host == "localhost" or host.endswith(".localhost"):
-        return f"{host} is this machine; {HINT}"
     return None
 
 

@@ -9,8 +9,9 @@ errors end with: which setting lets a refused address through.
 Two checks, because neither alone is enough:
 
 * ``check_url`` runs before every request and every redirect hop. It refuses non-http(s) schemes,
-  malformed URLs and IP-literal hosts in private, loopback, link-local, multicast, reserved, unspecified or
-  shared ranges (IPv6 and IPv4-mapped IPv6 included). aiohttp never asks the resolver about IP literals, so
+  malformed URLs, ``localhost`` names (RFC 6761: always loopback) and IP-literal hosts in private,
+  loopback, link-local, multicast, reserved, unspecified or shared ranges (IPv6 and IPv4-mapped IPv6
+  included). aiohttp never asks the resolver about IP literals, so
   this is the only guard for them.
 * ``SafeResolver`` wraps aiohttp's resolver and drops every refused address a host name resolves to, so
   ``internal.example -> 10.0.0.7`` fails at connect time (``BlockedAddress``) and DNS rebinding cannot
@@ -185,6 +186,9 @@ def check_url(url: str | URL, allow: AllowList, *, hint: str) -> None:
         raise BlockedURL("invalid_url", shown, "the URL has no host")
     if allow.allows_host(raw_host) or allow.allows_host(host):
         return
+    name = _normalize_host(host)
+    if name == "localhost" or name.endswith(".localhost"):
+        raise BlockedURL("blocked_address", shown, f"{host} is a loopback name (RFC 6761); {hint}")
     address = parse_ip_host(host)
     if address is None:
         legacy = _legacy_ipv4(host)

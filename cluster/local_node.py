@@ -35,11 +35,10 @@ def _cmdline(proc: psutil.Process) -> list[str]:
         return []
 
 
-def sessions_of(port: int, procs: list[psutil.Process]) -> set[str]:
+def sessions_of(port: int, cmdlines: list[list[str]]) -> set[str]:
     """Session names of the GCS servers listening on ``port`` (one, unless the node is half stopped)."""
     found: set[str] = set()
-    for proc in procs:
-        args = _cmdline(proc)
+    for args in cmdlines:
         if f"--gcs_server_port={port}" in args:
             found.update(a.split("=", 1)[1] for a in args if a.startswith("--session-name="))
     return found
@@ -62,8 +61,9 @@ def node_processes(port: int) -> list[psutil.Process]:
     """Every process of the local Ray node whose GCS listens on ``port``, descendants included; never
     this process."""
     procs = list(psutil.process_iter())
-    sessions = sessions_of(port, procs)
-    roots = [p for p in procs if belongs(_cmdline(p), port, sessions)]
+    cmdlines = [_cmdline(p) for p in procs]  # each read once from /proc
+    sessions = sessions_of(port, cmdlines)
+    roots = [p for p, args in zip(procs, cmdlines, strict=True) if belongs(args, port, sessions)]
     found = {p.pid: p for p in roots}
     for root in roots:
         try:
@@ -107,10 +107,10 @@ def stop_node(port: int, *, grace_s: float = 16.0, current_cluster_file: Path | 
     ``current_cluster_file`` (Ray's ``ray_current_cluster``) points at that node it is removed, as
     `ray stop` does, so ``address="auto"`` no longer finds it."""
     procs = node_processes(port)
-    raylets = [p for p in procs if _name(p) == "raylet"]
-    gcs = [p for p in procs if _name(p) == "gcs_server"]
-    rest = [p for p in procs if p not in raylets and p not in gcs]
-    for step in (raylets, rest, gcs):
+    steps: dict[str, list[psutil.Process]] = {"raylet": [], "rest": [], "gcs_server": []}
+    for proc in procs:
+        steps.get(_name(proc), steps["rest"]).append(proc)
+    for step in steps.values():  # in ray stop's order
         _terminate(step, grace_s / 3)
     if current_cluster_file is not None:
         try:

@@ -424,3 +424,11 @@ def test_throttle_spaces_request_starts_and_backs_off() -> None:
     starts = asyncio.run(run())
     gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert gaps == [1.0, 1.0, 2.0, 10.0]
+
+
+@pytest.mark.parametrize("url", ["http://localhost/", "http://LOCALHOST.:8080/x", "http://api.localhost/"])
+def test_localhost_names_are_loopback_unless_allowed(url: str) -> None:
+    with pytest.raises(BlockedURL) as caught:
+        check_url(url, NOTHING, hint=HINT)
+    assert caught.value.code == "blocked_address" and "loopback name" in str(caught.value)
+    check_url(url, AllowList.from_strings(("localhost", "api.localhost")), hint=HINT)
