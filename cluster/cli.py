@@ -10,6 +10,10 @@ pulse embed     embed documents lacking a current vector for the active model (o
 pulse models    the embedding model registry: list, add, activate (background re-embed + switch)
 pulse sources   add, list, show or remove the sources the collector reads
 pulse collect   fetch the due sources (feeds, sitemaps, pages, sites, local files) into documents
+
+Every command except `up` and `down` first says on stderr which database (and Ray) it uses: the one set
+(PULSE_DATABASE__URL, PULSE_RAY__ADDRESS), else the one `pulse up` recorded in <PULSE_VAR_DIR>/platform.json,
+else the default choice (a server on 127.0.0.1:5432, else the embedded one; a local Ray for the command).
 """
 
 from __future__ import annotations
@@ -21,11 +25,12 @@ from pathlib import Path
 from rich.console import Console
 
 from cluster import models_cli, sources_cli
-from cluster.database import connect_database
+from cluster.database import DatabaseChoice
 from cluster.entry import EXIT_USER_ERROR, run_entry
-from cluster.platform import PlatformError, down, running_address, status, up
-from cluster.runtime import configure_logging, init_ray
+from cluster.platform import PlatformError, down, status, up
+from cluster.runtime import configure_logging
 from cluster.settings import Settings, get_settings
+from cluster.targets import RayChoice, choose_database, choose_ray, using_line
 from jobs.collect.launch import job_config as collect_config
 from jobs.collect.schedule import collect_loop, collect_once
 from jobs.embed.launch import embed_target, job_config, notify_index
@@ -50,7 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_ingest.add_argument(
         "path", type=Path, help="JSONL or CSV: id, title, text, url, published_at, metadata"
     )
-    p_ingest.add_argument("--source", help="source name (default: the file's stem)")
+    p_ingest.add_argument(
+        "--source", help="source name (default: the file's name without extension, lower-cased)"
+    )
     p_ingest.add_argument("--embed", action="store_true", help="embed the new documents right after")
     p_embed = sub.add_parser("embed", help="embed documents lacking a vector for the active model")
     p_embed.add_argument("--full", action="store_true", help="re-embed every document")
@@ -67,9 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _embed(settings: Settings, database_url: str, console: Console, **overrides: object) -> None:
+def _embed(
+    settings: Settings, database_url: str, ray_target: RayChoice, console: Console, **overrides: object
+) -> None:
     cfg = job_config(settings, database_url, **overrides)
-    init_ray(settings.ray, address=settings.ray.address or running_address())
+    ray_target.join(settings)
     summary = run_embed(cfg)
     notify_index(summary, settings.ray.namespace)
     console.print(summary.line())
@@ -80,6 +89,14 @@ def main(argv: list[str] | None = None) -> int:
     settings = get_settings()
     configure_logging(settings.log_level)
     console = Console(highlight=False, soft_wrap=True)
+    notices = Console(stderr=True, highlight=False, soft_wrap=True)
+
+    def choose(*, uses_ray: bool = False, migrate: bool = False) -> tuple[DatabaseChoice, RayChoice]:
+        """The database and Ray this command uses (cluster.targets), said in one line on stderr."""
+        db = choose_database(settings, migrate=migrate)
+        ray_target = choose_ray(settings)
+        notices.print(using_line(db, ray_target if uses_ray else None), markup=False)
+        return db, ray_target
 
     def body() -> int:
         if args.command == "up":
@@ -95,20 +112,21 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "status":
             return status(settings, console)
         if args.command == "migrate":
-            db = connect_database(settings.database, migrate=True)
+            db, _ = choose(migrate=True)
             console.print(f"migrated {db.describe()}")
             return 0
         if args.command == "ingest":
-            db = connect_database(settings.database)
+            db, ray_target = choose(uses_ray=args.embed)
             console.print(ingest_file(args.path, database_url=db.url, source_name=args.source).line())
             if args.embed:
-                _embed(settings, db.url, console)
+                _embed(settings, db.url, ray_target, console)
             return 0
         if args.command == "embed":
-            db = connect_database(settings.database)
+            db, ray_target = choose(uses_ray=True)
             _embed(
                 settings,
                 db.url,
+                ray_target,
                 console,
                 full=args.full,
                 max_actors=args.max_actors,
@@ -117,21 +135,21 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 0
         if args.command == "models":
-            db = connect_database(settings.database)
-            return models_cli.run(args, settings, db.url, console)
+            db, ray_target = choose(uses_ray=args.models_command == "activate")
+            return models_cli.run(args, settings, db.url, ray_target, console)
         if args.command == "sources":
-            db = connect_database(settings.database)
+            db, _ = choose()
             return sources_cli.run(args, db.url, console)
         if args.command == "collect":
-            db = connect_database(settings.database)
+            db, ray_target = choose(uses_ray=True)
             cfg = collect_config(settings, db.url, sources=tuple(args.source), force=args.force)
-            init_ray(settings.ray, address=settings.ray.address or running_address())
+            ray_target.join(settings)
             if args.loop:
                 collect_loop(cfg, max_sleep_s=settings.collect.loop_interval_s)
                 return 0
             collect_once(cfg)
             if args.embed:
-                _embed(settings, db.url, console)
+                _embed(settings, db.url, ray_target, console)
             return 0
         raise AssertionError(f"unhandled command {args.command}")
 

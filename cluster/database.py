@@ -10,7 +10,9 @@ import logging
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
+
+from sqlalchemy import make_url
 
 from cluster.settings import DatabaseSettings
 from storage.database import check_connection, ensure_database, mask_url, normalize_url
@@ -27,6 +29,7 @@ class DatabaseChoice:
     url: str
     kind: DatabaseKind
     server_version: str
+    recorded_in: Path | None = None  # the platform.json whose choice this is (`pulse up` made it)
 
     @property
     def masked_url(self) -> str:
@@ -38,7 +41,8 @@ class DatabaseChoice:
             "local": "local server",
             "embedded": "embedded, pgserver",
         }
-        return f"PostgreSQL {self.server_version} ({labels[self.kind]}) at {self.masked_url}"
+        origin = f", recorded by `pulse up` in {self.recorded_in}" if self.recorded_in else ""
+        return f"PostgreSQL {self.server_version} ({labels[self.kind]}{origin}) at {self.masked_url}"
 
 
 def _port_open(host: str, port: int, timeout_s: float = 0.5) -> bool:
@@ -101,11 +105,46 @@ def resolve_database(settings: DatabaseSettings, *, allow_embedded: bool = True)
     return DatabaseChoice(url, "embedded", check_connection(url, timeout_s=timeout))
 
 
-def connect_database(settings: DatabaseSettings, *, migrate: bool = False) -> DatabaseChoice:
-    """Resolve the database, then migrate it (``migrate=True``) or check it is migrated."""
-    choice = resolve_database(settings)
+def _prepare(choice: DatabaseChoice, *, migrate: bool) -> DatabaseChoice:
     if migrate:
         upgrade(choice.url)
     else:
         require_current(choice.url)
     return choice
+
+
+def connect_database(settings: DatabaseSettings, *, migrate: bool = False) -> DatabaseChoice:
+    """Resolve the database, then migrate it (``migrate=True``) or check it is migrated."""
+    return _prepare(resolve_database(settings), migrate=migrate)
+
+
+def connect_recorded(
+    url: str,
+    kind: str,
+    *,
+    record: Path,
+    embedded_dir: Path | None,
+    timeout_s: int,
+    migrate: bool = False,
+) -> DatabaseChoice:
+    """The database `pulse up` recorded in ``record``; an embedded one is started again if it is stopped.
+
+    A recorded server that does not answer is ``DatabaseUnavailable`` with what to do: no other database
+    holds the platform's data, so none is chosen instead.
+    """
+    if kind not in ("configured", "local", "embedded"):
+        raise DatabaseUnavailable(mask_url(url), f"{record} records an unknown kind {kind!r}; remove it")
+    known = cast(DatabaseKind, kind)
+    try:
+        version = check_connection(url, timeout_s=timeout_s)
+    except DatabaseUnavailable as exc:
+        if known != "embedded" or embedded_dir is None:
+            raise DatabaseUnavailable(
+                exc.url,
+                f"{exc.reason}. It is the database `pulse up` recorded in {record}: start it again (or run "
+                "`pulse up`), or set PULSE_DATABASE__URL to use another one",
+            ) from exc
+        database = make_url(url).database or "postgres"
+        url = start_embedded(embedded_dir, database)
+        version = check_connection(url, timeout_s=timeout_s)
+    return _prepare(DatabaseChoice(url, known, version, recorded_in=record), migrate=migrate)

@@ -13,9 +13,8 @@ from typing import Any
 
 from rich.console import Console
 
-from cluster.platform import running_address
-from cluster.runtime import init_ray
 from cluster.settings import Settings
+from cluster.targets import RayChoice
 from jobs.embed.activation import activate_entry, launch_activation
 from jobs.embed.launch import default_recipe, job_config
 from jobs.embed.recipe import RECIPE_FIELDS, TextRecipe
@@ -99,7 +98,9 @@ def resolve(session: Any, args: argparse.Namespace, settings: Settings) -> Model
     return registry.register(spec)
 
 
-def run(args: argparse.Namespace, settings: Settings, database_url: str, console: Console) -> int:
+def run(
+    args: argparse.Namespace, settings: Settings, database_url: str, ray_target: RayChoice, console: Console
+) -> int:
     engine = make_engine(database_url, pool_size=1)
     sessions = make_session_factory(engine)
     try:
@@ -115,7 +116,7 @@ def run(args: argparse.Namespace, settings: Settings, database_url: str, console
                 f"`pulse models activate {entry.id}` embeds every document for it and then switches search."
             )
             return 0
-        return _activate(args, settings, database_url, entry, sessions, console)
+        return _activate(args, settings, database_url, ray_target, entry, sessions, console)
     finally:
         engine.dispose()
 
@@ -146,6 +147,7 @@ def _activate(
     args: argparse.Namespace,
     settings: Settings,
     database_url: str,
+    ray_target: RayChoice,
     entry: ModelRow,
     sessions: Any,
     console: Console,
@@ -161,9 +163,8 @@ def _activate(
         registry.request_activation(entry.id)  # recorded first: `pulse up` resumes it after a restart
     serving = f"entry {current.id} ({current.name})" if current else "nothing"
     cfg = replace(job_config(settings, database_url), model_id=entry.id, progress=True)
-    address = settings.ray.address or running_address()
-    init_ray(settings.ray, address=address)
-    if address is None or args.wait:
+    ray_target.join(settings)
+    if ray_target.address is None or args.wait:
         # No running cluster to hand the work to (or asked to wait): do it here, with progress.
         console.print(
             f"activating entry {entry.id} ({entry.name}): embedding {pending} documents here; "

@@ -8,15 +8,12 @@ platform running in the background. What it started is recorded in ``<var_dir>/p
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +21,7 @@ import httpx
 import ray
 from rich.console import Console
 
+from cluster import platform_state
 from cluster.constants import (
     CMS_APP_NAME,
     CMS_SCHEDULER_NAME,
@@ -31,10 +29,12 @@ from cluster.constants import (
     KEYWORD_ACTOR_PREFIX,
     SEARCH_APP_NAME,
 )
-from cluster.database import DatabaseChoice, connect_database, stop_embedded
+from cluster.database import DatabaseChoice, stop_embedded
 from cluster.local_node import stop_node
+from cluster.platform_state import RAY_CURRENT_CLUSTER_FILE, PlatformState, local_ray_address
 from cluster.serve_config import deploy_cms, deploy_search, free_port, ingress_env
 from cluster.settings import Settings
+from cluster.targets import choose_database, choose_ray
 from jobs.embed.activation import resume_activations
 from jobs.embed.launch import embed_target, job_config, notify_index
 from jobs.embed.pipeline import run_embed
@@ -56,27 +56,8 @@ class PlatformError(Exception):
     """`pulse up` could not finish; the message says what to do."""
 
 
-@dataclass
-class PlatformState:
-    ray_started: bool = False
-    ray_port: int | None = None  # GCS port of the node `pulse up` started; `pulse down` stops only it
-    embedded_db_dir: str | None = None
-    api_url: str = ""
-    dashboard_url: str | None = None
-
-    @classmethod
-    def load(cls, path: Path) -> PlatformState:
-        if not path.exists():
-            return cls()
-        return cls(**json.loads(path.read_text()))
-
-    def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(asdict(self), indent=2))
-
-
 def state_path(settings: Settings) -> Path:
-    return settings.var_dir / "platform.json"
+    return platform_state.state_path(settings.var_dir)
 
 
 def api_url(settings: Settings) -> str:
@@ -87,26 +68,6 @@ def api_url(settings: Settings) -> str:
 def _ray_executable() -> str:
     candidate = Path(sys.executable).with_name("ray")
     return str(candidate) if candidate.exists() else (shutil.which("ray") or "ray")
-
-
-#: File where `ray start` records the address of the node it started.
-RAY_CURRENT_CLUSTER_FILE = Path(os.environ.get("RAY_TMPDIR", "/tmp/ray")) / "ray_current_cluster"
-
-
-def local_ray_address() -> str | None:
-    """The GCS address of a local node started by `ray start`, if it answers (checked in milliseconds)."""
-    try:
-        address = RAY_CURRENT_CLUSTER_FILE.read_text().strip()
-    except OSError:
-        return None
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
-        return None
-    try:
-        with socket.create_connection((host, int(port)), timeout=0.5):
-            return address
-    except OSError:
-        return None
 
 
 def local_ray_running() -> bool:
@@ -164,10 +125,11 @@ def up(settings: Settings, console: Console, *, ingest_sample: bool = True) -> P
     state = PlatformState.load(state_path(settings))
     started = time.perf_counter()
 
-    db = connect_database(settings.database, migrate=True)
+    db = choose_database(settings, migrate=True)
     console.print(f"[bold]database[/]: {db.describe()} (migrated)")
-    if db.kind == "embedded":
+    if db.kind == "embedded" and db.recorded_in is None:
         state.embedded_db_dir = str(settings.database.embedded_dir.resolve())
+    state.database_url, state.database_kind = db.url, db.kind  # later commands use it (cluster.targets)
     state.save(state_path(settings))
 
     if ingest_sample:
@@ -200,6 +162,10 @@ def up(settings: Settings, console: Console, *, ingest_sample: bool = True) -> P
             log_to_driver=False,
         )
         console.print(f"[bold]ray[/]: local node with {ray.cluster_resources().get('CPU', 0):.0f} CPUs")  # type: ignore[no-untyped-call]
+    # Later commands join this cluster (cluster.targets), with its authentication mode.
+    state.ray_address = settings.ray.address or str(ray.get_runtime_context().gcs_address)
+    state.ray_auth_mode = os.environ.get("RAY_AUTH_MODE")
+    state.save(state_path(settings))
 
     embed_summary = run_embed(job_config(settings, db.url, **embed_target(None, db.url, settings)))
     console.print(f"[bold]embedding[/]: {embed_summary.line()}")
@@ -268,6 +234,7 @@ def down(settings: Settings, console: Console) -> None:
         )
         state.ray_started = False
         state.ray_port = None
+    state.ray_address = state.ray_auth_mode = None
     if state.embedded_db_dir and stop_embedded(Path(state.embedded_db_dir)):
         console.print(
             f"[bold]database[/]: embedded PostgreSQL stopped (data kept in {state.embedded_db_dir})"
@@ -279,7 +246,7 @@ def down(settings: Settings, console: Console) -> None:
 
 
 def status(settings: Settings, console: Console) -> int:
-    db: DatabaseChoice = connect_database(settings.database, migrate=False)
+    db: DatabaseChoice = choose_database(settings)
     engine = make_engine(db.url, pool_size=1)
     try:
         with session_scope(make_session_factory(engine)) as session:
@@ -299,8 +266,8 @@ def status(settings: Settings, console: Console) -> int:
     if building:
         names = ", ".join(f"{m.id} ({m.name})" for m in building)
         console.print(f"  building: {names}; `pulse models list` shows their progress")
-    running = bool(settings.ray.address) or local_ray_running()
-    console.print(f"[bold]ray[/]: {'running' if running else 'not running'}")
+    target = choose_ray(settings)
+    console.print(f"[bold]ray[/]: {target.describe() if target.address else 'not running'}")
     url = api_url(settings)
     try:
         resp = httpx.get(f"{url}/readyz", timeout=3)

@@ -20,6 +20,9 @@ def configure_logging(level: str = "INFO") -> None:
     )
     for noisy in ("httpx", "alembic.runtime.migration", "ray.serve", "ray.data", "faiss.loader", "pgserver"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Jobs draw their own progress (jobs.progress) and set DataContext.enable_progress_bars = False; Ray
+    # Data then warns "Progress bars disabled ..." once per process from this logger (Ray 2.60).
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
 
 
 def init_ray(settings: RaySettings, *, address: str | None = None, **overrides: Any) -> None:
@@ -35,6 +38,8 @@ def init_ray(settings: RaySettings, *, address: str | None = None, **overrides: 
         logger.info("joined Ray cluster at %s", target)
         return
     kwargs: dict[str, Any] = {
+        "address": "local",  # a new instance, even when `ray start` left one running here
+        "logging_level": logging.WARNING,
         "namespace": settings.namespace,
         "num_cpus": settings.num_cpus,
         "num_gpus": settings.num_gpus,

@@ -7,11 +7,11 @@ now). ``--loop`` keeps running and collects every source at its interval.
 from __future__ import annotations
 
 import argparse
+import sys
 
-from cluster.database import connect_database
 from cluster.entry import run_job
-from cluster.runtime import init_ray
 from cluster.settings import Settings
+from cluster.targets import choose_database, choose_ray, using_line
 from jobs.collect.launch import job_config
 from jobs.collect.schedule import collect_loop, collect_once
 
@@ -26,11 +26,13 @@ def parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    db = connect_database(settings.database)
+    db = choose_database(settings)
+    ray_target = choose_ray(settings)
+    sys.stderr.write(using_line(db, ray_target) + "\n")
     cfg = job_config(
         settings, db.url, sources=tuple(args.source), force=args.force, progress=not args.no_progress
     )
-    init_ray(settings.ray)
+    ray_target.join(settings)
     if args.loop:
         collect_loop(cfg, max_sleep_s=settings.collect.loop_interval_s)
     else:

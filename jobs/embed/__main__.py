@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cluster.database import connect_database
 from cluster.entry import run_job
-from cluster.runtime import init_ray
 from cluster.settings import Settings
+from cluster.targets import choose_database, choose_ray, using_line
 from jobs.embed.launch import embed_target, job_config, notify_index
 from jobs.embed.pipeline import run_embed
 
@@ -26,7 +25,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    db = connect_database(settings.database)
+    db = choose_database(settings)
+    ray_target = choose_ray(settings)
+    sys.stderr.write(using_line(db, ray_target) + "\n")
     cfg = job_config(
         settings,
         db.url,
@@ -36,7 +37,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         progress=not args.no_progress,
         **embed_target(args.model, db.url, settings),
     )
-    init_ray(settings.ray)
+    ray_target.join(settings)
     summary = run_embed(cfg)
     notify_index(summary, settings.ray.namespace)
     sys.stdout.write(summary.line() + "\n")

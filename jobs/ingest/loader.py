@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from jobs.errors import InputFileError
 from jobs.ingest.records import Rejected, parse_file
 from storage.database import make_engine, make_session_factory, session_scope
 from storage.documents import DocumentRecord, DocumentRepository, UpsertCounts
@@ -15,6 +17,19 @@ logger = logging.getLogger(__name__)
 
 #: Job name recorded with quarantined records.
 JOB_NAME = "ingest"
+
+#: Names made by Python's tempfile (tmp + 8 random characters) and mktemp (tmp. + 10).
+TEMPORARY_NAME = re.compile(r"tmp([a-z0-9_]{8}|\.[a-z0-9]{10})", re.IGNORECASE)
+
+
+def default_source_name(path: Path) -> str:
+    """The file's name without extension, lower-cased; a temporary file's name is refused (no meaning)."""
+    stem = path.stem
+    if TEMPORARY_NAME.fullmatch(stem):
+        raise InputFileError(
+            str(path), f"its name {stem!r} looks temporary, so it names no source: pass --source NAME"
+        )
+    return stem.lower()
 
 
 @dataclass(frozen=True)
@@ -38,7 +53,7 @@ def ingest_file(
     path: Path, *, database_url: str, source_name: str | None = None, batch_size: int = 1000
 ) -> IngestSummary:
     start = time.perf_counter()
-    source = source_name or path.stem
+    source = source_name or default_source_name(path)
     engine = make_engine(database_url, pool_size=1)
     sessions = make_session_factory(engine)
     counts = UpsertCounts()
