@@ -76,7 +76,7 @@ class SearchArgs(BaseModel):
     max_ongoing_requests: int = Field(default=256, ge=1)
     ingress_replicas: int = Field(default=1, ge=1)
     embedder_replicas: int = Field(default=1, ge=1)
-    embedder_num_cpus: float = Field(default=0.5, ge=0)
+    embedder_num_cpus: float = Field(default=0.1, ge=0)
     max_batch_size: int = Field(default=32, ge=1)
     batch_wait_timeout_s: float = Field(default=0.005, ge=0)
     max_query_chars: int = Field(default=1000, ge=1)
