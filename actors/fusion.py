@@ -19,7 +19,8 @@ A *run* is ``(ids, scores)`` best first, as one row of ``SearchHits``. ``fuse`` 
 A document absent from a run (it ranked below ``depth`` there, or matched nothing) scores ``missing``
 there: ``"zero"`` (normalised 0: the run's minimum for minmax, its mean for zscore, 0 for convex) or
 ``"min"`` (the lowest value the run returned, as if it ranked just below the run's last entry; the same
-as ``"zero"`` for minmax). Results are sorted by fused score, ties by smaller id.
+as ``"zero"`` for minmax). ``"min"`` applies only to a run cut at ``depth``: a run with fewer entries
+holds every document that matched, and the others score ``"zero"`` there. Results are sorted by fused score, ties by smaller id.
 
 ``DEFAULT_PARAMS`` is Pulse's hybrid default, measured by ``bench/search_quality.py`` on SciFact's 809
 train claims (nDCG@10, document-level vectors; keyword = ``KeywordIndex`` 0.701, vector 0.660):
@@ -139,7 +140,11 @@ def fuse(
             absent = 0.0
         else:
             values = normalise(scores, params.method)
-            absent = float(values.min()) if params.missing == "min" else 0.0
+            # "min" stands for "ranked just below the run's last entry", which holds only for a run
+            # cut at ``depth``; a shorter run holds every document that matched, so the absent matched
+            # nothing and score as "zero" (a query term only one document has must still count).
+            cut = len(run_ids) >= params.depth
+            absent = float(values.min()) if params.missing == "min" and cut else 0.0
         base += weight * absent
         ids.append(run_ids)
         gains.append(weight * (values - absent))

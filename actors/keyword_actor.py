@@ -112,7 +112,7 @@ class KeywordIndexService:
         queries: list[str],
         k: int,
         flt: SearchFilter | None = None,
-        language: str | None = None,
+        languages: tuple[str, ...] = (),
         normalize: bool = False,
     ) -> SearchHits:
         """BM25 top-``k`` for each query (one row each), only documents passing ``flt``; with
@@ -130,7 +130,9 @@ class KeywordIndexService:
         ids: list[list[int]] = []
         scores: list[list[float]] = []
         for query in queries:
-            hits = self._index.search(query, k, language=language, doc_filter=doc_filter, normalize=normalize)
+            hits = self._index.search(
+                query, k, languages=languages, doc_filter=doc_filter, normalize=normalize
+            )
             ids.append(hits.ids[0])
             scores.append(hits.scores[0])
         return SearchHits(ids=ids, scores=scores)

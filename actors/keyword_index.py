@@ -6,8 +6,19 @@ Plain Python (no Ray), safe to share between threads (an actor with ``max_concur
 into words of two or more word characters (bm25s' own token pattern). Then, by language (the primary
 subtag of an ISO code: ``"en-GB"`` is ``"en"``): English drops Lucene's English stopwords and applies the
 Snowball English stemmer; Arabic applies the Snowball Arabic stemmer (bm25s ships no Arabic stopword
-list, so none are dropped); any other or unknown language is only lowercased. A query is analysed as
-its ``language`` argument says, else as Arabic when most of its letters are Arabic, else as English.
+list, so none are dropped); any other language is only lowercased ("plain"). A document without a
+language is analysed by its script (``storage.languages.script_language``: Arabic or English), the
+rule queries follow too, so a document and a query never meet analysed differently.
+
+**One term space per analysis.** Index terms carry their analysis as a prefix (``en:daniel``,
+``ar:تركي``, ``xx:stormy`` for plain), so BM25's document frequencies are counted per analysis and an
+English stem never matches a plain word of another language by chance. A query is analysed once for
+every analysis a matching document could have had: with a ``lang`` filter, the analyses of those
+languages; without one, the analysis of the query's script and the plain one (a Latin-script query
+finds English documents by stems and French or German ones by their words; an Arabic one Arabic
+documents by stems and Persian or Urdu ones by words); a query without letters (``2018``) all of them.
+Each analysis scores only its own documents, and with ``normalize`` each is divided by its own upper
+bound, so hybrid fusion sees one scale whatever the document's language.
 
 **Updates and reads.** ``upsert`` / ``delete`` change the corpus (one token list per document, cached,
 so a rebuild never analyses a document twice) and take effect for reads at once in one direction: the
@@ -51,6 +62,7 @@ import Stemmer
 from bm25s.stopwords import STOPWORDS_EN
 
 from actors.vector_index import SearchHits
+from storage.languages import script_language
 
 logger = logging.getLogger(__name__)
 
@@ -58,8 +70,6 @@ logger = logging.getLogger(__name__)
 TOKEN_PATTERN = re.compile(r"(?u)\b\w\w+\b")
 #: Arabic harakat, superscript alef and tatweel: removed before tokenizing (they would split words).
 ARABIC_MARKS = re.compile("[\u0610-\u061a\u064b-\u065f\u0670\u06d6-\u06dc\u06df-\u06e8\u06ea-\u06ed\u0640]")
-#: Letters counted as Arabic script when guessing a query's language.
-ARABIC_LETTER = re.compile("[\u0600-\u06ff\u0750-\u077f\u08a0-\u08ff\ufb50-\ufdff\ufe70-\ufeff]")
 
 
 @dataclass(frozen=True)
@@ -75,8 +85,10 @@ ANALYZERS: dict[str, Analyzer] = {
     "en": Analyzer(stemmer="english", stopwords=frozenset(STOPWORDS_EN)),
     "ar": Analyzer(stemmer="arabic"),
 }
-#: Analysis of a language not in ``ANALYZERS`` (or of no language).
+#: Analysis of a language not in ``ANALYZERS``.
 PLAIN = Analyzer(stemmer=None)
+#: The term prefix of plain analysis (``ANALYZERS``' keys are the others).
+PLAIN_KEY = "xx"
 
 _stemmers = threading.local()  # PyStemmer objects are not thread-safe: one per thread and algorithm
 
@@ -97,15 +109,34 @@ def primary_language(language: str | None) -> str | None:
     return language.strip().replace("_", "-").split("-")[0].lower()
 
 
-def detect_query_language(text: str) -> str:
-    """``"ar"`` when most letters of ``text`` are Arabic script, else ``"en"``."""
-    letters = sum(ch.isalpha() for ch in text)
-    arabic = len(ARABIC_LETTER.findall(text))
-    return "ar" if letters and arabic * 2 > letters else "en"
+def analysis_key(language: str | None, text: str) -> str:
+    """Which analysis a text gets: its language's (``"en"``, ``"ar"``), plain (``"xx"``) for another
+    language, and for no language the analysis of its script."""
+    primary = primary_language(language) or script_language(text)
+    if primary is None:
+        return PLAIN_KEY
+    return primary if primary in ANALYZERS else PLAIN_KEY
+
+
+def query_keys(query: str, languages: Sequence[str] = ()) -> list[str]:
+    """The analyses a query is read in: those of ``languages`` (a ``lang`` filter) when given, else its
+    script's and the plain one, else (no letters) every analysis."""
+    if languages:
+        return list(dict.fromkeys(analysis_key(lang, query) for lang in languages))
+    script = script_language(query)
+    if script is None:
+        return [*ANALYZERS, PLAIN_KEY]
+    return [script, PLAIN_KEY]
+
+
+def index_terms(text: str, language: str | None) -> list[str]:
+    """The prefixed terms a document is indexed by (see "One term space per analysis")."""
+    key = analysis_key(language, text)
+    return [f"{key}:{word}" for word in analyze(text, None if key == PLAIN_KEY else key)]
 
 
 def analyze(text: str, language: str | None) -> list[str]:
-    """Index terms of ``text`` in ``language`` (see the module docstring); repeated terms are kept."""
+    """Words of ``text`` analysed for ``language`` (``None``: plain); repeated words are kept."""
     analyzer = ANALYZERS.get(primary_language(language) or "", PLAIN)
     normalized = ARABIC_MARKS.sub("", unicodedata.normalize("NFKC", text)).lower()
     words = TOKEN_PATTERN.findall(normalized)
@@ -183,7 +214,7 @@ class KeywordIndex:
                 f"and {len(languages)} languages"
             )
         analysed = {
-            int(i): tuple(analyze(t, lang)) for i, t, lang in zip(ids, texts, languages, strict=True)
+            int(i): tuple(index_terms(t, lang)) for i, t, lang in zip(ids, texts, languages, strict=True)
         }  # outside the lock: analysis is the slow part
         with self._lock:
             changed = [i for i, terms in analysed.items() if self._tokens.get(i) != terms]
@@ -262,31 +293,38 @@ class KeywordIndex:
         query: str,
         k: int,
         *,
-        language: str | None = None,
+        languages: Sequence[str] = (),
         doc_filter: Callable[[np.ndarray], np.ndarray] | None = None,
         normalize: bool = False,
     ) -> SearchHits:
         """The ``k`` best documents for ``query`` (one row of hits); only documents that share a term.
 
-        ``doc_filter`` gets the int64 ids of every matching document and returns a bool mask of those
-        allowed. Scores are BM25; with ``normalize`` they are divided by the query's upper bound (the
-        sum over its terms of the best score the term gives any document), so they lie in (0, 1] and
-        mean the same across queries: what hybrid fusion (``actors.fusion``, method ``"convex"``) wants.
+        ``languages`` are those a ``lang`` filter allows (they choose the query's analyses: see the
+        module docstring; the filter itself is ``doc_filter``'s). ``doc_filter`` gets the int64 ids of
+        every matching document and returns a bool mask of those allowed. Scores are BM25; with
+        ``normalize`` they are divided by the query's upper bound (the sum over its terms of the best
+        score the term gives any document, per analysis), so they lie in (0, 1] and mean the same
+        across queries: what hybrid fusion (``actors.fusion``, method ``"convex"``) wants.
         A query counts each distinct term once.
         """
         if self._pending and len(self._tokens) <= self.refresh_on_search_max:
             self.refresh(wait=False)
         empty = SearchHits(ids=[[]], scores=[[]])
-        terms = analyze(query, language or detect_query_language(query))
         view = self._view  # one read: the retriever, its ids and its hidden rows belong together
-        if k <= 0 or not terms or view.retriever is None:
+        if k <= 0 or view.retriever is None:
             return empty
-        term_ids = list(dict.fromkeys(view.retriever.get_tokens_ids(terms)))
-        if not term_ids:
+        scores: np.ndarray | None = None
+        for key in query_keys(query, languages):
+            words = analyze(query, None if key == PLAIN_KEY else key)
+            term_ids = list(dict.fromkeys(view.retriever.get_tokens_ids([f"{key}:{w}" for w in words])))
+            if not term_ids:
+                continue
+            part = np.asarray(view.retriever.get_scores_from_ids(term_ids))
+            if normalize:  # each analysis by its own bound: its documents score nothing in the others
+                part = part / max(float(view.term_max[term_ids].sum()), np.finfo(np.float32).tiny)
+            scores = part if scores is None else scores + part
+        if scores is None:
             return empty
-        scores = np.asarray(view.retriever.get_scores_from_ids(term_ids))
-        if normalize:
-            scores = scores / max(float(view.term_max[term_ids].sum()), np.finfo(np.float32).tiny)
         rows = np.flatnonzero(scores > 0)
         if view.hidden:
             rows = rows[~np.isin(rows, np.fromiter(view.hidden, dtype=np.int64))]

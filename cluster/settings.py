@@ -64,6 +64,15 @@ class RaySettings(BaseModel):
         default=6390, description="GCS port of the local head node `pulse up` starts (6379 is often Redis)."
     )
     namespace: str = Field(default="pulse", description="Ray namespace of Pulse's named actors and jobs.")
+    placement_timeout_s: float = Field(
+        default=10.0,
+        ge=0,
+        description=(
+            "Seconds a job (collect, embed) waits for the free CPUs/GPUs its smallest set of tasks and "
+            "actors needs before failing with what it needs, what is free and the setting to change (an "
+            "ask larger than any node fails at once)."
+        ),
+    )
     include_dashboard: bool = Field(default=True, description="Start the Ray dashboard with the local node.")
     dashboard_port: int = Field(default=8265, description="Port of the Ray dashboard of the local node.")
     dashboard_agent_port: int | None = Field(
@@ -106,13 +115,16 @@ class EmbedSettings(BaseModel):
     min_actors: int = Field(default=1, description="Minimum size of the encoder actor pool.")
     max_actors: int | None = Field(
         default=None,
-        description="Maximum size of the encoder actor pool. Unset: one per GPU, else one per CPU.",
+        description=(
+            "Maximum size of the encoder actor pool. Unset: one per free GPU, else one per CPU left free "
+            "by running services (rounded up: 1.25 free CPUs give 2 one-thread encoders)."
+        ),
     )
     cpus_per_actor: float | None = Field(
         default=None,
         description=(
-            "CPUs reserved by each encoder actor. Unset: 1 with a GPU; without GPUs, the CPUs left "
-            "after the read and tokenize actors, split evenly."
+            "CPUs reserved by each encoder actor. Unset: 1 with a GPU; without GPUs, the CPUs that "
+            "running services leave free, less the read and tokenize actors, split evenly (at most 1)."
         ),
     )
     gpus_per_actor: float | None = Field(
@@ -185,6 +197,15 @@ class CollectSettings(BaseModel):
         ),
     )
     extract_batch_size: int = Field(default=8, description="Pages per extraction task batch.")
+    extract_cpus: float | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "CPUs reserved by each extraction task. Unset: the CPUs running services leave free, less "
+            "the fetch tasks and store actors, split over one task per free CPU (rounded up; at most 1 "
+            "each, at least 0.1)."
+        ),
+    )
     store_actors: int = Field(default=1, description="Actors writing collected records to PostgreSQL.")
     near_duplicate_threshold: float = Field(
         default=0.8,
@@ -200,7 +221,13 @@ class CollectSettings(BaseModel):
 
 
 class IndexSettings(BaseModel):
-    num_cpus: float = Field(default=0.25, description="CPUs reserved by each vector index shard actor.")
+    num_cpus: float = Field(
+        default=0.05,
+        description=(
+            "CPUs reserved by each vector index shard actor: a reservation, not a limit (its FAISS "
+            "threads are omp_threads); small, so jobs beside an idle index get the CPUs."
+        ),
+    )
     omp_threads: int = Field(default=1, description="OpenMP threads FAISS uses inside each shard actor.")
     poll_interval_s: float = Field(
         default=10.0, description="Seconds between a shard's checks of the vector manifest and deletion log."
@@ -254,7 +281,8 @@ class IndexSettings(BaseModel):
         description="Seconds between a shard's snapshots to the storage URI when it changed (0: off).",
     )
     keyword_num_cpus: float = Field(
-        default=0.25, description="CPUs reserved by the keyword (BM25) index actor."
+        default=0.05,
+        description="CPUs reserved by the keyword (BM25) index actor (a reservation, not a limit).",
     )
 
 
@@ -291,7 +319,11 @@ class ServeSettings(BaseModel):
     ingress_replicas: int = Field(default=1, description="Replicas of the HTTP ingress deployment.")
     embedder_replicas: int = Field(default=1, description="Replicas of the query-embedding deployment.")
     embedder_num_cpus: float = Field(
-        default=0.5, description="CPUs reserved by each query-embedding replica."
+        default=0.1,
+        description=(
+            "CPUs reserved by each query-embedding replica: a reservation, not a limit (it encodes on "
+            "one torch thread); small, so jobs beside an idle API get the CPUs."
+        ),
     )
     max_batch_size: int = Field(
         default=32, description="Most queries embedded in one call (a batch of concurrent searches)."

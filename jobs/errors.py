@@ -7,6 +7,7 @@ Hierarchy::
     ├── RecipeError          a text recipe (fields, chunking) is invalid for the model
     ├── EmbedBusy            another embedding run holds the model's lock
     ├── InputFileError       an ingest file cannot be read at all (bad records are quarantined instead)
+    ├── PlacementError       a job's smallest set of tasks and actors fits no node's free resources
     └── CollectError         the collect job (jobs.collect.errors)
 """
 
@@ -36,6 +37,14 @@ class RecipeError(JobError):
     def __init__(self, reason: str) -> None:
         self.reason = reason
         super().__init__(f"invalid text recipe: {reason}")
+
+
+class PlacementError(JobError):
+    """The message (``jobs.placement.refusal``) says what the job needs, what is free, what to change."""
+
+    def __init__(self, job: str, message: str) -> None:
+        self.job = job
+        super().__init__(message)
 
 
 class EmbedBusy(JobError):

@@ -28,6 +28,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from actors.errors import IndexNotReady
+from serve_apps.schemas import ErrorResponse
 from storage.errors import (
     CmsConflict,
     CmsNotFound,
@@ -98,6 +99,25 @@ class NotReady(ApiError):
 
     def __init__(self, message: str, *, retry_after_s: int = 5) -> None:
         super().__init__(message, headers={"Retry-After": str(retry_after_s)})
+
+
+#: What each error status means, in the OpenAPI of the routes that can answer it.
+_MEANING = {
+    401: "Missing, expired or invalid credentials (code unauthorized)",
+    403: "The caller's role may not do this; the message says who may (code forbidden)",
+    404: "No such id (code <thing>_not_found)",
+    409: "Conflicts with the current state: a duplicate, a refused workflow move, a rolled-back bulk",
+    412: "Stale If-Match: the item changed since it was read (code stale_version; ETag: the current one)",
+    413: "The request body is over the size limit (code payload_too_large)",
+    422: "Invalid input; details name each field (code invalid_request)",
+    429: "Too many requests; Retry-After says when to retry (code rate_limited)",
+    503: "A dependency (the index, the database) is not ready; Retry-After says when to retry",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries for a route or an app: each status with the one error body."""
+    return {status: {"model": ErrorResponse, "description": _MEANING[status]} for status in statuses}
 
 
 def error_body(code: str, message: str, details: list[dict[str, Any]] | None = None) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 import ray
-from fastapi import Depends, FastAPI, Path, Query, Response
+from fastapi import Depends, FastAPI, Query, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from ray import serve
@@ -35,12 +35,12 @@ from actors.index_actor import IndexActorConfig, ShardedHits, ShardedIndex
 from actors.keyword_actor import KeywordActorConfig, get_or_create_keyword_actor
 from actors.vector_index import IndexConfig, SearchHits
 from cluster.settings import IndexSettings, SearchSettings
-from serve_apps.errors import InvalidRequest, NotFound, NotReady, install_error_handlers
+from serve_apps.errors import InvalidRequest, NotFound, NotReady, error_responses, install_error_handlers
+from serve_apps.inputs import Id, reject_unstorable_text
 from serve_apps.micro_batch import MicroBatcher
 from serve_apps.query_embedder import QueryEmbedder, QueryModel, query_model
 from serve_apps.schemas import (
     DocumentOut,
-    ErrorResponse,
     Health,
     ModelRef,
     Readiness,
@@ -132,7 +132,7 @@ class _KeywordAsk:
     query: str
     depth: int
     flt: SearchFilter
-    language: str | None
+    languages: tuple[str, ...]  # the lang filter's: they choose how the query is analysed
     normalize: bool  # scores divided by the query's upper bound, as hybrid fusion expects
 
 
@@ -183,7 +183,8 @@ api = FastAPI(
     title="Pulse search API",
     version="0.2.0",
     description="Semantic, keyword and hybrid search over Pulse's documents.",
-    responses={422: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
+    responses=error_responses(422, 503),
+    dependencies=[Depends(reject_unstorable_text)],
 )
 install_error_handlers(api)
 
@@ -350,16 +351,16 @@ class SearchIngress:
         return out
 
     async def _keyword_many(self, asks: list[_KeywordAsk]) -> list[_Answer | BaseException]:
-        groups: dict[tuple[int, SearchFilter, str | None, bool], list[int]] = {}
+        groups: dict[tuple[int, SearchFilter, tuple[str, ...], bool], list[int]] = {}
         for i, ask in enumerate(asks):
-            groups.setdefault((ask.entry_id, ask.flt, ask.language, ask.normalize), []).append(i)
+            groups.setdefault((ask.entry_id, ask.flt, ask.languages, ask.normalize), []).append(i)
         out: list[_Answer | BaseException] = [RuntimeError("not answered")] * len(asks)
 
-        async def run(key: tuple[int, SearchFilter, str | None, bool], rows: list[int]) -> None:
-            entry_id, flt, language, normalize = key
+        async def run(key: tuple[int, SearchFilter, tuple[str, ...], bool], rows: list[int]) -> None:
+            entry_id, flt, languages, normalize = key
             depth = max(asks[i].depth for i in rows)
             ref = self._keyword(entry_id).search.remote(
-                [asks[i].query for i in rows], depth, None if flt.is_empty else flt, language, normalize
+                [asks[i].query for i in rows], depth, None if flt.is_empty else flt, languages, normalize
             )
             try:
                 hits: SearchHits = await asyncio.wait_for(_await(ref), timeout=self._deadline_s)
@@ -517,9 +518,8 @@ class SearchIngress:
 
         async def keyword_run() -> _Answer:
             t0 = time.perf_counter()
-            language = flt.languages[0] if len(flt.languages) == 1 else None
             answer = await self._keyword_batch.submit(
-                _KeywordAsk(entry.id, query, fetch, flt, language, normalize=mode == "hybrid")
+                _KeywordAsk(entry.id, query, fetch, flt, tuple(flt.languages), normalize=mode == "hybrid")
             )
             timings["keyword"] = time.perf_counter() - t0
             return _raise_or(answer)
@@ -569,9 +569,9 @@ class SearchIngress:
         "/v1/documents/{document_id}",
         response_model=DocumentOut,
         summary="One document, whole",
-        responses={404: {"model": ErrorResponse}},
+        responses=error_responses(404),
     )
-    async def document(self, document_id: Annotated[int, Path(ge=1)]) -> DocumentOut:
+    async def document(self, document_id: Id) -> DocumentOut:
         async with self._sessions() as session:
             doc = await fetch_document(session, document_id)
         if doc is None:
@@ -593,11 +593,11 @@ class SearchIngress:
         "/v1/documents/{document_id}/similar",
         response_model=SimilarResponse,
         summary="More like this: the k documents closest in meaning to a stored document",
-        responses={404: {"model": ErrorResponse}},
+        responses=error_responses(404),
     )
     async def similar(
         self,
-        document_id: Annotated[int, Path(ge=1)],
+        document_id: Id,
         response: Response,
         flt: Annotated[SearchFilter, Depends(search_filter)],
         k: Annotated[int, Query(ge=1, le=MAX_K, description="How many (1-100)")] = 10,

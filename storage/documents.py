@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from storage.index_feed import category_column
+from storage.languages import detect_language, normalize_code
 from storage.models import Document, QuarantinedRecord, Source
 
 _WS = re.compile(r"\s+")
@@ -54,8 +55,9 @@ class DocumentRecord:
     text: str
     external_id: str | None = None
     published_at: datetime | None = None
-    language: str | None = None
+    language: str | None = None  # None: identified when stored (``storage.languages``)
     metadata: dict[str, Any] = field(default_factory=dict)
+    language_confidence: float | None = None  # the identifier's probability; None when declared
 
     @property
     def content_hash(self) -> str:
@@ -164,13 +166,19 @@ class DocumentRepository:
 
 
 def _row(doc: DocumentRecord, source_id: int | None) -> dict[str, Any]:
+    if doc.language:
+        language, confidence = normalize_code(doc.language), doc.language_confidence
+    else:  # every stored document has a language: identify it (see storage.languages)
+        guess = detect_language(f"{doc.title}\n{doc.text}")
+        language, confidence = guess.code, guess.confidence
     return {
         "source_id": source_id,
         "external_id": doc.external_id,
         "canonical_url": doc.canonical_url,
         "title": normalize_text(doc.title),
         "text": normalize_text(doc.text),
-        "language": doc.language,
+        "language": language,
+        "language_confidence": confidence,
         "published_at": doc.published_at,
         "content_hash": doc.content_hash,
         "metadata": clean_json(doc.metadata),
@@ -198,6 +206,7 @@ def _upsert_statement(rows: list[dict[str, Any]]) -> Any:
             "title": excluded.title,
             "text": excluded.text,
             "language": excluded.language,
+            "language_confidence": excluded.language_confidence,
             "published_at": excluded.published_at,
             "content_hash": excluded.content_hash,
             "metadata": excluded.metadata,

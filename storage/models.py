@@ -85,6 +85,8 @@ class Document(Base):
     title: Mapped[str] = mapped_column(Text)
     text: Mapped[str] = mapped_column(Text)
     language: Mapped[str | None] = mapped_column(String(16))
+    #: py3langid's probability for ``language``; NULL when the record or page declared it.
+    language_confidence: Mapped[float | None] = mapped_column(Float)
     published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     fetched_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     content_hash: Mapped[str] = mapped_column(String(64))

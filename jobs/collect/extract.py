@@ -13,16 +13,14 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-import py3langid
 from trafilatura import bare_extraction
 
 from jobs.ingest.records import parse_published_at
 from jobs.urls import canonical_url, same_site
+from storage.languages import detect_language
 
 logger = logging.getLogger(__name__)
 
-#: Texts shorter than this are not given to the language identifier (too unreliable).
-MIN_LANGID_CHARS = 40
 #: A page whose main text is shorter than this has no content worth storing (``no_content``).
 MIN_TEXT_CHARS = 20
 _HTML_LANG = re.compile(rb"<html[^>]*\slang\s*=\s*[\"']?([A-Za-z]{2,3})", re.IGNORECASE)
@@ -38,15 +36,7 @@ class ExtractedPage:
     language: str | None
     published_at: datetime | None
     metadata: dict[str, Any] = field(default_factory=dict)
-
-
-def detect_language(text: str, *, declared: str | None = None) -> str | None:
-    """ISO 639-1 code: the identifier's answer on enough text, else the page's declared language."""
-    sample = text[:4000]
-    if len(sample.strip()) >= MIN_LANGID_CHARS:
-        lang, _score = py3langid.classify(sample)
-        return str(lang)
-    return declared
+    language_confidence: float | None = None  # the identifier's probability; None when declared
 
 
 def _declared_language(html: bytes | str) -> str | None:
@@ -97,7 +87,8 @@ def extract_page(
     title = (data.get("title") or hint.get("title") or "").strip()
     published = _published(data.get("date")) or _published(hint.get("published_at"))
     declared = _declared_language(html)
-    language = language_hint or detect_language(f"{title}. {text}", declared=declared)
+    guess = detect_language(f"{title}\n{text}", declared=declared)
+    language, confidence = (language_hint, None) if language_hint else (guess.code, guess.confidence)
     metadata = {
         key: value
         for key, value in {
@@ -118,6 +109,7 @@ def extract_page(
         language=language,
         published_at=published,
         metadata=metadata,
+        language_confidence=confidence,
     )
 
 

@@ -35,6 +35,8 @@ def job_config(settings: Settings, database_url: str, **overrides: object) -> Co
         "fetch_partitions": c.fetch_partitions,
         "fetch_cpus": c.fetch_cpus,
         "extract_batch_size": c.extract_batch_size,
+        "extract_cpus": c.extract_cpus,
+        "placement_timeout_s": settings.ray.placement_timeout_s,
         "store_actors": c.store_actors,
         "near_duplicate_threshold": c.near_duplicate_threshold,
         "max_depth": c.max_depth,

@@ -5,8 +5,12 @@
 1. ``fetch_partition`` (tasks, ``fetch_cpus`` each): one task per partition of hosts runs an asyncio
    ``Fetcher`` over its URLs and yields fetched records as they complete; each yielded chunk is first
    written to the raw Parquet log.
-2. ``process_batch`` (tasks, 1 CPU each): extraction and parsing on every CPU Ray has.
+2. ``process_batch`` (tasks): extraction and parsing on the CPUs running services leave free, one task
+   per free CPU, each reserving its share (``plan_resources``; fractional beside a running platform).
 3. ``StoreBatch`` (a small actor pool): one transaction per record; the frontier marks the URL done in it.
+
+Before a run is recorded, ``wait_placeable`` checks that one task of each stage and the store actors fit
+what is free, and fails within ``placement_timeout_s`` naming what is missing (``jobs.placement``).
 
 A round fetches everything pending; what it discovers (feed items, child sitemaps) is fetched by the next
 round, until nothing is pending or ``max_rounds`` is reached.
@@ -17,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import queue
 import threading
 import time
@@ -38,6 +43,7 @@ from jobs.collect.fetch import Fetcher, FetchPolicy, FetchRequest, FetchResult
 from jobs.collect.plan import partition, roots
 from jobs.collect.process import process_record
 from jobs.collect.store import COUNTERS, StoreBatch
+from jobs.placement import Ask, free_resources, wait_placeable
 from jobs.progress import JobProgress
 from storage.database import make_engine, make_session_factory, session_scope
 from storage.frontier import FrontierRepository, RunRepository
@@ -53,6 +59,10 @@ CHUNK_SECONDS = 2.0
 #: Largest block while a round runs: small, so each fetched chunk reaches extraction at once instead of
 #: waiting in the fetch task's output buffer until the task ends (Ray Data's default is 128 MiB).
 ROUND_MAX_BLOCK_BYTES = 256 * 1024
+#: CPUs reserved by each store actor (it waits on PostgreSQL).
+STORE_CPUS = 0.1
+#: Least CPUs an extraction task reserves when it sizes itself from what is free.
+MIN_EXTRACT_CPUS = 0.1
 
 
 @dataclass(frozen=True)
@@ -65,6 +75,8 @@ class CollectJobConfig:
     fetch_partitions: int | None = None
     fetch_cpus: float = 0.05
     extract_batch_size: int = 8
+    extract_cpus: float | None = None  # None: sized from the free CPUs (plan_resources)
+    placement_timeout_s: float = 10.0
     store_actors: int = 1
     near_duplicate_threshold: float = 0.8
     max_depth: int = 3
@@ -243,12 +255,55 @@ def process_batch(batch: Any, *, sources: dict[int, SourceRow]) -> Any:
 # --------------------------------------------------------------------------- wiring
 
 
+@dataclass(frozen=True)
+class ResourcePlan:
+    """What each stage of a round reserves, sized from the CPUs free when the run starts."""
+
+    fetch_tasks: int
+    fetch_cpus: float
+    extract_tasks: int  # at most this many extraction tasks at once
+    extract_cpus: float
+    store_actors: int
+    store_cpus: float = STORE_CPUS
+
+    def asks(self) -> list[Ask]:
+        """The smallest set that must run at once for a round to progress: one of each stage."""
+        return [
+            Ask("fetch task", self.fetch_cpus, setting="PULSE_COLLECT__FETCH_CPUS"),
+            Ask("extraction task", self.extract_cpus, setting="PULSE_COLLECT__EXTRACT_CPUS"),
+            Ask(
+                "store actor", self.store_cpus, count=self.store_actors, setting="PULSE_COLLECT__STORE_ACTORS"
+            ),
+        ]
+
+    def describe(self) -> str:
+        return (
+            f"{self.fetch_tasks} fetch tasks x {self.fetch_cpus:g} CPU, up to {self.extract_tasks} "
+            f"extraction tasks x {self.extract_cpus:g} CPU, {self.store_actors} store actors x "
+            f"{self.store_cpus:g} CPU"
+        )
+
+
+def plan_resources(cfg: CollectJobConfig, *, free_cpus: float, fetch_tasks: int) -> ResourcePlan:
+    """Extraction gets what the fetch tasks and store actors leave of ``free_cpus``: one task per free
+    CPU (rounded up, so 1.45 CPUs give two tasks and both cores work), each reserving its share."""
+    rest = free_cpus - fetch_tasks * cfg.fetch_cpus - cfg.store_actors * STORE_CPUS
+    if cfg.extract_cpus is not None:
+        cpus = cfg.extract_cpus
+        tasks = max(1, math.floor(round(rest / cpus, 2)))
+    else:
+        tasks = max(1, math.ceil(round(rest, 2)))
+        cpus = max(MIN_EXTRACT_CPUS, min(1.0, math.floor(rest / tasks * 100) / 100))
+    return ResourcePlan(fetch_tasks, cfg.fetch_cpus, tasks, cpus, cfg.store_actors)
+
+
 def build_round(
     partitions: list[list[dict[str, Any]]],
     cfg: CollectJobConfig,
     *,
     run_id: int,
     sources: dict[int, SourceRow],
+    plan: ResourcePlan,
 ) -> ray.data.Dataset:
     items = [{"requests": json.dumps(p, default=str)} for p in partitions]
     ds: ray.data.Dataset = ray.data.from_items(items, override_num_blocks=len(items))
@@ -265,7 +320,8 @@ def build_round(
         batch_size=cfg.extract_batch_size,
         batch_format="pyarrow",
         fn_kwargs={"sources": sources},
-        num_cpus=1,
+        compute=ray.data.TaskPoolStrategy(size=plan.extract_tasks),
+        num_cpus=plan.extract_cpus,
     )
     return ds.map_batches(
         StoreBatch,
@@ -278,8 +334,8 @@ def build_round(
             "near_duplicate_threshold": cfg.near_duplicate_threshold,
             "max_depth": cfg.max_depth,
         },
-        compute=ray.data.ActorPoolStrategy(size=cfg.store_actors),
-        num_cpus=0.1,
+        compute=ray.data.ActorPoolStrategy(size=plan.store_actors),
+        num_cpus=plan.store_cpus,
     )
 
 
@@ -328,6 +384,11 @@ def _run_locked(cfg: CollectJobConfig, sessions: Any, start: float) -> CollectSu
         due = SourceRepository(session).due(names=cfg.sources, force=cfg.force)
         if not due:  # nothing to do: no run is recorded (``--loop`` checks often)
             return CollectSummary(run_id=None, sources=0, seconds=time.perf_counter() - start)
+    fetch_tasks = cfg.fetch_partitions or _default_partitions()
+    plan = plan_resources(cfg, free_cpus=free_resources()["CPU"], fetch_tasks=fetch_tasks)
+    wait_placeable("the collect job", plan.asks(), timeout_s=cfg.placement_timeout_s)
+    logger.info("collect resources: %s", plan.describe())
+    with session_scope(sessions) as session:
         run_id = RunRepository(session).start()
         frontier = FrontierRepository(session)
         frontier.seed(roots(due))
@@ -343,7 +404,7 @@ def _run_locked(cfg: CollectJobConfig, sessions: Any, start: float) -> CollectSu
             if not pending:
                 break
             summary.rounds = round_no
-            parts = partition(pending, partitions=cfg.fetch_partitions or _default_partitions())
+            parts = partition(pending, partitions=fetch_tasks)
             logger.info(
                 "collect run %d round %d: %d URLs on %d hosts in %d fetch partitions",
                 run_id,
@@ -356,7 +417,7 @@ def _run_locked(cfg: CollectJobConfig, sessions: Any, start: float) -> CollectSu
             context = ray.data.DataContext.get_current()
             saved_block_size = context.target_max_block_size
             context.target_max_block_size = ROUND_MAX_BLOCK_BYTES
-            ds = build_round(parts, cfg, run_id=run_id, sources=source_map)
+            ds = build_round(parts, cfg, run_id=run_id, sources=source_map, plan=plan)
             try:
                 _consume(
                     ds,

@@ -52,6 +52,7 @@ def document_dict(
         "title": page.title,
         "text": page.text,
         "language": page.language or language,
+        "language_confidence": page.language_confidence if page.language else None,
         "published_at": page.published_at,
         "metadata": metadata,
         "external_id": getattr(page, "external_id", None),

@@ -50,6 +50,7 @@ def _doc_record(doc: dict[str, Any]) -> DocumentRecord:
         published_at=parse_published_at(published) if isinstance(published, str) else published,
         language=doc.get("language"),
         metadata=doc.get("metadata") or {},
+        language_confidence=doc.get("language_confidence"),
     )
 
 

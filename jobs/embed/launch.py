@@ -39,6 +39,7 @@ def job_config(settings: Settings, database_url: str, **overrides: object) -> Em
         "tokenize_cpus": e.tokenize_cpus,
         "cpu_label_selector": dict(e.cpu_label_selector),
         "rows_per_file": e.rows_per_file,
+        "placement_timeout_s": settings.ray.placement_timeout_s,
     }
     values.update({k: v for k, v in overrides.items() if v is not None})
     return EmbedJobConfig(**values)  # type: ignore[arg-type]

@@ -35,6 +35,7 @@ from jobs.embed.encode import ModelInfo, encode_tokens, load_model, load_tokeniz
 from jobs.embed.recipe import TextRecipe
 from jobs.embed.registry import entry_spec, info_of
 from jobs.errors import EmbedBusy
+from jobs.placement import Ask, free_resources, wait_placeable
 from jobs.progress import JobProgress
 from storage.database import make_engine, make_session_factory, session_scope
 from storage.document_files import RowGroupRef, list_row_groups, read_row_group
@@ -64,6 +65,7 @@ class EmbedJobConfig:
     tokenize_cpus: float = 0.25
     cpu_label_selector: dict[str, str] = field(default_factory=dict)
     rows_per_file: int = 4096
+    placement_timeout_s: float = 10.0
     input_path: str | None = None
     full: bool = False
     progress: bool = True
@@ -337,23 +339,46 @@ class PoolPlan:
     tokenizers: int
     tokenize_cpus: float
 
+    def asks(self, cfg: EmbedJobConfig) -> list[Ask]:
+        """The smallest set that must run at once: a reader, a tokenizer and the pool's minimum encoders."""
+        labels = dict(cfg.cpu_label_selector)
+        setting = "PULSE_EMBED__TOKENIZE_CPUS"
+        return [
+            Ask("read actor", self.tokenize_cpus, setting=setting, labels=labels),
+            Ask("tokenize actor", self.tokenize_cpus, setting=setting, labels=labels),
+            Ask(
+                "encoder actor",
+                self.encoder_cpus,
+                self.encoder_gpus,
+                count=min(cfg.min_actors, self.encoders),
+                setting="PULSE_EMBED__GPUS_PER_ACTOR" if self.encoder_gpus else "PULSE_EMBED__CPUS_PER_ACTOR",
+            ),
+        ]
 
-def plan_pools(cfg: EmbedJobConfig, resources: dict[str, float]) -> PoolPlan:
-    """Pool sizes from the cluster's resources: GPUs when it has them (and device allows), else CPUs."""
+
+def plan_pools(
+    cfg: EmbedJobConfig, resources: dict[str, float], *, total: dict[str, float] | None = None
+) -> PoolPlan:
+    """Pool sizes from the resources free for the job (``resources``: what running services leave):
+    GPUs when the cluster has them (``total``; default ``resources``) and the device allows, else CPUs.
+
+    Without GPUs there is one encoder per free CPU, rounded up (1.25 CPUs left beside the read and
+    tokenize actors give two encoders of 0.62 CPU and one torch thread each: both cores work)."""
     total_cpus = float(resources.get("CPU", 1.0))
-    total_gpus = float(resources.get("GPU", 0.0))
+    free_gpus = float(resources.get("GPU", 0.0))
     gpus = cfg.gpus_per_actor
     if gpus is None:
-        gpus = 1.0 if total_gpus >= 1 and cfg.device != "cpu" else 0.0
+        has_gpus = float((total or resources).get("GPU", 0.0)) >= 1
+        gpus = 1.0 if has_gpus and cfg.device != "cpu" else 0.0
     if gpus > 0:
-        encoders = cfg.max_actors or max(1, int(total_gpus // gpus))
+        encoders = cfg.max_actors or max(1, int(free_gpus // gpus))
         tokenizers = cfg.tokenize_actors or 2 * encoders
         cpus = cfg.cpus_per_actor if cfg.cpus_per_actor is not None else 1.0
         return PoolPlan(encoders, cpus, gpus, max(1, int(cpus)), tokenizers, cfg.tokenize_cpus)
     tokenizers = cfg.tokenize_actors or 1
     # Readers and tokenizers reserve a little; the encoders split the rest, one torch thread per CPU.
     reserved = 2 * tokenizers * cfg.tokenize_cpus
-    encoders = cfg.max_actors or max(1, int(total_cpus))
+    encoders = cfg.max_actors or max(1, math.ceil(round(total_cpus - reserved, 2)))
     if cfg.cpus_per_actor is not None:
         cpus = cfg.cpus_per_actor
     else:
@@ -529,7 +554,10 @@ def _run_locked(
         total = EmbeddingRepository(session).count_pending(model_id=entry.id, cutoff=cutoff)
     if total == 0:
         return EmbedSummary(entry.id, entry.name, 0, 0, 0, 0, 0, time.perf_counter() - start, run_id=run_id)
-    plan = plan_pools(cfg, ray.cluster_resources())  # type: ignore[no-untyped-call]
+    plan = plan_pools(cfg, free_resources(), total=ray.cluster_resources())  # type: ignore[no-untyped-call]
+    wait_placeable(
+        f"the embed job (model entry {entry.id})", plan.asks(cfg), timeout_s=cfg.placement_timeout_s
+    )
     rows = plan_blocks(total, actors=plan.encoders, rows_per_file=cfg.rows_per_file, min_rows=cfg.batch_size)
     ranges: list[Any] = []
     if not cfg.input_path:

@@ -6,7 +6,7 @@ import logging
 import secrets
 from typing import Annotated, Any
 
-from fastapi import Depends, Path, Query, Request, Response
+from fastapi import Depends, Query, Request, Response
 
 from actors.webhook_targets import refusal as webhook_refusal
 from serve_apps.cms import schemas as s
@@ -25,7 +25,9 @@ from serve_apps.errors import (
     NotFound,
     RateLimited,
     Unauthorized,
+    error_responses,
 )
+from serve_apps.inputs import MAX_ID, Id
 from storage.cms_audit import list_audit, record_audit
 from storage.cms_content import TaxonomyRepository
 from storage.cms_events import DeliveryRepository, WebhookRepository
@@ -132,13 +134,25 @@ class AdminRoutes(CmsBase):
         return Response(status_code=204)
 
     # ----------------------------------------------------------------------------------- taxonomy
-    @api.post("/categories", response_model=s.TaxonomyOut, status_code=201, summary="Create a category")
+    @api.post(
+        "/categories",
+        response_model=s.TaxonomyOut,
+        status_code=201,
+        summary="Create a category",
+        responses=error_responses(409),
+    )
     async def create_category(
         self, request: Request, body: s.Taxonomy, principal: Annotated[Principal, Depends(current_principal)]
     ) -> s.TaxonomyOut:
         return await self._create_taxonomy(request, "category", body, principal)
 
-    @api.post("/tags", response_model=s.TaxonomyOut, status_code=201, summary="Create a tag")
+    @api.post(
+        "/tags",
+        response_model=s.TaxonomyOut,
+        status_code=201,
+        summary="Create a tag",
+        responses=error_responses(409),
+    )
     async def create_tag(
         self, request: Request, body: s.Taxonomy, principal: Annotated[Principal, Depends(current_principal)]
     ) -> s.TaxonomyOut:
@@ -179,7 +193,13 @@ class AdminRoutes(CmsBase):
             return [s.TaxonomyOut(**r) for r in await TaxonomyRepository(session).list("tag")]
 
     # ------------------------------------------------------------------------------ users and keys
-    @api.post("/users", response_model=s.UserOut, status_code=201, summary="Create a user (admin)")
+    @api.post(
+        "/users",
+        response_model=s.UserOut,
+        status_code=201,
+        summary="Create a user (admin)",
+        responses=error_responses(409),
+    )
     async def create_user(
         self,
         request: Request,
@@ -218,7 +238,7 @@ class AdminRoutes(CmsBase):
     async def update_user(
         self,
         request: Request,
-        user_id: Annotated[int, Path(ge=1)],
+        user_id: Id,
         body: s.UserUpdate,
         principal: Annotated[Principal, Depends(current_principal)],
     ) -> s.UserOut:
@@ -269,11 +289,16 @@ class AdminRoutes(CmsBase):
         async with self._sessions() as session:
             return [s.KeyOut(**_key_fields(k)) for k in await ApiKeyRepository(session).list()]
 
-    @api.delete("/keys/{key_id}", status_code=204, summary="Revoke an API key (admin)")
+    @api.delete(
+        "/keys/{key_id}",
+        status_code=204,
+        summary="Revoke an API key (admin)",
+        responses=error_responses(404),
+    )
     async def revoke_key(
         self,
         request: Request,
-        key_id: Annotated[int, Path(ge=1)],
+        key_id: Id,
         principal: Annotated[Principal, Depends(current_principal)],
     ) -> Response:
         await self._admin(request, principal, "key.revoke", f"key:{key_id}")
@@ -298,7 +323,7 @@ class AdminRoutes(CmsBase):
         target: Annotated[str | None, Query(max_length=200)] = None,
         actor: Annotated[str | None, Query(max_length=200)] = None,
         outcome: Annotated[str | None, Query(pattern="^(ok|denied)$")] = None,
-        before_id: Annotated[int | None, Query(ge=1)] = None,
+        before_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
     ) -> list[s.AuditOut]:
         await self._admin(request, principal, "audit.read", "audit")
@@ -348,11 +373,16 @@ class AdminRoutes(CmsBase):
         async with self._sessions() as session:
             return [s.WebhookOut(**_webhook_fields(h)) for h in await WebhookRepository(session).list()]
 
-    @api.delete("/webhooks/{webhook_id}", status_code=204, summary="Unsubscribe (admin)")
+    @api.delete(
+        "/webhooks/{webhook_id}",
+        status_code=204,
+        summary="Unsubscribe (admin)",
+        responses=error_responses(404),
+    )
     async def delete_webhook(
         self,
         request: Request,
-        webhook_id: Annotated[int, Path(ge=1)],
+        webhook_id: Id,
         principal: Annotated[Principal, Depends(current_principal)],
     ) -> Response:
         target = f"webhook:{webhook_id}"
@@ -372,11 +402,12 @@ class AdminRoutes(CmsBase):
         "/webhooks/{webhook_id}/deliveries",
         response_model=list[s.DeliveryOut],
         summary="The delivery log of a webhook, newest first (admin)",
+        responses=error_responses(404),
     )
     async def deliveries(
         self,
         request: Request,
-        webhook_id: Annotated[int, Path(ge=1)],
+        webhook_id: Id,
         principal: Annotated[Principal, Depends(current_principal)],
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
     ) -> list[s.DeliveryOut]:

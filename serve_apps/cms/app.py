@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import Depends, Header, Path, Query, Request, Response
+from fastapi import Depends, Header, Query, Request, Response
 from pydantic import BaseModel
 from ray import serve
 
@@ -33,7 +33,9 @@ from serve_apps.cms.security import (
 from serve_apps.errors import (
     InvalidRequest,
     NotFound,
+    error_responses,
 )
+from serve_apps.inputs import MAX_ID, MAX_VERSION, Id, Version
 from serve_apps.search_params import fingerprint
 from storage.cms_audit import record_audit
 from storage.cms_content import Check, ContentRepository, ItemQuery, ItemRow
@@ -160,7 +162,13 @@ class CmsIngress(AdminRoutes):
     """The CMS deployment: item, revision and bulk routes here; accounts and administration inherited."""
 
     # ------------------------------------------------------------------------------------ items
-    @api.post("/items", response_model=s.ItemOut, status_code=201, summary="Create a draft")
+    @api.post(
+        "/items",
+        response_model=s.ItemOut,
+        status_code=201,
+        summary="Create a draft",
+        responses=error_responses(409),
+    )
     async def create_item(
         self,
         request: Request,
@@ -238,12 +246,17 @@ class CmsIngress(AdminRoutes):
             self._check_read(principal, item)
         return item
 
-    @api.get("/items/{item_id}", response_model=s.ItemOut, summary="One item (ETag = its version)")
+    @api.get(
+        "/items/{item_id}",
+        response_model=s.ItemOut,
+        summary="One item (ETag = its version)",
+        responses=error_responses(404),
+    )
     async def get_item(
         self,
         request: Request,
         response: Response,
-        item_id: Annotated[int, Path(ge=1)],
+        item_id: Id,
         principal: Annotated[Principal, Depends(current_principal)],
         locale: Annotated[
             s.Locale | None, Query(description="Add a view in this locale, with fallback")
@@ -265,7 +278,7 @@ class CmsIngress(AdminRoutes):
         type: Annotated[str | None, Query(pattern="^(article|page)$")] = None,
         category: Annotated[str | None, Query(max_length=100)] = None,
         tag: Annotated[str | None, Query(max_length=100)] = None,
-        author: Annotated[int | None, Query(ge=1)] = None,
+        author: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
         since: Annotated[datetime | None, Query(description="Updated at or after")] = None,
         until: Annotated[datetime | None, Query(description="Updated before")] = None,
         sort: Annotated[
@@ -339,13 +352,16 @@ class CmsIngress(AdminRoutes):
         return item_out(after, principal)
 
     @api.patch(
-        "/items/{item_id}", response_model=s.ItemOut, summary="Change some fields (If-Match: the ETag)"
+        "/items/{item_id}",
+        response_model=s.ItemOut,
+        summary="Change some fields (If-Match: the ETag)",
+        responses=error_responses(404, 409, 412),
     )
     async def patch_item(
         self,
         request: Request,
         response: Response,
-        item_id: Annotated[int, Path(ge=1)],
+        item_id: Id,
         body: s.ItemFields,
         principal: Annotated[Principal, Depends(current_principal)],
         if_match: Annotated[str | None, Header()] = None,
@@ -354,12 +370,17 @@ class CmsIngress(AdminRoutes):
             request, response, principal, item_id, body.model_dump(exclude_unset=True), if_match
         )
 
-    @api.put("/items/{item_id}", response_model=s.ItemOut, summary="Replace every editable field (If-Match)")
+    @api.put(
+        "/items/{item_id}",
+        response_model=s.ItemOut,
+        summary="Replace every editable field (If-Match)",
+        responses=error_responses(404, 409, 412),
+    )
     async def put_item(
         self,
         request: Request,
         response: Response,
-        item_id: Annotated[int, Path(ge=1)],
+        item_id: Id,
         body: s.ItemCreate,
         principal: Annotated[Principal, Depends(current_principal)],
         if_match: Annotated[str | None, Header()] = None,
@@ -370,11 +391,16 @@ class CmsIngress(AdminRoutes):
         fields["type"] = fields["type"] or "article"
         return await self._update(request, response, principal, item_id, fields, if_match)
 
-    @api.delete("/items/{item_id}", status_code=204, summary="Delete an item and its history")
+    @api.delete(
+        "/items/{item_id}",
+        status_code=204,
+        summary="Delete an item and its history",
+        responses=error_responses(404),
+    )
     async def delete_item(
         self,
         request: Request,
-        item_id: Annotated[int, Path(ge=1)],
+        item_id: Id,
         principal: Annotated[Principal, Depends(current_principal)],
     ) -> Response:
         async with (
@@ -390,12 +416,17 @@ class CmsIngress(AdminRoutes):
             )
         return Response(status_code=204)
 
-    @api.post("/items/{item_id}/transition", response_model=s.ItemOut, summary="Move an item in the workflow")
+    @api.post(
+        "/items/{item_id}/transition",
+        response_model=s.ItemOut,
+        summary="Move an item in the workflow",
+        responses=error_responses(404, 409, 412),
+    )
     async def transition(
         self,
         request: Request,
         response: Response,
-        item_id: Annotated[int, Path(ge=1)],
+        item_id: Id,
         body: s.TransitionIn,
         principal: Annotated[Principal, Depends(current_principal)],
         if_match: Annotated[str | None, Header()] = None,
@@ -427,11 +458,16 @@ class CmsIngress(AdminRoutes):
         await self._allow(request, principal, decision, action, f"item:{item_id}")
         return item
 
-    @api.get("/items/{item_id}/revisions", response_model=list[s.RevisionOut], summary="Every saved version")
+    @api.get(
+        "/items/{item_id}/revisions",
+        response_model=list[s.RevisionOut],
+        summary="Every saved version",
+        responses=error_responses(404),
+    )
     async def revisions(
         self,
         request: Request,
-        item_id: Annotated[int, Path(ge=1)],
+        item_id: Id,
         principal: Annotated[Principal, Depends(current_principal)],
     ) -> list[s.RevisionOut]:
         await self._history_check(request, principal, item_id, "item.revisions")
@@ -443,15 +479,18 @@ class CmsIngress(AdminRoutes):
         ]
 
     @api.get(
-        "/items/{item_id}/diff", response_model=s.DiffOut, summary="Field-by-field difference of two versions"
+        "/items/{item_id}/diff",
+        response_model=s.DiffOut,
+        summary="Field-by-field difference of two versions",
+        responses=error_responses(404),
     )
     async def diff(
         self,
         request: Request,
-        item_id: Annotated[int, Path(ge=1)],
+        item_id: Id,
         principal: Annotated[Principal, Depends(current_principal)],
-        from_version: Annotated[int, Query(alias="from", ge=1)],
-        to_version: Annotated[int, Query(alias="to", ge=1)],
+        from_version: Annotated[int, Query(alias="from", ge=1, le=MAX_VERSION)],
+        to_version: Annotated[int, Query(alias="to", ge=1, le=MAX_VERSION)],
     ) -> s.DiffOut:
         await self._history_check(request, principal, item_id, "item.revisions")
         async with self._sessions() as session:
@@ -469,13 +508,14 @@ class CmsIngress(AdminRoutes):
         "/items/{item_id}/revisions/{version}/restore",
         response_model=s.ItemOut,
         summary="Make a past version current again (as a new version)",
+        responses=error_responses(404, 409, 412),
     )
     async def restore(
         self,
         request: Request,
         response: Response,
-        item_id: Annotated[int, Path(ge=1)],
-        version: Annotated[int, Path(ge=1)],
+        item_id: Id,
+        version: Version,
         principal: Annotated[Principal, Depends(current_principal)],
         if_match: Annotated[str | None, Header()] = None,
     ) -> s.ItemOut:
@@ -498,7 +538,10 @@ class CmsIngress(AdminRoutes):
 
     # ------------------------------------------------------------------------------------- bulk
     @api.post(
-        "/bulk", response_model=s.BulkOut, summary="Create, update, publish or archive many items at once"
+        "/bulk",
+        response_model=s.BulkOut,
+        summary="Create, update, publish or archive many items at once",
+        responses=error_responses(409),
     )
     async def bulk(
         self,

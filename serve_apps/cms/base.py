@@ -9,7 +9,7 @@ both and is the deployment.
 import logging
 from typing import Annotated, Any, NoReturn
 
-from fastapi import FastAPI, Header, Request
+from fastapi import Depends, FastAPI, Header, Request
 from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
@@ -29,9 +29,10 @@ from serve_apps.errors import (
     InvalidRequest,
     RateLimited,
     Unauthorized,
+    error_responses,
     install_error_handlers,
 )
-from serve_apps.schemas import ErrorResponse
+from serve_apps.inputs import reject_unstorable_text
 from storage.cms_audit import record_audit
 from storage.cms_users import ApiKeyRepository
 from storage.database import make_async_engine
@@ -96,7 +97,9 @@ api = FastAPI(
     title="Pulse CMS API",
     version="0.1.0",
     description="Bilingual (Arabic/English) headless CMS: content, workflow, revisions, bulk, webhooks.",
-    responses={401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}, 422: {"model": ErrorResponse}},
+    # Every route: credentials (401, 403), the body limit (413), input (422), rate limits (429), the database.
+    responses=error_responses(401, 403, 413, 422, 429, 503),
+    dependencies=[Depends(reject_unstorable_text)],
 )
 install_error_handlers(api)
 

@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from serve_apps.inputs import MAX_ID, MAX_VERSION
+
 Role = Literal["admin", "editor", "author", "viewer"]
 Status = Literal["draft", "in_review", "published", "archived"]
 Locale = Literal["en", "ar"]
@@ -136,8 +138,10 @@ class DiffOut(BaseModel):
 class BulkUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    id: int
-    version: int | None = Field(default=None, description="Expected version (412-style refusal if stale)")
+    id: int = Field(ge=1, le=MAX_ID)
+    version: int | None = Field(
+        default=None, ge=1, le=MAX_VERSION, description="Expected version (412-style refusal if stale)"
+    )
     fields: ItemFields | None = None
 
 

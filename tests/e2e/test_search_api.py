@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -13,6 +14,14 @@ from ray import serve
 from jobs.embed.pipeline import EmbedJobConfig, run_embed
 from jobs.ingest.loader import ingest_file
 from tests.integration.helpers import PROTEST_WORDS, sample_subset
+
+#: Real sentences from SIB-200 (FLORES-200, CC BY-SA 4.0), ../shared/data/sib200_ar_en/arb_Arab/train.tsv.
+ARABIC_SENTENCES = (
+    "تركيا محاطة بالبحار من ثلاث جهات: بحر إيجه من الغرب ، والبحر الأسود من الشمال والبحر الأبيض المتوسط "
+    "من الجنوب.",
+    "ألقِ نظرة على الرحلات التي يقوم الوكيل بترويجها، سواءً كان ذلك على موقع إلكتروني أو في نافذة متجر.",
+    "يبلغ عدد سكان مدينة الفاتيكان حوالي ٨٠٠. وهي أصغر دولة مستقلة في العالم وأقل تعدادٍ سكانيِّ.",
+)
 
 PORT = 8012
 NAMESPACE = "pulse-e2e"
@@ -35,8 +44,18 @@ def api(
     with engine.begin() as conn:
         conn.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
     tmp = tmp_path_factory.mktemp("search")
-    corpus = sample_subset(tmp / "corpus.jsonl", n_other=300)
+    # The protest stories, every Stormy Daniels and Stormi (Kylie Jenner's daughter) story, 300 others.
+    corpus = sample_subset(
+        tmp / "corpus.jsonl", n_other=300, must_contain=(*PROTEST_WORDS, "stormy", "stormi")
+    )
     ingest_file(corpus, database_url=database_url, source_name="huffpost_2018")
+    # Arabic sentences as a user writes them: no language field (Pulse identifies it).
+    arabic = tmp / "sib200_ar.jsonl"
+    arabic.write_text(
+        "".join(json.dumps({"id": i, "title": "", "text": t}) + "\n" for i, t in enumerate(ARABIC_SENTENCES)),
+        encoding="utf-8",
+    )
+    ingest_file(arabic, database_url=database_url, source_name="sib200_ar")
     storage = str(tmp / "storage")
     STORAGE["uri"] = storage
     run_embed(
@@ -181,9 +200,35 @@ def test_filters_never_return_documents_outside_them(api: str) -> None:
     dated = _search(api, q="news", k=20, since="2018-05-01", until="2018-05-15T00:00:00Z")
     assert all("2018-05-01" <= r["published_at"][:10] < "2018-05-15" for r in dated["results"])
     assert dated["results"]
-    assert all(r["language"] == "en" for r in _search(api, q="news", lang="en", k=5)["results"])
+    english = _search(api, q="news", lang="en", k=5)["results"]
+    assert english and all(r["language"] == "en" for r in english)
+    assert {r["language"] for r in _search(api, q="news", lang="ar", mode="vector", k=5)["results"]} == {"ar"}
     assert _search(api, q="news", category="NO-SUCH-CATEGORY")["results"] == []
     assert _search(api, q="news", source="no-such-source", mode="keyword")["results"] == []
+
+
+def test_the_quickstart_keyword_query_finds_stormy_daniels_not_stormi(api: str) -> None:
+    # Ingested without a language, the sample was once analysed unstemmed while queries were stemmed:
+    # "stormy daniels" then found only the stories about Stormi Webster.
+    results = _search(api, q="stormy daniels", mode="keyword", k=10)["results"]
+    assert len(results) == 10
+    for r in results:
+        doc = httpx.get(f"{api}/v1/documents/{r['id']}").json()
+        assert "daniels" in f"{doc['title']} {doc['text']}".lower(), doc["title"]
+        assert doc["language"] == "en"
+    hybrid = _search(api, q="stormy daniels", k=5)["results"]
+    assert all("daniels" in r["title"].lower() or "stormy" in r["title"].lower() for r in hybrid[:3])
+
+
+@pytest.mark.parametrize("mode", ["keyword", "hybrid"])
+def test_an_ingested_arabic_document_is_found_by_a_word_it_contains(api: str, mode: str) -> None:
+    results = _search(api, q="تركيا", mode=mode, k=5)["results"]  # "Turkey"
+    assert results, mode
+    top = httpx.get(f"{api}/v1/documents/{results[0]['id']}").json()
+    assert top["text"].startswith("تركيا") and top["language"] == "ar"
+    # Another form of a word finds it through the Arabic stemmer: "رحلة" (a trip) -> "الرحلات" (the trips).
+    trips = _search(api, q="رحلة", mode=mode, k=3)["results"]
+    assert trips and trips[0]["source"] == "sib200_ar"
 
 
 def test_bad_dates_cursors_and_ranges_are_422(api: str) -> None:

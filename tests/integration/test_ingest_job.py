@@ -48,3 +48,31 @@ def test_ingest_twice_is_idempotent_and_bad_records_are_quarantined(
     assert [r.source_ref for r in reasons[:3]] == ["news.jsonl:3", "news.jsonl:4", "news.jsonl:5"]
     assert "invalid JSON" in reasons[0].reason and "empty document" in reasons[1].reason
     assert "ISO 8601" in reasons[2].reason
+
+
+def test_records_without_a_language_are_stored_with_the_identified_one(
+    clean_db: str,
+    engine,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    path = write_jsonl(
+        tmp_path / "mixed.jsonl",
+        [
+            {
+                "id": "en",
+                "title": "Stormy Daniels",
+                "text": "The adult film star sued the president on Tuesday.",
+            },
+            {"id": "ar", "title": "", "text": "تركيا محاطة بالبحار من ثلاث جهات: بحر إيجه من الغرب."},
+            {"id": "fr", "title": "Declared", "text": "This record says it is French.", "language": "FR"},
+        ],
+    )
+    ingest_file(path, database_url=clean_db)
+    with engine.connect() as conn:
+        rows = dict(
+            (r[0], (r[1], r[2]))
+            for r in conn.execute(text("SELECT external_id, language, language_confidence FROM documents"))
+        )
+    assert rows["en"][0] == "en" and rows["en"][1] > 0.5
+    assert rows["ar"][0] == "ar" and rows["ar"][1] > 0.5
+    assert rows["fr"] == ("fr", None)  # declared: kept (normalised), no confidence

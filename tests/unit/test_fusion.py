@@ -35,14 +35,13 @@ def test_minmax_with_a_document_missing_from_one_run() -> None:
 
 
 def test_zscore_missing_zero_or_run_minimum() -> None:
-    keyword = ([1, 2, 3], [3.0, 2.0, 1.0])  # z: +1.22, 0, -1.22
+    keyword = ([1, 2, 3], [3.0, 2.0, 1.0])  # cut at depth 2: z +1, -1
     vector = ([3, 4], [2.0, 1.0])  # z: +1, -1
-    z = math.sqrt(1.5)
-    _, zero = fuse([keyword, vector], k=10, params=FusionParams(method="zscore", missing="zero"))
-    ids, low = fuse([keyword, vector], k=10, params=FusionParams(method="zscore", missing="min"))
-    assert sorted(zero, reverse=True) == pytest.approx([z, 0.0, 1 - z, -1.0])
+    _, zero = fuse([keyword, vector], k=10, params=FusionParams(method="zscore", missing="zero", depth=2))
+    ids, low = fuse([keyword, vector], k=10, params=FusionParams(method="zscore", missing="min", depth=2))
+    assert sorted(zero, reverse=True) == pytest.approx([1.0, 1.0, -1.0, -1.0])
     # With "min" a document absent from a run gets that run's lowest value: 1 gets -1 from vector.
-    assert dict(zip(ids, low, strict=True)) == pytest.approx({1: z - 1, 2: -1.0, 3: 1 - z, 4: -z - 1})
+    assert dict(zip(ids, low, strict=True)) == pytest.approx({1: 0.0, 2: -2.0, 3: 0.0, 4: -2.0})
 
 
 def test_dbsf_maps_into_unit_interval() -> None:
@@ -56,14 +55,25 @@ def test_dbsf_maps_into_unit_interval() -> None:
 
 def test_convex_sums_scores_as_given_with_missing_at_the_run_minimum() -> None:
     keyword = ([1, 2], [0.9, 0.2])  # normalised BM25
-    vector = ([3, 1, 4], [0.8, 0.5, 0.4])  # cosine
-    params = FusionParams(method="convex", weights=(0.5, 0.5), missing="min")
+    vector = ([3, 1, 4], [0.8, 0.5, 0.4])  # cosine; cut at depth 2
+    params = FusionParams(method="convex", weights=(0.5, 0.5), missing="min", depth=2)
     ids, scores = fuse([keyword, vector], k=10, params=params)
-    # 1: .45 + .25, 3: .1 (keyword min) + .4, 2: .1 + .2 (vector min), 4: .1 + .2
-    assert ids == [1, 3, 2, 4]
-    assert scores == pytest.approx([0.7, 0.5, 0.3, 0.3])
-    zero = FusionParams(method="convex", weights=(0.5, 0.5), missing="zero")
-    assert fuse([keyword, vector], k=10, params=zero)[1] == pytest.approx([0.7, 0.4, 0.2, 0.1])
+    # 1: .45 + .25, 3: .1 (keyword min) + .4, 2: .1 + .25 (vector min)
+    assert ids == [1, 3, 2]
+    assert scores == pytest.approx([0.7, 0.5, 0.35])
+    zero = FusionParams(method="convex", weights=(0.5, 0.5), missing="zero", depth=2)
+    assert fuse([keyword, vector], k=10, params=zero)[1] == pytest.approx([0.7, 0.4, 0.1])
+
+
+def test_a_run_shorter_than_depth_holds_every_match_so_the_absent_score_zero_there() -> None:
+    # One document has the query's rare word: the keyword run is complete. Were the absent given its
+    # minimum (1.0), the keyword evidence would add nothing and a closer vector would win.
+    keyword = ([7], [1.0])
+    vector = ([8, 7], [0.9, 0.2])
+    ids, scores = fuse(
+        [keyword, vector], k=10, params=FusionParams(method="convex", weights=(0.5, 0.5), missing="min")
+    )
+    assert ids == [7, 8] and scores == pytest.approx([0.6, 0.45])
 
 
 @pytest.mark.parametrize("method", ["rrf", "convex", "minmax", "zscore", "dbsf"])

@@ -5,7 +5,7 @@ import threading
 import numpy as np
 import pytest
 
-from actors.keyword_index import KeywordIndex, analyze, detect_query_language
+from actors.keyword_index import KeywordIndex, analysis_key, analyze, index_terms, query_keys
 
 # Real sentences from SIB-200 (FLORES-200, CC BY-SA 4.0), /work/shared/data/sib200_ar_en/arb_Arab/dev.tsv.
 ARABIC = {
@@ -54,14 +54,48 @@ def test_arabic_query_finds_another_form_of_the_word() -> None:
     assert index.search("للتزلج", 10).ids == [[1849]]  # "for skiing" finds "التزلج" / "تزلج"
     assert index.search("مدينة كبيرة", 10).ids[0][0] == 1628
     # Without the Arabic stemmer the query's surface form matches nothing.
-    assert index.search("رحلة", 10, language="fr").ids == [[]]
+    assert index.search("رحلة", 10, languages=["fr"]).ids == [[]]
 
 
-def test_query_language_is_detected_by_script() -> None:
-    assert detect_query_language("رحلة إلى روما") == "ar"
-    assert detect_query_language("trip to Rome") == "en"
-    assert detect_query_language("GPT رحلة إلى روما") == "ar"
-    assert detect_query_language("") == "en"
+def test_a_query_is_read_in_every_analysis_a_document_could_have() -> None:
+    assert query_keys("رحلة إلى روما") == ["ar", "xx"]
+    assert query_keys("trip to Rome") == ["en", "xx"]
+    assert query_keys("GPT رحلة إلى روما") == ["ar", "xx"]
+    assert query_keys("2018") == ["en", "ar", "xx"]  # no letters: every analysis
+    assert query_keys("trip", ["fr", "de"]) == ["xx"]  # a lang filter names the analyses
+    assert query_keys("trip", ["en-GB", "ar"]) == ["en", "ar"]
+
+
+def test_a_document_without_a_language_is_analysed_by_its_script_as_queries_are() -> None:
+    assert analysis_key(None, "Stormy Daniels") == "en" and analysis_key(None, "تركيا") == "ar"
+    assert analysis_key("fr", "Le chat") == "xx" and analysis_key("en-GB", "") == "en"
+    assert index_terms("The runs", None) == ["en:run"]
+    index = filled(ENGLISH, None)
+    assert index.search("runs", 10).ids == [[1]]
+    arabic = filled(ARABIC, None)
+    assert arabic.search("رحلة", 10).ids == [[824]]
+
+
+def test_stems_and_plain_words_each_find_their_own_documents() -> None:
+    index = manual()
+    index.upsert(
+        [1, 2, 3],
+        ["Stormy Daniels sues the president", "Stormi Webster is Kylie's daughter", "Daniels a parlé hier"],
+        ["en", "en", "fr"],
+    )
+    index.refresh()
+    # English stems: "stormy" and "stormi" are one stem, so document 2 matches on it; plain French words
+    # match document 3 by the exact word.
+    hits = index.search("stormy daniels", 10)
+    assert hits.ids[0][0] == 1 and set(hits.ids[0]) == {1, 2, 3}
+    assert index.search("stormy daniels", 10, languages=["fr"]).ids == [[3]]
+    # Normalised, each analysis is divided by its own bound (terms no document of it has are left out):
+    # the English document with both stems and the French one with the only plain word any document has
+    # both score 1; one summed bound would have put the French document at a fraction.
+    normalised = index.search("daniels sues", 10, normalize=True)
+    top = dict(zip(normalised.ids[0], normalised.scores[0], strict=True))
+    assert top[1] == pytest.approx(1.0) and top[3] == pytest.approx(1.0)
+    assert 2 not in top
 
 
 def test_diacritics_do_not_split_arabic_words() -> None:
