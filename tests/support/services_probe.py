@@ -11,10 +11,10 @@ What `pulse up` runs, through the same functions: a local node from settings (``
 actor, index shards and the keyword actor once search answers). Then, beside them, the collect job on the
 ``news`` source already in the database (``force``), and the embedding job again on what it collected.
 
-The last line of stdout is one JSON object: ``total_cpus``, ``services_cpus`` (what the services reserve:
-total - available once they answer), ``reservations`` (alive actor class -> CPUs it reserves),
-``idle_cpu_s`` (CPU seconds the node's Ray worker processes used in ``IDLE_WINDOW_S`` of idleness),
-``free_cpus``, ``collect`` (the job's summary and resource plan), ``embed`` (its summary: encoders, ...).
+The last line of stdout is one JSON object: ``total_cpus``, ``services_cpus`` (what the services
+reserve: total - available once they answer), ``idle_cpu_s`` (CPU seconds the node's Ray worker
+processes, Ray's own agents included, used in ``IDLE_WINDOW_S`` of idleness), ``free_cpus``, ``collect``
+(the job's summary and resource plan), ``embed`` (its summary: encoders, ...).
 """
 
 from __future__ import annotations
@@ -49,20 +49,6 @@ def _settings(var_dir: Path) -> Any:
         cms={"jwt_secret": "beside-" + "s" * 40, "admin_password": "beside services pw"},
         collect={"allow_networks": ["127.0.0.0/8"], "per_host_delay_s": 0.02, "timeout_s": 10.0},
     )
-
-
-def _reservations() -> dict[str, float]:
-    """Alive actor class -> CPUs its actors reserve (the GCS actor table)."""
-    from ray._private import state
-
-    found: dict[str, float] = {}
-    for actor in state.actors().values():  # type: ignore[no-untyped-call]
-        if actor.get("State") != "ALIVE":
-            continue
-        name = str(actor.get("ActorClassName", "?"))
-        cpus = float((actor.get("RequiredResources") or {}).get("CPU", 0.0))
-        found[name] = round(found.get(name, 0.0) + cpus, 3)
-    return found
 
 
 def _worker_cpu_seconds() -> float:
@@ -106,7 +92,6 @@ def probe(database_url: str, var_dir: Path) -> dict[str, Any]:
         time.sleep(1.0)  # the GCS's resource view follows the last actor start within moments
         total = float(ray.cluster_resources()["CPU"])  # type: ignore[no-untyped-call]
         free = free_resources()["CPU"]
-        reservations = _reservations()
         before = _worker_cpu_seconds()
         time.sleep(IDLE_WINDOW_S)
         idle_cpu_s = _worker_cpu_seconds() - before
@@ -123,7 +108,6 @@ def probe(database_url: str, var_dir: Path) -> dict[str, Any]:
     return {
         "total_cpus": total,
         "services_cpus": round(total - free, 3),
-        "reservations": reservations,
         "idle_cpu_s": round(idle_cpu_s, 2),
         "idle_window_s": IDLE_WINDOW_S,
         "free_cpus": round(free, 3),
