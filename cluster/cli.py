@@ -10,6 +10,7 @@ pulse embed     embed documents lacking a current vector for the active model (o
 pulse models    the embedding model registry: list, add, activate (background re-embed + switch)
 pulse sources   add, list, show or remove the sources the collector reads
 pulse collect   fetch the due sources (feeds, sitemaps, pages, sites, local files) into documents
+pulse cms       CMS operations from a shell: `pulse cms admin` restores an admin (new password, audited)
 
 Every command except `up` and `down` first says on stderr which database (and Ray) it uses: the one set
 (PULSE_DATABASE__URL, PULSE_RAY__ADDRESS), else the one `pulse up` recorded in <PULSE_VAR_DIR>/platform.json,
@@ -24,7 +25,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from cluster import models_cli, sources_cli
+from cluster import cms_cli, models_cli, sources_cli
 from cluster.database import DatabaseChoice
 from cluster.entry import EXIT_USER_ERROR, run_entry
 from cluster.platform import PlatformError, down, status, up
@@ -71,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_collect.add_argument("--force", action="store_true", help="collect now even if not due yet")
     p_collect.add_argument("--loop", action="store_true", help="keep collecting each source at its interval")
     p_collect.add_argument("--embed", action="store_true", help="embed the new documents after collecting")
+    cms_cli.add_parser(sub)
     return parser
 
 
@@ -140,6 +142,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "sources":
             db, _ = choose()
             return sources_cli.run(args, db.url, console)
+        if args.command == "cms":
+            db, _ = choose()
+            return cms_cli.run(args, db.url, console)
         if args.command == "collect":
             db, ray_target = choose(uses_ray=True)
             cfg = collect_config(settings, db.url, sources=tuple(args.source), force=args.force)

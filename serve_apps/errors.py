@@ -13,7 +13,7 @@ Hierarchy of the API's own errors::
     └── NotReady (503)           a dependency is still starting; carries Retry-After
 
 Storage's CMS errors map too: CmsNotFound 404, StaleVersion 412, CmsConflict and InvalidTransition 409,
-UnknownReference 422.
+LastAdmin 409 (code ``last_admin``), UnknownReference 422.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from storage.errors import (
     DatabaseUnavailable,
     InvalidTransition,
     InvalidWebhook,
+    LastAdmin,
     StaleVersion,
     UnknownReference,
 )
@@ -174,6 +175,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _conflict(_: Request, exc: Exception) -> JSONResponse:
         code = "invalid_transition" if isinstance(exc, InvalidTransition) else "conflict"
         return _json(409, code, str(exc))
+
+    @app.exception_handler(LastAdmin)
+    async def _last_admin(_: Request, exc: LastAdmin) -> JSONResponse:
+        return _json(409, "last_admin", str(exc))
 
     @app.exception_handler(UnknownReference)
     @app.exception_handler(InvalidWebhook)

@@ -7,6 +7,10 @@ return value of ``ApiKeyRepository.create``.
 
 API keys look like ``pulse_<prefix>_<secret>``: the 8-character prefix finds the row (and is shown in
 listings), the row holds the SHA-256 of the whole key, compared in constant time.
+
+The CMS always keeps an active admin user: demoting, deactivating or deleting the last one raises
+``LastAdmin``. The check locks the active admins' rows first, so of two concurrent transactions that
+each remove one of the last two admins, the second waits for the first and is refused.
 """
 
 from __future__ import annotations
@@ -19,12 +23,12 @@ import string
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import RowMapping, func, select, update
+from sqlalchemy import RowMapping, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.cms_models import ROLES, CmsApiKey, CmsRefreshToken, CmsUser
-from storage.errors import CmsConflict, CmsNotFound
+from storage.errors import CmsConflict, CmsNotFound, LastAdmin
 
 #: Every API key starts with this, so a leaked key is easy to recognise (and to grep for).
 API_KEY_SCHEME = "pulse_"
@@ -34,6 +38,8 @@ API_KEY_PREFIX_LEN = 8
 API_KEY_SECRET_BYTES = 32
 #: ``last_used_at`` is written at most this often per key (a write per request would be a hot row).
 LAST_USED_RESOLUTION = timedelta(minutes=1)
+#: The role that administers the CMS; the last active user with it cannot lose it (``LastAdmin``).
+ADMIN_ROLE = "admin"
 
 _PREFIX_ALPHABET = string.ascii_letters + string.digits  # url-safe, and never the "_" separator
 
@@ -182,6 +188,33 @@ class UserRepository:
         rows = await self.session.execute(select(*_USER_COLUMNS).order_by(CmsUser.id))
         return [_user(r) for r in rows.mappings()]
 
+    async def _lock_admins(self, user_id: int) -> tuple[UserRow | None, int]:
+        """Lock the user's row and every active admin's, and return the user and how many active admins
+        there are.
+
+        The rows are locked in id order, so two callers never deadlock; a caller that has to wait reads
+        the rows as the other transaction left them (PostgreSQL re-reads a locked row after the wait).
+        """
+        is_active_admin = (CmsUser.role == ADMIN_ROLE) & CmsUser.active.is_(True)
+        stmt = (
+            select(*_USER_COLUMNS)
+            .where((CmsUser.id == user_id) | is_active_admin)
+            .order_by(CmsUser.id)
+            .with_for_update()
+        )
+        rows = [_user(r) for r in (await self.session.execute(stmt)).mappings()]
+        user = next((u for u in rows if u.id == user_id), None)
+        return user, sum(1 for u in rows if u.role == ADMIN_ROLE and u.active)
+
+    async def _refuse_last_admin(self, user_id: int, change: str) -> UserRow:
+        """The user, locked; ``LastAdmin`` if it is the only active admin, ``CmsNotFound`` if unknown."""
+        user, admins = await self._lock_admins(user_id)
+        if user is None:
+            raise CmsNotFound("user", user_id)
+        if user.role == ADMIN_ROLE and user.active and admins <= 1:
+            raise LastAdmin(user_id, change)
+        return user
+
     async def update(
         self,
         user_id: int,
@@ -190,7 +223,12 @@ class UserRepository:
         active: bool | None = None,
         display_name: str | None = None,
     ) -> UserRow:
-        """Change the given fields (``None`` keeps one); ``CmsNotFound`` for an unknown id."""
+        """Change the given fields (``None`` keeps one); ``CmsNotFound`` for an unknown id, ``LastAdmin``
+        if the change would leave no active admin."""
+        if role is not None and role != ADMIN_ROLE:
+            await self._refuse_last_admin(user_id, f"making it {_check_role(role)}")
+        elif active is False:
+            await self._refuse_last_admin(user_id, "deactivating it")
         values: dict[str, object] = {}
         if role is not None:
             values["role"] = _check_role(role)
@@ -208,6 +246,14 @@ class UserRepository:
         if row is None:
             raise CmsNotFound("user", user_id)
         return _user(row)
+
+    async def delete(self, user_id: int) -> UserRow:
+        """Delete a user and return it as it was: its refresh tokens go too, the items it wrote and the
+        keys it created stay (without it). ``CmsNotFound`` for an unknown id, ``LastAdmin`` for the last
+        active admin."""
+        user = await self._refuse_last_admin(user_id, "deleting it")
+        await self.session.execute(delete(CmsUser).where(CmsUser.id == user_id))
+        return user
 
     async def count(self, *, role: str | None = None, active: bool | None = None) -> int:
         """How many users (of a role, active or not): the first-user bootstrap and the last-admin guard."""

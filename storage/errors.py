@@ -16,6 +16,7 @@ Hierarchy::
         ├── StaleVersion         an If-Match version that is not the current one (412)
         ├── CmsConflict          a unique value already taken, e.g. a slug or an email (409)
         ├── InvalidTransition    a workflow move the item's status does not allow (409)
+        ├── LastAdmin            demoting, deactivating or deleting the last active admin (409)
         ├── UnknownReference     a category or tag slug that does not exist (422)
         └── InvalidWebhook       a webhook URL that is not http(s), a bad event filter or secret (422)
 """
@@ -133,6 +134,17 @@ class InvalidTransition(CmsError):
         super().__init__(
             f"item {item_id} is {current}; it cannot move to {target} "
             f"(from {current}: {', '.join(allowed) or 'nothing'})"
+        )
+
+
+class LastAdmin(CmsError):
+    def __init__(self, user_id: int, change: str) -> None:
+        self.user_id = user_id
+        self.change = change
+        super().__init__(
+            f"user {user_id} is the last active admin; {change} would leave no one able to administer "
+            "the CMS. Make another user an active admin first (or, with shell access, "
+            "`pulse cms admin --email ADDRESS`)"
         )
 
 

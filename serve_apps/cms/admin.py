@@ -9,17 +9,11 @@ from typing import Annotated, Any
 from fastapi import Depends, Query, Request, Response
 
 from actors.webhook_targets import refusal as webhook_refusal
+from cluster.passwords import PasswordPolicyError, check_password_policy, hash_password, verify_password
 from serve_apps.cms import schemas as s
 from serve_apps.cms.base import CmsBase, api, current_principal
 from serve_apps.cms.permissions import decide
-from serve_apps.cms.security import (
-    InvalidToken,
-    PasswordPolicyError,
-    Principal,
-    check_password_policy,
-    hash_password,
-    verify_password,
-)
+from serve_apps.cms.security import InvalidToken, Principal
 from serve_apps.errors import (
     InvalidRequest,
     NotFound,
@@ -28,12 +22,19 @@ from serve_apps.errors import (
     error_responses,
 )
 from serve_apps.inputs import MAX_ID, Id
+from serve_apps.schemas import ErrorResponse
 from storage.cms_audit import list_audit, record_audit
 from storage.cms_content import TaxonomyRepository
 from storage.cms_events import DeliveryRepository, WebhookRepository
 from storage.cms_users import ApiKeyRepository, RefreshTokenRepository, UserRepository
+from storage.errors import LastAdmin
 
 logger = logging.getLogger(__name__)
+
+#: OpenAPI entry of the 409 that the last-admin rule answers.
+LAST_ADMIN_RESPONSE: dict[int | str, dict[str, Any]] = {
+    409: {"model": ErrorResponse, "description": "the user is the last active admin (code last_admin)"}
+}
 
 
 def _webhook_fields(hook: Any) -> dict[str, Any]:
@@ -234,7 +235,12 @@ class AdminRoutes(CmsBase):
         async with self._sessions() as session:
             return [s.UserOut(**u.__dict__) for u in await UserRepository(session).list()]
 
-    @api.patch("/users/{user_id}", response_model=s.UserOut, summary="Change a user's role or status (admin)")
+    @api.patch(
+        "/users/{user_id}",
+        response_model=s.UserOut,
+        summary="Change a user's role or status (admin)",
+        responses={**error_responses(404), **LAST_ADMIN_RESPONSE},
+    )
     async def update_user(
         self,
         request: Request,
@@ -243,24 +249,72 @@ class AdminRoutes(CmsBase):
         principal: Annotated[Principal, Depends(current_principal)],
     ) -> s.UserOut:
         await self._admin(request, principal, "user.update", f"user:{user_id}")
+        try:
+            async with self._sessions() as session, session.begin():
+                repo = UserRepository(session)
+                before = await repo.get(user_id)
+                if before is None:
+                    raise NotFound(f"no user {user_id}", code="user_not_found")
+                after = await repo.update(user_id, **body.model_dump(exclude_unset=True))
+                if body.active is False or (body.role and body.role != before.role):
+                    await RefreshTokenRepository(session).revoke_all(user_id)
+                await record_audit(
+                    session,
+                    actor=principal.label,
+                    ip=self._ip(request),
+                    action="user.update",
+                    target=f"user:{user_id}",
+                    before={"role": before.role, "active": before.active},
+                    after={"role": after.role, "active": after.active},
+                )
+        except LastAdmin as exc:
+            await self._audit_last_admin(request, principal, "user.update", exc)
+            raise
+        return s.UserOut(**after.__dict__)
+
+    @api.delete(
+        "/users/{user_id}",
+        status_code=204,
+        summary="Delete a user; the items it wrote stay (admin)",
+        responses={**error_responses(404), **LAST_ADMIN_RESPONSE},
+    )
+    async def delete_user(
+        self,
+        request: Request,
+        user_id: Id,
+        principal: Annotated[Principal, Depends(current_principal)],
+    ) -> Response:
+        await self._admin(request, principal, "user.delete", f"user:{user_id}")
+        try:
+            async with self._sessions() as session, session.begin():
+                user = await UserRepository(session).delete(user_id)
+                await record_audit(
+                    session,
+                    actor=principal.label,
+                    ip=self._ip(request),
+                    action="user.delete",
+                    target=f"user:{user_id}",
+                    before={"email": user.email, "role": user.role, "active": user.active},
+                )
+        except LastAdmin as exc:
+            await self._audit_last_admin(request, principal, "user.delete", exc)
+            raise
+        return Response(status_code=204)
+
+    async def _audit_last_admin(
+        self, request: Request, principal: Principal, action: str, exc: LastAdmin
+    ) -> None:
+        """Audit-log a change that the last-admin rule refused (the change itself was rolled back)."""
         async with self._sessions() as session, session.begin():
-            repo = UserRepository(session)
-            before = await repo.get(user_id)
-            if before is None:
-                raise NotFound(f"no user {user_id}", code="user_not_found")
-            after = await repo.update(user_id, **body.model_dump(exclude_unset=True))
-            if body.active is False or (body.role and body.role != before.role):
-                await RefreshTokenRepository(session).revoke_all(user_id)
             await record_audit(
                 session,
                 actor=principal.label,
                 ip=self._ip(request),
-                action="user.update",
-                target=f"user:{user_id}",
-                before={"role": before.role, "active": before.active},
-                after={"role": after.role, "active": after.active},
+                action=action,
+                target=f"user:{exc.user_id}",
+                outcome="denied",
+                reason=str(exc),
             )
-        return s.UserOut(**after.__dict__)
 
     @api.post("/keys", response_model=s.KeyCreated, status_code=201, summary="Create an API key (shown once)")
     async def create_key(

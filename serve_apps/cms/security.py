@@ -1,6 +1,6 @@
-"""Passwords, tokens and principals of the CMS (pure: no database, no HTTP).
+"""Tokens and principals of the CMS (pure: no database, no HTTP).
 
-- Passwords are hashed with Argon2id (``argon2-cffi``'s ``PasswordHasher`` defaults, RFC 9106).
+- Passwords are hashed in ``cluster.passwords`` (Argon2id), shared with the ``pulse cms admin`` command.
 - Access and refresh tokens are HS256 JWTs signed with one secret. Their ``typ`` claim tells them apart,
   so a refresh token is never accepted as an access token nor the reverse. A refresh token also carries
   a ``jti``, recorded in the database so that it can be used once (rotation) and revoked (logout).
@@ -15,27 +15,15 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import jwt
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from storage.cms_models import ROLES
 
-#: Shortest password accepted for a new or changed password.
-MIN_PASSWORD_LENGTH = 10
-#: Longest password accepted (hashing megabytes per login attempt would be a denial of service).
-MAX_PASSWORD_LENGTH = 1024
 #: Shortest signing secret, in bytes (HS256 needs a key at least as long as its 256-bit hash).
 MIN_SECRET_BYTES = 32
 #: The only algorithm signed and accepted.
 JWT_ALGORITHM = "HS256"
 
 PrincipalKind = Literal["user", "key", "anonymous"]
-
-_HASHER = PasswordHasher()  # parameters only: no work, no I/O at import
-
-
-class PasswordPolicyError(ValueError):
-    """A new password that the policy refuses; the message says what to change."""
 
 
 class InvalidToken(Exception):
@@ -48,45 +36,6 @@ class InvalidToken(Exception):
     def __init__(self, reason: str, message: str | None = None) -> None:
         self.reason = reason
         super().__init__(message or reason)
-
-
-def check_password_policy(password: str) -> None:
-    """Raise ``PasswordPolicyError`` for a password that may not be set."""
-    if len(password) < MIN_PASSWORD_LENGTH:
-        raise PasswordPolicyError(
-            f"the password has {len(password)} characters; use at least {MIN_PASSWORD_LENGTH} "
-            "(a passphrase of a few words is easy to remember)"
-        )
-    if len(password) > MAX_PASSWORD_LENGTH:
-        raise PasswordPolicyError(
-            f"the password has {len(password)} characters; use at most {MAX_PASSWORD_LENGTH}"
-        )
-    if not password.strip():
-        raise PasswordPolicyError("the password is only whitespace; choose one with other characters")
-
-
-def hash_password(password: str) -> str:
-    """The Argon2id hash of a new password, after the policy check."""
-    check_password_policy(password)
-    return _HASHER.hash(password)
-
-
-def verify_password(password_hash: str, password: str) -> bool:
-    """Whether ``password`` matches ``password_hash``; ``False`` for a wrong password or a broken hash."""
-    if len(password) > MAX_PASSWORD_LENGTH:
-        return False
-    try:
-        return _HASHER.verify(password_hash, password)
-    except (VerifyMismatchError, VerificationError, InvalidHashError):
-        return False
-
-
-def password_needs_rehash(password_hash: str) -> bool:
-    """Whether a hash was made with other parameters than today's (rehash it after a good login)."""
-    try:
-        return _HASHER.check_needs_rehash(password_hash)
-    except InvalidHashError:
-        return True
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from ray import serve
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from serve_apps.cms.security import hash_password
+from cluster.passwords import hash_password
 from storage.cms_users import UserRepository
 from storage.database import make_async_engine
 from tests.conftest import CMS_TABLES, SHARED_DATA
@@ -365,6 +365,50 @@ def test_invalid_input_is_422_in_one_shape(cms: dict[str, str]) -> None:
         assert resp.json()["error"]["code"] == "invalid_request"
     cursor = httpx.get(f"{BASE}/items", params={"cursor": "garbage"}, headers=auth(cms, "editor"))
     assert cursor.status_code == 422
+
+
+def test_the_last_admin_cannot_be_removed_and_a_shell_restores_one(  # type: ignore[no-untyped-def]
+    cms: dict[str, str], database_url: str, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    admin = auth(cms, "admin")
+    me = next(u for u in httpx.get(f"{BASE}/users", headers=admin).json() if u["email"] == "admin@pulse.test")
+    for method, body in (("PATCH", {"role": "author"}), ("PATCH", {"active": False}), ("DELETE", None)):
+        resp = httpx.request(method, f"{BASE}/users/{me['id']}", json=body, headers=admin)
+        assert resp.status_code == 409, (method, body, resp.text)
+        assert set(resp.json()) == {"error"} and resp.json()["error"]["code"] == "last_admin"
+        assert f"user {me['id']} is the last active admin" in resp.json()["error"]["message"]
+    still = httpx.get(f"{BASE}/users", headers=admin).json()
+    assert [(u["role"], u["active"]) for u in still if u["id"] == me["id"]] == [("admin", True)]
+    denied = httpx.get(
+        f"{BASE}/audit", params={"target": f"user:{me['id']}", "outcome": "denied"}, headers=admin
+    ).json()
+    assert sorted(r["action"] for r in denied) == ["user.delete", "user.update", "user.update"]
+    spec = httpx.get(f"{BASE}/openapi.json").json()["paths"]["/users/{user_id}"]
+    assert "409" in spec["patch"]["responses"] and "409" in spec["delete"]["responses"]
+
+    # Whoever has a shell restores an admin (pulse cms admin), who logs in with the printed password.
+    from cluster import cli
+    from cluster.settings import get_settings
+
+    monkeypatch.setenv("PULSE_DATABASE__URL", database_url)
+    get_settings.cache_clear()
+    try:
+        assert cli.main(["cms", "admin", "--email", "rescue@pulse.test", "--create"]) == 0
+    finally:
+        get_settings.cache_clear()
+    password = capsys.readouterr().out.split("new password (shown once, store it now): ")[1].split()[0]
+    login = httpx.post(f"{BASE}/auth/login", json={"email": "rescue@pulse.test", "password": password})
+    assert login.status_code == 200, login.text
+    rescuer = {"Authorization": f"Bearer {login.json()['access_token']}"}
+    users = httpx.get(f"{BASE}/users", headers=rescuer).json()  # an admin's route
+    rescue = next(u for u in users if u["email"] == "rescue@pulse.test")
+    assert (rescue["role"], rescue["active"]) == ("admin", True)
+    audit = httpx.get(f"{BASE}/audit", params={"target": f"user:{rescue['id']}"}, headers=rescuer).json()
+    assert audit[0]["action"] == "user.restore_admin" and audit[0]["actor"].startswith("cli:")
+    # With two admins, either may go: the session's admin deletes the rescuer.
+    assert httpx.delete(f"{BASE}/users/{rescue['id']}", headers=admin).status_code == 204
+    gone = httpx.post(f"{BASE}/auth/login", json={"email": "rescue@pulse.test", "password": password})
+    assert gone.status_code == 401
 
 
 def test_body_size_and_rate_limits(cms: dict[str, str]) -> None:

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from storage.cms_users import ApiKeyRepository, RefreshTokenRepository, UserRepository
 from storage.database import make_async_engine
-from storage.errors import CmsConflict, CmsNotFound
+from storage.errors import CmsConflict, CmsNotFound, LastAdmin
 
 T = TypeVar("T")
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -114,6 +114,92 @@ def test_update_user(cms_db: str) -> None:
                 await users.create("x@example.com", "X", "h", "root")
 
     run(cms_db, scenario)
+
+
+def test_the_last_active_admin_cannot_be_demoted_deactivated_or_deleted(cms_db: str) -> None:
+    async def scenario(engine: AsyncEngine) -> None:
+        async with session(engine) as s:
+            users = UserRepository(s)
+            ana = await make_user(s, "ana@example.com", "admin")
+            await users.update(await make_user(s, "old@example.com", "admin"), active=False)  # not counted
+            bo = await make_user(s, "bo@example.com", "author")
+            with pytest.raises(LastAdmin, match="user 1 is the last active admin; making it author") as err:
+                await users.update(ana, role="author")
+            assert (err.value.user_id, err.value.change) == (ana, "making it author")
+            with pytest.raises(LastAdmin, match="deactivating it"):
+                await users.update(ana, active=False)
+            with pytest.raises(LastAdmin, match="deleting it"):
+                await users.delete(ana)
+            # Refused changes leave the row and the transaction as they were.
+            assert (await users.get(ana)) == (await users.by_email("ana@example.com"))
+            assert (await users.update(ana, role="admin", active=True, display_name="A")).display_name == "A"
+            assert (await users.delete(bo)).email == "bo@example.com"  # others come and go
+            assert await users.get(bo) is None
+            with pytest.raises(CmsNotFound):
+                await users.delete(bo)
+            with pytest.raises(CmsNotFound):
+                await users.update(999, role="editor")
+            await s.commit()
+        async with session(engine) as s:
+            row = await UserRepository(s).get(ana)
+            assert row is not None and (row.role, row.active) == ("admin", True)
+
+    run(cms_db, scenario)
+
+
+def test_an_admin_can_be_removed_while_another_active_admin_remains(cms_db: str) -> None:
+    async def scenario(engine: AsyncEngine) -> None:
+        async with session(engine) as s:
+            users = UserRepository(s)
+            ana = await make_user(s, "ana@example.com", "admin")
+            bo = await make_user(s, "bo@example.com", "admin")
+            cy = await make_user(s, "cy@example.com", "admin")
+            assert (await users.update(ana, role="editor")).role == "editor"
+            assert (await users.update(bo, active=False)).active is False
+            with pytest.raises(LastAdmin):  # cy is now the only active admin
+                await users.delete(cy)
+            assert (await users.update(bo, active=True)).active is True
+            assert (await users.delete(cy)).role == "admin"
+            with pytest.raises(LastAdmin):
+                await users.update(bo, role="viewer")
+            await s.commit()
+
+    run(cms_db, scenario)
+
+
+async def waits_for_a_lock(engine: AsyncEngine, pid: int, task: asyncio.Task[Any]) -> bool:
+    """Whether backend ``pid`` comes to wait for a lock before ``task`` (its statement) is done."""
+    while not task.done():
+        async with engine.connect() as conn:  # a new transaction: pg_stat_activity is read afresh
+            query = text("SELECT wait_event_type FROM pg_stat_activity WHERE pid = :pid")
+            if (await conn.execute(query, {"pid": pid})).scalar_one() == "Lock":
+                return True
+        await asyncio.sleep(0.01)  # polls a condition; no result depends on how long this takes
+    return False
+
+
+def test_two_concurrent_demotions_of_the_last_two_admins_cannot_both_pass(cms_db: str) -> None:
+    async def scenario(engine: AsyncEngine) -> list[Any]:
+        async with session(engine) as s:
+            ana = await make_user(s, "ana@example.com", "admin")
+            bo = await make_user(s, "bo@example.com", "admin")
+            await s.commit()
+        async with session(engine) as a, session(engine) as b:
+            b_pid = (await b.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+            await UserRepository(a).update(ana, role="author")  # a locks both admin rows
+            second = asyncio.create_task(UserRepository(b).update(bo, active=False))
+            assert await waits_for_a_lock(engine, b_pid, second)  # b cannot pass before a ends
+            await a.commit()
+            outcome = (await asyncio.gather(second, return_exceptions=True))[0]
+            await b.rollback()
+        async with session(engine) as s:
+            left = [(u.email, u.role, u.active) for u in await UserRepository(s).list()]
+        return [type(outcome).__name__, left]
+
+    assert run(cms_db, scenario) == [
+        "LastAdmin",
+        [("ana@example.com", "author", True), ("bo@example.com", "admin", True)],
+    ]
 
 
 def test_credentials_carry_the_hash_and_rows_do_not(cms_db: str) -> None:

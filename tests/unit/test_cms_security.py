@@ -14,16 +14,9 @@ import pytest
 from fastapi import FastAPI, Request
 from starlette.types import Message, Receive, Scope, Send
 
+from cluster.passwords import PasswordPolicyError, hash_password, password_needs_rehash, verify_password
 from serve_apps.cms.limits import BodySizeLimit, ClientAddress, RateLimits, html_to_text, sanitize_html
-from serve_apps.cms.security import (
-    InvalidToken,
-    PasswordPolicyError,
-    Principal,
-    TokenIssuer,
-    hash_password,
-    password_needs_rehash,
-    verify_password,
-)
+from serve_apps.cms.security import InvalidToken, Principal, TokenIssuer
 
 SECRET = "s" * 32
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)

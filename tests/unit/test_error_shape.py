@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 
 from actors.errors import IndexNotReady
 from serve_apps.errors import InvalidRequest, NotReady, install_error_handlers
-from storage.errors import DatabaseUnavailable
+from storage.errors import DatabaseUnavailable, LastAdmin
 
 
 def make_client() -> TestClient:
@@ -39,6 +39,10 @@ def make_client() -> TestClient:
     def db_lost() -> None:
         raise sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception("server closed the connection"))
 
+    @app.get("/last-admin")
+    def last_admin() -> None:
+        raise LastAdmin(3, "deleting it")
+
     @app.get("/boom")
     def boom() -> None:
         raise RuntimeError("secret internals")
@@ -59,6 +63,13 @@ def test_validation_error_is_422_with_field_details() -> None:
     assert resp.status_code == 422
     assert_shape(resp.json(), "invalid_request")
     assert resp.json()["error"]["details"][0]["field"] == "k"
+
+
+def test_removing_the_last_admin_is_409_last_admin() -> None:
+    resp = make_client().get("/last-admin")
+    assert resp.status_code == 409
+    assert_shape(resp.json(), "last_admin")
+    assert resp.json()["error"]["message"].startswith("user 3 is the last active admin; deleting it would")
 
 
 def test_api_errors_and_headers() -> None:
