@@ -29,7 +29,7 @@ from cluster import cms_cli, models_cli, sources_cli
 from cluster.database import DatabaseChoice
 from cluster.entry import EXIT_USER_ERROR, run_entry
 from cluster.platform import PlatformError, down, status, up
-from cluster.runtime import configure_logging
+from cluster.runtime import configure_logging, drop_ray_core_noise
 from cluster.settings import Settings, get_settings
 from cluster.targets import RayChoice, choose_database, choose_ray, using_line
 from jobs.collect.launch import job_config as collect_config
@@ -84,6 +84,12 @@ def _embed(
     summary = run_embed(cfg)
     notify_index(summary, settings.ray.namespace)
     console.print(summary.line())
+
+
+def console_main() -> int:
+    """The `pulse` console script: ``main`` with Ray's C++ noise kept off the terminal."""
+    drop_ray_core_noise()
+    return main()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -162,4 +168,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(console_main())

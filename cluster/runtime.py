@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import sys
+import threading
 from typing import Any
 
 import ray
@@ -11,6 +14,14 @@ import ray
 from cluster.settings import RaySettings
 
 logger = logging.getLogger(__name__)
+
+#: Lines Ray's C++ core writes straight to a driver's stderr that no Pulse user can act on. Ray Data
+#: 2.60 passes every actor-pool worker its context as an object reference, and the core worker then
+#: logs this once per job at ERROR level (ray-project/ray#57733); it says nothing about Pulse's jobs.
+RAY_CORE_NOISE: tuple[bytes, ...] = (b"has constructor arguments in the object store and max_restarts > 0",)
+#: How long the process waits at exit for the last lines written to stderr to pass the filter.
+_DRAIN_S = 2.0
+_noise_filter: threading.Thread | None = None
 
 
 def configure_logging(level: str = "INFO") -> None:
@@ -23,6 +34,42 @@ def configure_logging(level: str = "INFO") -> None:
     # Jobs draw their own progress (jobs.progress) and set DataContext.enable_progress_bars = False; Ray
     # Data then warns "Progress bars disabled ..." once per process from this logger (Ray 2.60).
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
+
+
+def drop_ray_core_noise(patterns: tuple[bytes, ...] = RAY_CORE_NOISE) -> None:
+    """From now on, drop the lines of this process's stderr (file descriptor 2, which Ray's C++ code
+    writes to directly) that contain one of ``patterns``; everything else passes at once, partial lines
+    (progress redraws) included. For console entry points only (``pulse``, ``python -m jobs.*``): it
+    replaces the process's fd 2 with a pipe read by a thread. At exit the last lines are drained."""
+    global _noise_filter
+    if _noise_filter is not None:
+        return
+    original = os.dup(2)
+    read_end, write_end = os.pipe()
+    sys.stderr.flush()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+
+    def pump() -> None:
+        while chunk := os.read(read_end, 65536):
+            lines = chunk.split(b"\n")
+            kept = [line for line in lines if not any(p in line for p in patterns)]
+            if len(kept) != len(lines) and kept == [b""]:
+                continue  # the chunk was only dropped lines
+            os.write(original, b"\n".join(kept))
+        os.close(read_end)
+
+    def drain() -> None:
+        # Give fd 2 back (this closes our write end of the pipe), then let the thread pass what is left.
+        # Children that inherited the pipe (a local Ray's processes) keep it open: wait a bounded time.
+        sys.stderr.flush()
+        os.dup2(original, 2)
+        if _noise_filter is not None:
+            _noise_filter.join(_DRAIN_S)
+
+    _noise_filter = threading.Thread(target=pump, name="stderr-noise-filter", daemon=True)
+    _noise_filter.start()
+    atexit.register(drain)
 
 
 def init_ray(settings: RaySettings, *, address: str | None = None, **overrides: Any) -> None:

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from cluster.entry import run_job
+from cluster.runtime import drop_ray_core_noise
 from cluster.settings import Settings
 from cluster.targets import choose_database, choose_ray, using_line
 from jobs.embed.launch import embed_target, job_config, notify_index
@@ -49,4 +50,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    drop_ray_core_noise()
     raise SystemExit(main())

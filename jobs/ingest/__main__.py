@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from cluster.entry import run_job
+from cluster.runtime import drop_ray_core_noise
 from cluster.settings import Settings
 from cluster.targets import choose_database, using_line
 from jobs.ingest.loader import ingest_file
@@ -36,4 +37,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    drop_ray_core_noise()
     raise SystemExit(main())

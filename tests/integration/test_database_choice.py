@@ -189,3 +189,4 @@ def test_embed_prints_its_summary_without_ray_internals(clean_db: str, tmp_path:
     assert "embed: model" in proc.stdout and "1 embedded" in proc.stdout
     assert "127.0.0.1:1" in proc.stderr and "does not answer" in proc.stderr
     assert "Progress bars disabled" not in output
+    assert "constructor arguments in the object store" not in output and "core_worker.cc" not in output
