@@ -20,7 +20,8 @@ A document absent from a run (it ranked below ``depth`` there, or matched nothin
 there: ``"zero"`` (normalised 0: the run's minimum for minmax, its mean for zscore, 0 for convex) or
 ``"min"`` (the lowest value the run returned, as if it ranked just below the run's last entry; the same
 as ``"zero"`` for minmax). ``"min"`` applies only to a run cut at ``depth``: a run with fewer entries
-holds every document that matched, and the others score ``"zero"`` there. Results are sorted by fused score, ties by smaller id.
+holds every document that matched, and the others score ``"zero"`` there. Results are sorted by fused
+score, ties by smaller id.
 
 ``DEFAULT_PARAMS`` is Pulse's hybrid default, measured by ``bench/search_quality.py`` on SciFact's 809
 train claims (nDCG@10, document-level vectors; keyword = ``KeywordIndex`` 0.701, vector 0.660):

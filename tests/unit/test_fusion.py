@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import math
-
 import pytest
 
 from actors.fusion import DEFAULT_METHOD, DEFAULT_PARAMS, FusionParams, fuse, normalise
