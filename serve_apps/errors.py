@@ -199,6 +199,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:
+            # FastAPI's one 400: a body it cannot parse (bytes that are not UTF-8). Invalid input is 422 here.
+            reason = f"{exc.detail}; send JSON encoded as UTF-8"
+            return _json(422, "invalid_request", f"body: {reason}", [{"field": "body", "reason": reason}])
         code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
         return _json(exc.status_code, code, str(exc.detail), headers=getattr(exc, "headers", None))
 
