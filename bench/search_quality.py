@@ -31,11 +31,27 @@ Systems, all in the same run:
 ranks it by mean nDCG@10 over document and chunk level, and reports the best with their held-out
 scores: that is how ``DEFAULT_PARAMS`` was chosen; ``default_is_best`` says whether it still is.
 ``target_met``: the default hybrid reaches nDCG@10 0.73 and the best single system + 0.04 (all queries).
+
+The front door (``front_door`` in the JSON), in the same run: a fresh database and a private platform
+(``bench/front_door.py``: `pulse up --no-sample` on free ports with its own Ray node), the corpus written as
+a user writes it for `pulse ingest` (id, title, text: no language, no URL), `pulse ingest FILE --source
+scifact`, `pulse embed`, /readyz until the index and the keyword index hold every document, then every
+query over HTTP (``GET /v1/search?q=...&k=100&mode=keyword|vector|hybrid``, level document, ``--clients``
+at a time), each result mapped back to its SciFact id by its URL (``urn:pulse:scifact:<id>``), scored by
+the same code on the same halves. ``difference``: front door minus the core system of the same run
+(keyword -> ``keyword``, vector -> ``vector_document``, hybrid -> ``hybrid_default_document``);
+``target``: keyword and hybrid nDCG@10 within 0.01 of the core, hybrid >= 0.74. Then `pulse down` (only
+the node it started) and the database is dropped (``--keep`` keeps it).
+
+    python bench/search_quality.py --core-only            # the figures above only
+    python bench/search_quality.py --front-door-only      # the `pulse` + HTTP path only (no comparison)
+    python bench/search_quality.py --limit-docs 500 --limit-queries 50 --no-tune   # a quick subset
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import hashlib
 import json
 import os
@@ -115,6 +131,7 @@ def dense_vectors(data: SciFact, *, use_cache: bool) -> DenseVectors:
     digest = hashlib.sha256()
     for path in (DATA / "corpus.jsonl", DATA / "queries_train.jsonl"):
         digest.update(path.read_bytes())
+    digest.update(json.dumps([data.doc_ids, data.query_ids]).encode())  # a subset has its own vectors
     key = hashlib.sha256(f"{info.revision}|{recipe.key}|{digest.hexdigest()}".encode()).hexdigest()[:16]
     cache = CACHE / f"scifact-{key}.npz"
     if use_cache and cache.is_file():
@@ -393,28 +410,18 @@ def tune(
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--queries", type=int, default=None, help="first N queries only (default: all)")
-    parser.add_argument("--no-cache", action="store_true", help="encode again, ignoring var/bench-cache")
-    parser.add_argument("--no-tune", action="store_true", help="skip the fusion grid (about a minute)")
-    parser.add_argument("--out", type=Path, default=None, help="also write the JSON result to this file")
-    args = parser.parse_args(argv)
-
+def core(data: SciFact, *, scifact: SciFact, use_cache: bool, no_tune: bool) -> dict[str, Any]:
+    """Pulse's cores and the plain baselines in this process: the figures of the module docstring. Every
+    query of ``scifact`` is encoded (and cached) with the corpus, so that fewer queries
+    (``--limit-queries``) reuse the cache."""
     from actors.fusion import DEFAULT_PARAMS, MINMAX, RRF
 
-    started = time.perf_counter()
-    data = load_scifact()
-    dense = dense_vectors(data, use_cache=not args.no_cache)
-    query_vectors = dense.query_vectors
-    if args.queries is not None:
-        n = max(1, args.queries)
-        data = SciFact(
-            data.doc_ids, data.titles, data.texts, data.query_ids[:n], data.queries[:n], data.qrels
-        )
-        query_vectors = query_vectors[:n]
+    encoded = SciFact(
+        data.doc_ids, data.titles, data.texts, scifact.query_ids, scifact.queries, scifact.qrels
+    )
+    dense = dense_vectors(encoded, use_cache=use_cache)
+    row = {q: i for i, q in enumerate(scifact.query_ids)}
+    query_vectors = dense.query_vectors[[row[q] for q in data.query_ids]]
     tune_queries, held_out = halves(data.query_ids)
     depth = 1000
 
@@ -480,15 +487,6 @@ def main(argv: list[str] | None = None) -> int:
     }
 
     result: dict[str, Any] = {
-        "benchmark": "search_quality",
-        "dataset": {
-            "name": "SciFact (BEIR layout), train split",
-            "documents": len(data.doc_ids),
-            "queries": len(data.query_ids),
-            "tune_queries": len(tune_queries),
-            "held_out_queries": len(held_out),
-            "halves": "tune = even positions, held_out = odd positions, queries sorted by numeric id",
-        },
         "model": dense.model,
         "recipe": dense.recipe,
         "chunks": len(dense.chunk_doc),
@@ -508,14 +506,278 @@ def main(argv: list[str] | None = None) -> int:
         "comparisons": comparisons,
         "target_met": target,
     }
-    if not args.no_tune:
+    if not no_tune:
         result["tuning"] = tune(data, keyword, keyword_normalised, vectors, tune_queries, held_out)
+    return result
+
+
+def subset(data: SciFact, *, queries: int | None, docs: int | None) -> SciFact:
+    """The first ``queries`` queries (file order) and, with ``docs``, a corpus of every document they
+    judge plus the first others in corpus order up to ``docs`` documents in all (for quick runs)."""
+    n = len(data.query_ids) if queries is None else max(1, queries)
+    query_ids, texts = data.query_ids[:n], data.queries[:n]
+    qrels = {q: data.qrels[q] for q in query_ids}
+    if docs is None:
+        return SciFact(data.doc_ids, data.titles, data.texts, query_ids, texts, qrels)
+    judged = {d for q in query_ids for d in qrels[q]}
+    room = max(0, docs - len(judged))
+    keep: list[int] = []
+    for i, doc_id in enumerate(data.doc_ids):
+        if doc_id in judged:
+            keep.append(i)
+        elif room > 0:
+            keep.append(i)
+            room -= 1
+    return SciFact(
+        [data.doc_ids[i] for i in keep],
+        [data.titles[i] for i in keep],
+        [data.texts[i] for i in keep],
+        query_ids,
+        texts,
+        qrels,
+    )
+
+
+# ------------------------------------------------------------------------------------------ front door
+#: What the front door measures (``/v1/search`` at its default level, document) and the core system of
+#: the same run each mode is compared with.
+FRONT_DOOR = {"keyword": "keyword", "vector": "vector_document", "hybrid": "hybrid_default_document"}
+#: Source name given to `pulse ingest`; a document without a URL gets ``urn:pulse:<source>:<id>``.
+SOURCE = "scifact"
+URN_PREFIX = f"urn:pulse:{SOURCE}:"
+
+
+def write_ingest_file(data: SciFact, path: Path) -> None:
+    """The corpus as a user writes it for `pulse ingest`: id, title, text (no language, no URL)."""
+    with path.open("w", encoding="utf-8") as fh:
+        for doc_id, title, text in zip(data.doc_ids, data.titles, data.texts, strict=True):
+            fh.write(json.dumps({"id": str(doc_id), "title": title, "text": text}) + "\n")
+
+
+async def http_runs(
+    api_url: str, data: SciFact, mode: str, *, clients: int, k: int = 100
+) -> tuple[Runs, dict[str, Any]]:
+    """Every query through ``GET /v1/search?k=<k>&mode=<mode>`` with ``clients`` concurrent clients; the
+    runs keyed by query id (SciFact ids read back from each result's URL) and what the requests cost."""
+    import httpx
+
+    runs: Runs = {}
+    latencies: list[float] = []
+    counts = {"partial": 0, "retried_503": 0, "foreign_results": 0}
+    queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+    for item in zip(data.query_ids, data.queries, strict=True):
+        queue.put_nowait(item)
+
+    async def search(client: httpx.AsyncClient, qid: str, query: str) -> None:
+        for _ in range(30):
+            t0 = time.perf_counter()
+            resp = await client.get("/v1/search", params={"q": query, "k": k, "mode": mode})
+            if resp.status_code == 503:  # an index part is (re)loading: the API says when to retry
+                counts["retried_503"] += 1
+                await asyncio.sleep(float(resp.headers.get("Retry-After", "1")))
+                continue
+            resp.raise_for_status()
+            latencies.append(time.perf_counter() - t0)
+            body = resp.json()
+            counts["partial"] += bool(body.get("partial"))
+            ids: list[int] = []
+            scores: list[float] = []
+            for hit in body["results"]:
+                if not hit["url"].startswith(URN_PREFIX):
+                    counts["foreign_results"] += 1
+                    continue
+                ids.append(int(hit["url"][len(URN_PREFIX) :]))
+                scores.append(float(hit["score"]))
+            runs[qid] = (ids, scores)
+            return
+        raise RuntimeError(f"query {qid}: /v1/search answered 503 thirty times")
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        while not queue.empty():
+            qid, query = queue.get_nowait()
+            await search(client, qid, query)
+
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=api_url, timeout=120, limits=limits) as client:
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker(client) for _ in range(clients)))
+        seconds = time.perf_counter() - t0
+    ms = np.asarray(latencies) * 1000
+    return runs, {
+        "requests": len(latencies),
+        "clients": clients,
+        "seconds": round(seconds, 1),
+        "req_per_s": round(len(latencies) / seconds, 1) if seconds else None,
+        "p50_ms": round(float(np.percentile(ms, 50)), 1) if len(ms) else None,
+        "p95_ms": round(float(np.percentile(ms, 95)), 1) if len(ms) else None,
+        **counts,
+    }
+
+
+def front_door(
+    data: SciFact,
+    *,
+    tune_queries: list[str],
+    held_out: list[str],
+    clients: int,
+    num_cpus: int | None,
+    keep: bool,
+    modes: list[str],
+) -> dict[str, Any]:
+    """A fresh database and a private platform (`pulse up --no-sample`), the corpus through `pulse ingest`
+    and `pulse embed`, every query over HTTP; `pulse down` and the database dropped afterwards."""
+    from front_door import Platform
+
+    out: dict[str, Any] = {
+        "path": (
+            "pulse up --no-sample (fresh database, own Ray node); pulse ingest <corpus: id, title, text> "
+            f"--source {SOURCE}; pulse embed; GET /v1/search?q=...&k=100&mode=<mode> (level document)"
+        )
+    }
+    with Platform(keep=keep, num_cpus=num_cpus) as platform:
+        out["database"] = platform.name
+        corpus = platform.folder / f"{SOURCE}.jsonl"
+        write_ingest_file(data, corpus)
+        platform.up("--no-sample")
+        out["ingest"] = platform.pulse("ingest", str(corpus), "--source", SOURCE).strip().splitlines()[-1:]
+        out["embed"] = platform.pulse("embed").strip().splitlines()[-1:]
+        t0 = time.perf_counter()
+        ready = platform.wait_ready(documents=len(data.doc_ids))
+        out["index_wait_s"] = round(time.perf_counter() - t0, 1)
+        out["readyz"] = {k: ready.get(k) for k in ("model", "vectors", "keyword_documents")}
+        runs: dict[str, Runs] = {}
+        out["http"] = {}
+        for mode in modes:
+            log(f"front door: {len(data.query_ids)} queries, mode={mode}, {clients} clients")
+            runs[mode], out["http"][mode] = asyncio.run(
+                http_runs(platform.api_url, data, mode, clients=clients)
+            )
+        out["commands_s"] = dict(platform.timings)
+    out["metrics"] = {mode: scores_of(runs[mode], data, tune_queries, held_out) for mode in modes}
+    return out
+
+
+def compare(core_metrics: dict[str, Any], door: dict[str, Any]) -> dict[str, Any]:
+    """Front door minus core, per mode and query half, and the issue's target."""
+    difference: dict[str, Any] = {}
+    for mode, scores in door["metrics"].items():
+        base = core_metrics[FRONT_DOOR[mode]]
+        difference[mode] = {
+            part: {
+                metric: round(scores[part][metric] - base[part][metric], 4)
+                for metric in ("ndcg@10", "recall@100")
+            }
+            for part in scores
+        }
+
+    def ndcg_gap(mode: str) -> float | None:
+        return float(difference[mode]["all"]["ndcg@10"]) if mode in difference else None
+
+    keyword_gap, hybrid_gap = ndcg_gap("keyword"), ndcg_gap("hybrid")
+    hybrid = door["metrics"].get("hybrid", {}).get("all", {}).get("ndcg@10")
+    checks = {
+        "keyword_within_0.01": keyword_gap is not None and abs(keyword_gap) <= 0.01,
+        "hybrid_within_0.01": hybrid_gap is not None and abs(hybrid_gap) <= 0.01,
+        "hybrid_at_least_0.74": hybrid is not None and hybrid >= 0.74,
+    }
+    return {
+        "core_system": {mode: FRONT_DOOR[mode] for mode in door["metrics"]},
+        "difference": difference,
+        "target": {
+            "rule": (
+                "front-door keyword and hybrid nDCG@10 (all queries) within 0.01 of the core figures of the "
+                "same run, and front-door hybrid >= 0.74"
+            ),
+            **checks,
+            "met": all(checks.values()),
+        },
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--limit-queries",
+        "--queries",
+        dest="queries",
+        type=int,
+        default=None,
+        help="first N queries only (default: all)",
+    )
+    parser.add_argument(
+        "--limit-docs",
+        type=int,
+        default=None,
+        help="corpus of the chosen queries' judged documents plus others, N in all (default: all 5,183)",
+    )
+    parser.add_argument("--no-cache", action="store_true", help="encode again, ignoring var/bench-cache")
+    parser.add_argument("--no-tune", action="store_true", help="skip the fusion grid (about a minute)")
+    part = parser.add_mutually_exclusive_group()
+    part.add_argument("--core-only", action="store_true", help="only Pulse's cores in this process")
+    part.add_argument("--front-door-only", action="store_true", help="only the `pulse` + HTTP path")
+    parser.add_argument("--clients", type=int, default=8, help="concurrent HTTP clients (front door)")
+    parser.add_argument("--modes", default="keyword,vector,hybrid", help="front-door modes, comma-separated")
+    parser.add_argument(
+        "--num-cpus",
+        type=int,
+        default=None,
+        help="CPUs the front door's Ray node declares (PULSE_RAY__NUM_CPUS; default: the machine's)",
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the front door's database and folders")
+    parser.add_argument("--out", type=Path, default=None, help="also write the JSON result to this file")
+    args = parser.parse_args(argv)
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if unknown := set(modes) - set(FRONT_DOOR):
+        parser.error(f"--modes: unknown {sorted(unknown)}; choose from {sorted(FRONT_DOOR)}")
+
+    started = time.perf_counter()
+    scifact = load_scifact()
+    data = subset(scifact, queries=args.queries, docs=args.limit_docs)
+    tune_queries, held_out = halves(data.query_ids)
+    result: dict[str, Any] = {
+        "benchmark": "search_quality",
+        "dataset": {
+            "name": "SciFact (BEIR layout), train split",
+            "documents": len(data.doc_ids),
+            "queries": len(data.query_ids),
+            "tune_queries": len(tune_queries),
+            "held_out_queries": len(held_out),
+            "halves": "tune = even positions, held_out = odd positions, queries sorted by numeric id",
+            "subset": None
+            if args.queries is None and args.limit_docs is None
+            else {"queries": args.queries, "docs": args.limit_docs},
+        },
+    }
+    status = 0
+    if not args.front_door_only:
+        result.update(core(data, scifact=scifact, use_cache=not args.no_cache, no_tune=args.no_tune))
+    if not args.core_only:
+        try:
+            door = front_door(
+                data,
+                tune_queries=tune_queries,
+                held_out=held_out,
+                clients=args.clients,
+                num_cpus=args.num_cpus,
+                keep=args.keep,
+                modes=modes,
+            )
+        except Exception as exc:  # the core figures are still worth printing
+            log(f"front door failed: {exc}")
+            result["front_door"] = {"error": f"{type(exc).__name__}: {exc}"}
+            status = 1
+        else:
+            if "metrics" in result:
+                door.update(compare(result["metrics"], door))
+            result["front_door"] = door
     result["seconds"] = round(time.perf_counter() - started, 1)
     emit(result)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    return 0
+    return status
 
 
 if __name__ == "__main__":
