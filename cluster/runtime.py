@@ -15,10 +15,14 @@ from cluster.settings import RaySettings
 
 logger = logging.getLogger(__name__)
 
-#: Lines Ray's C++ core writes straight to a driver's stderr that no Pulse user can act on. Ray Data
-#: 2.60 passes every actor-pool worker its context as an object reference, and the core worker then
-#: logs this once per job at ERROR level (ray-project/ray#57733); it says nothing about Pulse's jobs.
-RAY_CORE_NOISE: tuple[bytes, ...] = (b"has constructor arguments in the object store and max_restarts > 0",)
+#: Lines Ray writes to a driver's stderr that no Pulse user can act on. (1) Ray Data 2.60 passes every
+#: actor-pool worker its context as an object reference, and the C++ core worker then logs this once per
+#: job at ERROR level (ray-project/ray#57733). (2) The raylet warns, forwarded to the driver, when more
+#: worker processes start than cores: Pulse's jobs ask for fractional CPUs on purpose (jobs.placement).
+RAY_CORE_NOISE: tuple[bytes, ...] = (
+    b"has constructor arguments in the object store and max_restarts > 0",
+    b"PYTHON worker processes have been started on node",
+)
 #: How long the process waits at exit for the last lines written to stderr to pass the filter.
 _DRAIN_S = 2.0
 _noise_filter: threading.Thread | None = None
