@@ -9,12 +9,8 @@ already, and one process holds one Ray.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy import Engine, text
@@ -22,30 +18,12 @@ from sqlalchemy import Engine, text
 from jobs.ingest.loader import ingest_file
 from storage.database import make_session_factory, session_scope
 from storage.sources import SourceRepository
-from tests.conftest import ROOT, SHARED_DATA
+from tests.conftest import SHARED_DATA
 from tests.integration.helpers import sample_subset
+from tests.support.probe_run import run_probe
 from tests.support.web_site import LocalSite
 
 PROBE_TIMEOUT_S = 480
-
-
-def run_probe(database_url: str, var_dir: Path) -> dict[str, Any]:
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS" and not k.startswith("PULSE_")}
-    env.update({"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"})
-    proc = subprocess.run(
-        [sys.executable, "-m", "tests.support.services_probe", database_url, str(var_dir)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=PROBE_TIMEOUT_S,
-        check=False,
-    )
-    detail = f"rc {proc.returncode}\nstdout:\n{proc.stdout[-4000:]}\nstderr:\n{proc.stderr[-6000:]}"
-    assert proc.returncode == 0, detail
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    assert lines, detail
-    return dict(json.loads(lines[-1]))
 
 
 @pytest.fixture
@@ -64,7 +42,13 @@ def test_collect_and_embed_run_beside_the_deployed_platform_on_2_cpus(
     with session_scope(make_session_factory(engine)) as session:
         SourceRepository(session).add(name="news", kind="sitemap", uri=site.url("/sitemap.xml"))
 
-    result = run_probe(clean_db, tmp_path / "var")
+    result = run_probe(
+        "tests.support.services_probe",
+        clean_db,
+        str(tmp_path / "var"),
+        timeout_s=PROBE_TIMEOUT_S,
+        clear_pulse_env=True,
+    )
     print("resources beside the platform:", json.dumps(result))  # the measurement, shown with -s
 
     assert result["total_cpus"] == 2.0, result

@@ -8,42 +8,18 @@ declares ``num_gpus=1`` with no device behind it, so the encoder must still run,
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy import Engine, text
 
 from jobs.ingest.loader import ingest_file
-from tests.conftest import ROOT
 from tests.integration.helpers import sample_subset
+from tests.support.probe_run import run_probe
 
 pytestmark = pytest.mark.slow
 
 PROBE_TIMEOUT_S = 300
-
-
-def run_probe(database_url: str, storage: Path) -> dict[str, Any]:
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env.update({"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"})
-    proc = subprocess.run(
-        [sys.executable, "-m", "tests.support.placement_probe", database_url, str(storage)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=PROBE_TIMEOUT_S,
-        check=False,
-    )
-    detail = f"rc {proc.returncode}\nstdout:\n{proc.stdout[-4000:]}\nstderr:\n{proc.stderr[-6000:]}"
-    assert proc.returncode == 0, detail
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    assert lines, detail
-    return dict(json.loads(lines[-1]))
 
 
 def test_encoders_run_on_the_gpu_node_and_tokenizers_on_the_cpu_node(
@@ -57,7 +33,9 @@ def test_encoders_run_on_the_gpu_node_and_tokenizers_on_the_cpu_node(
         total = conn.execute(text("SELECT count(*) FROM documents")).scalar_one()
     assert total >= 40
 
-    result = run_probe(clean_db, tmp_path / "storage")
+    result = run_probe(
+        "tests.support.placement_probe", clean_db, str(tmp_path / "storage"), timeout_s=PROBE_TIMEOUT_S
+    )
 
     gpu_node, cpu_node = result["nodes"]["gpu"], result["nodes"]["cpu"]
     assert gpu_node != cpu_node
