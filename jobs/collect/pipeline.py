@@ -320,7 +320,8 @@ def build_round(
         batch_size=cfg.extract_batch_size,
         batch_format="pyarrow",
         fn_kwargs={"sources": sources},
-        compute=ray.data.TaskPoolStrategy(size=plan.extract_tasks),
+        # No more tasks than fetch partitions feed it (Ray Data warns, as an error in tests, otherwise).
+        compute=ray.data.TaskPoolStrategy(size=max(1, min(plan.extract_tasks, len(partitions)))),
         num_cpus=plan.extract_cpus,
     )
     return ds.map_batches(

@@ -30,12 +30,14 @@ def sample_subset(path: Path, *, n_other: int, must_contain: tuple[str, ...] = P
 
 
 def cli_runner(capsys: Any) -> Callable[..., tuple[int, str, str]]:
-    """Run `pulse ARGS...` in this process; returns (exit code, stdout, stderr)."""
+    """Run `pulse ARGS...` in this process; returns (exit code, stdout, stderr without the line every
+    command starts with to say which database and Ray it uses: tests/integration/test_database_choice.py
+    checks that line)."""
     from cluster import cli
 
     def run(*argv: str) -> tuple[int, str, str]:
         code = cli.main(list(argv))
         out, err = capsys.readouterr()
-        return code, out, err
+        return code, out, "".join(line for line in err.splitlines(True) if not line.startswith("using "))
 
     return run
