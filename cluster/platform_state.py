@@ -13,6 +13,8 @@ import socket
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from ray._common.utils import get_ray_address_file
+
 #: File name of the record, inside ``PULSE_VAR_DIR``.
 STATE_FILE = "platform.json"
 
@@ -63,8 +65,9 @@ def address_answers(address: str, timeout_s: float = 0.5) -> bool:
         return False
 
 
-#: File where `ray start` records the address of the node it started.
-RAY_CURRENT_CLUSTER_FILE = Path(os.environ.get("RAY_TMPDIR", "/tmp/ray")) / "ray_current_cluster"
+#: File where `ray start` records the address of the node it started, by Ray's own rule (``ray`` under
+#: RAY_TMPDIR, else TMPDIR, else /tmp; Ray 2.60 keeps the rule in a private module).
+RAY_CURRENT_CLUSTER_FILE = Path(get_ray_address_file(None))
 
 
 def local_ray_address() -> str | None:
