@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,6 +17,7 @@ from cluster.passwords import hash_password
 from storage.cms_users import UserRepository
 from storage.database import make_async_engine
 from tests.conftest import CMS_TABLES, SHARED_DATA
+from tests.support.fuzz import fuzz
 
 PORT = 8012  # the session's Serve proxy (the search e2e tests use the same one)
 BASE = f"http://127.0.0.1:{PORT}/v1/cms"
@@ -547,3 +549,40 @@ def cms_documents(engine, item_id: int) -> dict[str, int]:  # type: ignore[no-un
             {"i": str(item_id)},
         ).all()
     return {r[0]: int(r[1]) for r in rows}
+
+
+# Last in the module: schemathesis on the app the tests above used (tests/support/fuzz.py).
+FUZZ_ADMIN = "fuzz-admin@pulse.test"
+
+
+@pytest.fixture(scope="module")
+def fuzz_admin(cms: dict[str, str]) -> dict[str, str]:
+    """Headers of an admin created for the run by the session's admin: the run may demote or deactivate
+    the users it finds, but cannot take away the session's own access."""
+    created = httpx.post(
+        f"{BASE}/users",
+        json={"email": FUZZ_ADMIN, "display_name": "Fuzz admin", "password": PASSWORD, "role": "admin"},
+        headers={"Authorization": f"Bearer {cms['admin']}"},
+        timeout=30,
+    )
+    assert created.status_code == 201, created.text
+    login = httpx.post(f"{BASE}/auth/login", json={"email": FUZZ_ADMIN, "password": PASSWORD}, timeout=30)
+    assert login.status_code == 200, login.text
+    return {"Authorization": f"Bearer {login.json()['access_token']}"}
+
+
+def test_cms_api_fuzz_anonymous(cms: dict[str, str], tmp_path: Path) -> None:
+    fuzz(f"{BASE}/openapi.json", tmp_path / "cms-anonymous.json")
+
+
+def test_cms_api_fuzz_as_admin(fuzz_admin: dict[str, str], tmp_path: Path) -> None:
+    fuzz(f"{BASE}/openapi.json", tmp_path / "cms-admin.json", fuzz_admin)
+
+
+def test_an_admin_still_exists(cms: dict[str, str], engine) -> None:  # type: ignore[no-untyped-def]
+    """The fuzzed user routes (demote, deactivate, delete) must leave the CMS an active admin."""
+    with engine.connect() as conn:
+        admins = conn.execute(text("SELECT count(*) FROM cms_users WHERE role = 'admin' AND active")).scalar()
+    assert admins and admins >= 1
+    resp = httpx.get(f"{BASE}/users", headers={"Authorization": f"Bearer {cms['admin']}"}, timeout=30)
+    assert resp.status_code == 200, resp.text
