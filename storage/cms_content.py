@@ -442,7 +442,8 @@ class ContentRepository:
             values["type"] = fields["type"]
         values.update(version=before.version + 1, updated_at=datetime.now(UTC))
         m = await self._write(update(ITEMS).where(ITEMS.c.id == item_id).values(**values))
-        tags = await self._set_tags(item_id, fields["tags"]) if "tags" in fields else before.tags
+        # "tags": null clears them, as null clears any other field (it used to fail on iterating None).
+        tags = await self._set_tags(item_id, fields["tags"] or ()) if "tags" in fields else before.tags
         after = _row(m, fields.get("category", before.category), tags)
         after_data, before_data = after.data(), before.data()
         changed = sorted(k for k in after_data if after_data[k] != before_data.get(k))

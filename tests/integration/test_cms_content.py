@@ -201,6 +201,18 @@ def test_listing_filters_and_keyset_pages(cms_db: str) -> None:
         )
 
 
+def test_null_tags_in_an_update_clear_them(cms_db: str) -> None:
+    # schemathesis sent PATCH /items/{id} {"tags": null}: it was a 500 (iterating None).
+    async def body(repo: ContentRepository, session: AsyncSession) -> tuple[str, ...]:
+        await TaxonomyRepository(session).create("tag", slug="space", name_en="Space", name_ar="فضاء")
+        item = await repo.create({"title_en": "Tagged", "tags": ["space"]}, actor="u", author_id=None)
+        assert item.tags == ("space",)
+        _, after = await repo.update(item.id, {"tags": None}, actor="u", expected_version=item.version)
+        return after.tags
+
+    assert run(cms_db, body) == ()
+
+
 def test_due_items_for_the_scheduler(cms_db: str) -> None:
     async def body(repo: ContentRepository, _: AsyncSession) -> tuple[list[int], list[int]]:
         a = await repo.create(
