@@ -175,8 +175,12 @@ def test_deletes_and_upserts_are_visible_to_the_next_search(
     sessions = make_session_factory(engine)
     try:
         wait_caught_up(actors, watermark)
+        # The keyword actor loads its collection on a thread of its own: wait for it as for the shards.
+        deadline = time.monotonic() + 90
+        while not ray.get(keyword.stats.remote())["ready"] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert ray.get(keyword.stats.remote())["ready"], ray.get(keyword.stats.remote())
         ray.get(keyword.catch_up.remote())
-        assert ray.get(keyword.stats.remote())["ready"]
         ids, vectors = stored_vectors(clean_db, storage, model_id)
         with engine.connect() as conn:
             titles = dict(conn.execute(text("SELECT id, title FROM documents")).all())
