@@ -32,6 +32,9 @@ Version = Annotated[int, Path(ge=1, le=MAX_VERSION)]
 Loc = tuple[str | int, ...]
 
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+#: What a JSON body must contain to hold either: a NUL byte, or the escapes ``\u0000`` and ``\uD8..``-
+#: ``\uDF..`` (valid JSON spells both as escapes; a surrogate in raw UTF-8 fails decoding before this).
+_MAYBE_UNSTORABLE = re.compile(rb"\x00|\\u0000|\\u[dD][89a-fA-F]")
 
 
 def _reason(char: str) -> str:
@@ -71,6 +74,9 @@ async def reject_unstorable_text(request: Request) -> None:
     route = request.scope.get("route")
     if isinstance(route, APIRoute) and route.body_field is not None:
         raw = await request.body()
+        # FastAPI has parsed the body already; parse it again only when it may hold one (almost never).
+        if not _MAYBE_UNSTORABLE.search(raw):
+            raw = b""
         try:
             body = json.loads(raw) if raw else None
         except ValueError:  # not JSON: the route's own validation answers
