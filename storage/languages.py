@@ -89,12 +89,13 @@ def detect_language(text: str, *, declared: str | None = None) -> LanguageGuess:
     script = script_language(sample)
     if script is None:
         return LanguageGuess(declared_code, None)
-    if len(sample.strip()) < MIN_LANGID_CHARS and declared_code is not None:
+    long_enough = len(sample.strip()) >= MIN_LANGID_CHARS
+    if not long_enough and declared_code is not None:
         return LanguageGuess(declared_code, None)
     ranked: list[tuple[str, float]] = _identifier().rank(sample)
     best, probability = ranked[0]
     code = normalize_code(best)
-    if len(sample.strip()) >= MIN_LANGID_CHARS and probability >= MIN_CONFIDENCE:
+    if long_enough and probability >= MIN_CONFIDENCE:
         return LanguageGuess(code, round(float(probability), 4))
     if declared_code is not None:
         return LanguageGuess(declared_code, None)
