@@ -12,7 +12,7 @@ b) search sync: for every item touched by outbox events after the ``search-sync`
    document per locale with a title while the item is published and deletes its documents otherwise;
    documents and cursor commit together;
 c) webhooks: plans deliveries for the events after the ``webhooks`` cursor, then sends the due ones
-   (``concurrency`` at once), signed (``actors.cms_signing``), and records each attempt: a 2xx is
+   (``concurrency`` at once), signed (``cluster.ground.cms_signing``), and records each attempt: a 2xx is
    delivered, anything else is retried after an exponential backoff until ``max_attempts``.
 
 ``AiohttpSender`` is the production sender; the Ray shell is ``actors.cms_scheduler_actor``.
@@ -33,8 +33,8 @@ import aiohttp
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
-from actors.cms_signing import sign
-from actors.webhook_targets import literal_refusal, public_resolver
+from cluster.ground.cms_signing import sign
+from cluster.ground.webhook_targets import literal_refusal, public_resolver
 from storage.cms_content import ContentRepository
 from storage.cms_events import (
     SEARCH_SYNC_CURSOR,
@@ -441,8 +441,8 @@ class CmsScheduler:
 class AiohttpSender:
     """POSTs webhook requests with one reused aiohttp session (created on first use, on the running
     loop); redirects are not followed (a 3xx is a failed attempt). Unless ``private_targets``, only
-    public addresses are reached (``actors.webhook_targets``): a refused target is a failed attempt whose
-    error says why. ``close()`` when done."""
+    public addresses are reached (``cluster.ground.webhook_targets``): a refused target is a failed
+    attempt whose error says why. ``close()`` when done."""
 
     def __init__(self, *, private_targets: bool = False) -> None:
         self._session: aiohttp.ClientSession | None = None

@@ -6,7 +6,7 @@ tick at once (tests, or a hint after a write) and ``stats()`` answers meanwhile.
 matters: due times, cursors and deliveries are in PostgreSQL, so a restarted actor just carries on.
 
 Embedding is injected, not imported (``actors`` never import ``jobs``): ``on_documents_changed`` is a
-picklable zero-argument callable, in production ``jobs.cms.scheduler.EmbedCmsDocuments``, which the
+picklable zero-argument callable, in production ``cluster.top.cms_embed_hook.EmbedCmsDocuments``, which the
 caller that wires both layers (the CLI or the CMS app builder) passes in. After a tick that wrote or
 deleted documents the service runs it in a worker thread, never two at once; changes that arrive while it
 runs make it run once more afterwards, and a failed run is retried after ``embed_retry_s``. The service
@@ -28,7 +28,7 @@ import ray
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from actors.cms_scheduler import AiohttpSender, CmsScheduler, TickReport
-from cluster.constants import CMS_SCHEDULER_NAME, DEFAULT_NAMESPACE
+from cluster.ground.constants import CMS_SCHEDULER_NAME, DEFAULT_NAMESPACE
 from storage.database import make_async_engine
 
 logger = logging.getLogger(__name__)

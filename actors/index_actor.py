@@ -31,7 +31,7 @@ from ray.util import metrics
 from actors.errors import IndexNotReady
 from actors.filters import SearchFilter
 from actors.vector_index import IndexConfig, IndexSnapshot, SearchHits, VectorIndex, merge_hits
-from cluster.constants import index_actor_name
+from cluster.ground.constants import index_actor_name
 from storage.errors import SnapshotError
 from storage.index_snapshots import SnapshotStore
 from storage.vector_files import CHUNK_SLOTS

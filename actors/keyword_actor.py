@@ -21,7 +21,7 @@ from actors.errors import IndexNotReady
 from actors.filters import MetaBatch, MetaTable, SearchFilter
 from actors.keyword_index import KeywordIndex
 from actors.vector_index import SearchHits
-from cluster.constants import keyword_actor_name
+from cluster.ground.constants import keyword_actor_name
 from storage.database import make_engine, make_session_factory, session_scope
 from storage.index_feed import deletions_after, embedded_documents_after
 

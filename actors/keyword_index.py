@@ -39,7 +39,7 @@ tombstones, applies ``doc_filter`` to every document with a nonzero score, and o
 ``k``: a filter that rejects the best documents still gets ``k`` results whenever ``k`` allowed
 documents match. Ties rank the smaller id first. With ``normalize=True`` scores are divided by the
 query's upper bound (each term's best score in any document, summed; kept per build), which puts them
-on one scale across queries for hybrid fusion (``actors.fusion``, method ``"convex"``).
+on one scale across queries for hybrid fusion (``serve_apps.search.fusion``, method ``"convex"``).
 
 Measured on SciFact (``bench/search_quality.py``): nDCG@10 0.701 on the 809 train claims, against 0.696
 for bm25s' README recipe (k1 1.5, same stemmer and stopwords); counting a repeated query term once is
@@ -304,7 +304,7 @@ class KeywordIndex:
         every matching document and returns a bool mask of those allowed. Scores are BM25; with
         ``normalize`` they are divided by the query's upper bound (the sum over its terms of the best
         score the term gives any document, per analysis), so they lie in (0, 1] and mean the same
-        across queries: what hybrid fusion (``actors.fusion``, method ``"convex"``) wants.
+        across queries: what hybrid fusion (``serve_apps.search.fusion``, method ``"convex"``) wants.
         A query counts each distinct term once.
         """
         if self._pending and len(self._tokens) <= self.refresh_on_search_max:

@@ -76,7 +76,7 @@ from typing import Any
 import numpy as np
 from common import ROOT, SHARED, bench_database, emit, ingress_env, median
 
-from cluster.serve_config import free_port
+from cluster.top.serve_config import free_port
 
 #: Token secret of both servers (a benchmark value, never a product default).
 SECRET = "pulse-bench-cms-" + "s" * 40
@@ -637,7 +637,7 @@ class ServeCms:
     def deploy(self, overrides: dict[str, Any], *, access_log: bool = False) -> float:
         from ray import serve
 
-        from cluster.serve_config import load_builder
+        from cluster.top.serve_config import load_builder
 
         started = time.perf_counter()
         logging_config = None if access_log else {"enable_access_log": False}
@@ -1206,8 +1206,8 @@ def open_database(resume_url: str | None) -> tuple[str, Callable[[], None], bool
 
     from sqlalchemy import make_url
 
-    from cluster.database import local_server_url
-    from cluster.settings import DatabaseSettings
+    from cluster.ground.settings import DatabaseSettings
+    from cluster.top.database import local_server_url
     from storage.database import drop_database, ensure_database
     from storage.migrate import upgrade
 

@@ -25,8 +25,8 @@ SHARED = ROOT.parent / "shared" / "data"
 def bench_database() -> Iterator[str]:
     """A fresh, migrated database: on PULSE_DATABASE__URL's server, else 127.0.0.1:5432, else an
     embedded PostgreSQL in a temporary folder. Dropped afterwards."""
-    from cluster.database import local_server_url, start_embedded, stop_embedded
-    from cluster.settings import DatabaseSettings
+    from cluster.ground.settings import DatabaseSettings
+    from cluster.top.database import local_server_url, start_embedded, stop_embedded
     from storage.database import drop_database, ensure_database
     from storage.migrate import upgrade
 
@@ -78,6 +78,6 @@ def ingress_env(kind: str) -> dict[str, str]:
     Python proxy (``proxy``)."""
     if kind == "proxy":
         return {"RAY_SERVE_ENABLE_HA_PROXY": "0"}
-    from cluster.serve_config import private_haproxy_env
+    from cluster.top.serve_config import private_haproxy_env
 
     return private_haproxy_env()

@@ -4,7 +4,7 @@
 server (``pulse_bench_<random>``, given to Pulse as ``PULSE_DATABASE__URL``; `pulse up` migrates it),
 its own var folder and storage folder, and free ports for Serve, HAProxy, the Ray head and its
 dashboard, so it runs beside other Pulse or Ray instances without touching them. Every step is a
-``pulse`` command in a subprocess (``python -m cluster.cli``, what the ``pulse`` console script runs)
+``pulse`` command in a subprocess (``python -m cluster.top.cli``, what the ``pulse`` console script runs)
 with that environment::
 
     with Platform(keep=False) as p:
@@ -24,7 +24,7 @@ do not matter:
   the token by itself); `pulse up` itself is run without an address (with one, it joins instead of
   starting a node). The commands would also find the node `pulse up` recorded in the var folder; the
   address keeps the benchmark independent of that choice. (Pulse's own check for a `ray start` node,
-  ``cluster.platform_state.RAY_CURRENT_CLUSTER_FILE``, reads ``$RAY_TMPDIR/ray_current_cluster`` where
+  ``cluster.top.platform_state.RAY_CURRENT_CLUSTER_FILE``, reads ``$RAY_TMPDIR/ray_current_cluster`` where
   Ray writes ``$RAY_TMPDIR/ray/ray_current_cluster``.)
 """
 
@@ -53,8 +53,8 @@ def log(message: str) -> None:
 def local_database_url(name: str) -> str:
     """A database URL for ``name``: on PULSE_DATABASE__URL's server if set, else the local server
     (127.0.0.1:5432, trust auth) that Pulse itself would use."""
-    from cluster.database import local_server_url
-    from cluster.settings import DatabaseSettings
+    from cluster.ground.settings import DatabaseSettings
+    from cluster.top.database import local_server_url
 
     if os.environ.get("PULSE_DATABASE__URL"):
         from sqlalchemy import make_url
@@ -79,7 +79,7 @@ class Platform:
         include_dashboard: bool = True,
         env: dict[str, str] | None = None,
     ) -> None:
-        from cluster.serve_config import free_port
+        from cluster.top.serve_config import free_port
 
         self.keep = keep
         self.name = f"pulse_bench_{uuid.uuid4().hex[:8]}"
@@ -137,7 +137,7 @@ class Platform:
         with out_path.open("w") as out, err_path.open("w") as err:
             try:
                 code: int | None = subprocess.run(
-                    [sys.executable, "-m", "cluster.cli", *args],
+                    [sys.executable, "-m", "cluster.top.cli", *args],
                     cwd=ROOT,
                     env=env,
                     stdout=out,
@@ -199,7 +199,7 @@ class Platform:
                 self.pulse("down", timeout_s=300)
             except CommandFailed as exc:
                 log(f"pulse down failed; stopping the node on port {self.head_port} directly: {exc}")
-                from cluster.local_node import stop_node
+                from cluster.ground.local_node import stop_node
 
                 stop_node(self.head_port)
         if self.keep:
@@ -217,9 +217,10 @@ class Platform:
         shutil.rmtree(self.haproxy_folder(), ignore_errors=True)
 
     def haproxy_folder(self) -> Path:
-        """The short folder `pulse up` gives Serve's HAProxy for this var folder (cluster.serve_config)."""
-        from cluster.serve_config import ingress_env
-        from cluster.settings import Settings
+        """The short folder `pulse up` gives Serve's HAProxy for this var folder
+        (cluster.top.serve_config)."""
+        from cluster.ground.settings import Settings
+        from cluster.top.serve_config import ingress_env
 
         settings = Settings(_env_file=None, var_dir=Path(self.env["PULSE_VAR_DIR"]))  # type: ignore[call-arg]
         return Path(ingress_env(settings)["RAY_SERVE_HAPROXY_SERVER_STATE_BASE"])

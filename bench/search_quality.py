@@ -20,8 +20,8 @@ Systems, all in the same run:
   its best window. Vectors are cached in ``var/bench-cache/`` keyed by model revision, recipe and data
   (``--no-cache`` encodes again: about 10 minutes on 2 CPU cores).
 - ``hybrid_rrf_*``: RRF k=60 of keyword and vector (top 100 each).
-- ``hybrid_default_*``: ``actors.fusion.DEFAULT_PARAMS`` (keyword scores normalised by the query's upper
-  bound when the method is "convex", as Pulse serves it).
+- ``hybrid_default_*``: ``serve_apps.search.fusion.DEFAULT_PARAMS`` (keyword scores normalised by the
+  query's upper bound when the method is "convex", as Pulse serves it).
 - baselines a user could assemble: ``baseline_bm25s`` (bm25s defaults, k1 1.5, English stopwords and
   stemmer via ``bm25s.tokenize``), ``baseline_minilm`` (``SentenceTransformer.encode`` truncation at 256
   tokens: the first window of each document, so no second encoding), ``baseline_rrf`` (RRF k=60) and
@@ -328,7 +328,7 @@ def vector_runs(
 
 
 def fused(params: Any, *runs: Runs, queries: list[str] | None = None) -> Runs:
-    from actors.fusion import fuse
+    from serve_apps.search.fusion import fuse
 
     chosen = queries if queries is not None else list(runs[0])
     return {q: fuse([r[q] for r in runs], k=100, params=params) for q in chosen}
@@ -336,7 +336,7 @@ def fused(params: Any, *runs: Runs, queries: list[str] | None = None) -> Runs:
 
 def tuning_grid() -> list[Any]:
     """Every fusion the tuning compares: method x missing-document value x depth x keyword weight."""
-    from actors.fusion import FusionParams
+    from serve_apps.search.fusion import FusionParams
 
     weights = [round(0.3 + 0.05 * i, 2) for i in range(9)]  # keyword weight 0.30 ... 0.70
     grid = []
@@ -367,7 +367,7 @@ def tune(
     held-out half. ``convex`` fuses the keyword scores normalised by the query's upper bound."""
     from retrieval_metrics import evaluate
 
-    from actors.fusion import DEFAULT_PARAMS
+    from serve_apps.search.fusion import DEFAULT_PARAMS
 
     def ndcg(params: Any, level: str, queries: list[str]) -> float:
         kw = keyword_normalised if params.method == "convex" else keyword
@@ -414,7 +414,7 @@ def core(data: SciFact, *, scifact: SciFact, use_cache: bool, no_tune: bool) -> 
     """Pulse's cores and the plain baselines in this process: the figures of the module docstring. Every
     query of ``scifact`` is encoded (and cached) with the corpus, so that fewer queries
     (``--limit-queries``) reuse the cache."""
-    from actors.fusion import DEFAULT_PARAMS, MINMAX, RRF
+    from serve_apps.search.fusion import DEFAULT_PARAMS, MINMAX, RRF
 
     encoded = SciFact(
         data.doc_ids, data.titles, data.texts, scifact.query_ids, scifact.queries, scifact.qrels

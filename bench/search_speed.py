@@ -77,7 +77,7 @@ from typing import Any
 import numpy as np
 from common import ROOT, SHARED, emit, ingress_env, median
 
-from cluster.serve_config import free_port
+from cluster.top.serve_config import free_port
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -487,7 +487,7 @@ def start_actor(
     import ray
 
     from actors.index_actor import INDEX_ACTOR_OPTIONS, VectorIndexActor, get_or_create_index_actor
-    from cluster.constants import index_actor_name
+    from cluster.ground.constants import index_actor_name
 
     started = time.perf_counter()
     if env_omp is None:
@@ -1125,8 +1125,8 @@ def deploy(ctx: Context, port: int, overrides: dict[str, Any], *, kill_index: bo
     import ray
     from ray import serve
 
-    from cluster.constants import SEARCH_APP_IMPORT_PATH, index_actor_name
-    from cluster.serve_config import load_builder
+    from cluster.ground.constants import SEARCH_APP_IMPORT_PATH, index_actor_name
+    from cluster.top.serve_config import load_builder
 
     started = time.perf_counter()
     if kill_index:
@@ -1147,13 +1147,13 @@ def deploy(ctx: Context, port: int, overrides: dict[str, Any], *, kill_index: bo
 
 
 def app_with_embedder_threads(args: dict[str, Any], threads: int) -> Any:
-    """An experiment, not a setting: ``serve_apps.search_app.app_builder`` with a ``QueryEmbedder`` whose
+    """An experiment, not a setting: ``serve_apps.search.app.app_builder`` with a ``QueryEmbedder`` whose
     model runs ``threads`` torch threads (the product loads it with ``threads=1`` whatever its CPUs)."""
     from ray import serve
 
     from jobs.embed.encode import describe_model, load_model
-    from serve_apps.query_embedder import QueryEmbedder
-    from serve_apps.search_app import SearchArgs, SearchIngress
+    from serve_apps.search.app import SearchArgs, SearchIngress
+    from serve_apps.search.query_embedder import QueryEmbedder
     from storage.vector_files import absolute_storage_uri
 
     class ThreadedQueryEmbedder(QueryEmbedder):
@@ -1210,7 +1210,7 @@ def embedder_direct(ctx: Context, queries: list[str], args: argparse.Namespace) 
     concurrent ``embed`` calls (no proxy, no ingress, no index, no database)."""
     from ray import serve
 
-    from serve_apps.query_embedder import query_model
+    from serve_apps.search.query_embedder import query_model
     from storage.database import make_engine, make_session_factory, session_scope
     from storage.model_registry import ModelRegistry
 

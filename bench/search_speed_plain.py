@@ -90,7 +90,7 @@ def create_app(args: argparse.Namespace) -> FastAPI:
         k: Annotated[int, Query(ge=1, le=100)] = 10,
         mode: Literal["vector", "hybrid"] = "hybrid",
     ) -> Response:
-        from actors.fusion import DEFAULT_PARAMS, fuse
+        from serve_apps.search.fusion import DEFAULT_PARAMS, fuse
         from storage.documents import fetch_summaries
 
         timings: dict[str, float] = {}

@@ -25,10 +25,10 @@ import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from actors.errors import IndexNotReady
-from serve_apps.schemas import ErrorResponse
 from storage.errors import (
     CmsConflict,
     CmsNotFound,
@@ -39,6 +39,22 @@ from storage.errors import (
     StaleVersion,
     UnknownReference,
 )
+
+
+class ErrorDetail(BaseModel):
+    field: str
+    reason: str
+
+
+class ErrorInfo(BaseModel):
+    code: str = Field(description="Stable machine-readable code, e.g. invalid_request")
+    message: str = Field(description="What failed and what to do")
+    details: list[ErrorDetail] | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorInfo
+
 
 logger = logging.getLogger(__name__)
 

@@ -149,7 +149,7 @@ def ray_session() -> Iterator[None]:
     """One local Ray for the whole session: 2 CPUs, a small object store, no dashboard."""
     import ray
 
-    from cluster.serve_config import private_haproxy_env
+    from cluster.top.serve_config import private_haproxy_env
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

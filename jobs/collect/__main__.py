@@ -9,11 +9,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cluster.entry import run_job
-from cluster.runtime import drop_ray_core_noise
-from cluster.settings import Settings
-from cluster.targets import choose_database, choose_ray, using_line
-from jobs.collect.launch import job_config
+from cluster.ground.runtime import drop_ray_core_noise
+from cluster.ground.settings import Settings
+from cluster.top.entry import run_job
+from cluster.top.job_configs import collect_config
+from cluster.top.targets import choose_database, choose_ray, using_line
 from jobs.collect.schedule import collect_loop, collect_once
 
 
@@ -30,7 +30,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     db = choose_database(settings)
     ray_target = choose_ray(settings)
     sys.stderr.write(using_line(db, ray_target) + "\n")
-    cfg = job_config(
+    cfg = collect_config(
         settings, db.url, sources=tuple(args.source), force=args.force, progress=not args.no_progress
     )
     ray_target.join(settings)

@@ -3,7 +3,7 @@
 Fetch failures themselves are not raised: ``Fetcher.fetch`` returns a ``FetchResult`` whose ``error`` is one
 of ``jobs.collect.fetch.ERROR_CODES``. These exceptions reject a bad configuration or a concurrent run.
 The URL guard's and the resolver's errors (``BlockedURL``, ``BlockedAddress``, ``InvalidAllowList``)
-belong to the address guard, shared with the CMS webhooks: ``cluster.errors``.
+belong to the address guard, shared with the CMS webhooks: ``cluster.ground.errors``.
 
 Hierarchy::
 

@@ -6,7 +6,7 @@
 One fetch, in order, for the URL and then for every redirect hop (followed by hand, at most
 ``max_redirects``; a URL seen twice is a loop):
 
-1. ``check_url``: http(s) only, no internal IP literals (``cluster.address_guard``);
+1. ``check_url``: http(s) only, no internal IP literals (``cluster.ground.address_guard``);
 2. robots.txt of that host (fetched once through this same path, ``jobs.collect.robots``);
 3. the host's throttle: ``per_host_concurrency`` slots and ``per_host_delay_s`` between request starts,
    raised by ``Crawl-delay``, doubled on 429/503, decaying back after successes; then a global slot;
@@ -39,8 +39,8 @@ from aiohttp.abc import AbstractResolver
 from multidict import CIMultiDictProxy
 from yarl import URL
 
-from cluster.address_guard import AllowList, SafeResolver, check_url
-from cluster.errors import BlockedAddress, BlockedURL
+from cluster.ground.address_guard import AllowList, SafeResolver, check_url
+from cluster.ground.errors import BlockedAddress, BlockedURL
 from jobs.collect.content import (
     ACCEPTED_TYPES,
     GZIP_TYPES,

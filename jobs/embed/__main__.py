@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cluster.entry import run_job
-from cluster.runtime import drop_ray_core_noise
-from cluster.settings import Settings
-from cluster.targets import choose_database, choose_ray, using_line
-from jobs.embed.launch import embed_target, job_config, notify_index
+from cluster.ground.runtime import drop_ray_core_noise
+from cluster.ground.settings import Settings
+from cluster.top.entry import run_job
+from cluster.top.job_configs import embed_config, embed_target
+from cluster.top.targets import choose_database, choose_ray, using_line
+from jobs.embed.notify import notify_index
 from jobs.embed.pipeline import run_embed
 
 
@@ -29,7 +30,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     db = choose_database(settings)
     ray_target = choose_ray(settings)
     sys.stderr.write(using_line(db, ray_target) + "\n")
-    cfg = job_config(
+    cfg = embed_config(
         settings,
         db.url,
         full=args.full,

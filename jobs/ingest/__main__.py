@@ -6,10 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from cluster.entry import run_job
-from cluster.runtime import drop_ray_core_noise
-from cluster.settings import Settings
-from cluster.targets import choose_database, using_line
+from cluster.ground.runtime import drop_ray_core_noise
+from cluster.ground.settings import Settings
+from cluster.top.entry import run_job
+from cluster.top.targets import choose_database, using_line
 from jobs.ingest.loader import ingest_file
 
 

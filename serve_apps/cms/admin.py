@@ -8,13 +8,19 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Query, Request, Response
 
-from actors.webhook_targets import refusal as webhook_refusal
-from cluster.passwords import PasswordPolicyError, check_password_policy, hash_password, verify_password
+from cluster.ground.passwords import (
+    PasswordPolicyError,
+    check_password_policy,
+    hash_password,
+    verify_password,
+)
+from cluster.ground.webhook_targets import refusal as webhook_refusal
 from serve_apps.cms import schemas as s
 from serve_apps.cms.base import CmsBase, api, current_principal
 from serve_apps.cms.permissions import decide
 from serve_apps.cms.security import InvalidToken, Principal
 from serve_apps.errors import (
+    ErrorResponse,
     InvalidRequest,
     NotFound,
     RateLimited,
@@ -22,7 +28,6 @@ from serve_apps.errors import (
     error_responses,
 )
 from serve_apps.inputs import MAX_ID, Id
-from serve_apps.schemas import ErrorResponse
 from storage.cms_audit import list_audit, record_audit
 from storage.cms_content import TaxonomyRepository
 from storage.cms_events import DeliveryRepository, WebhookRepository

@@ -36,7 +36,7 @@ from serve_apps.errors import (
     error_responses,
 )
 from serve_apps.inputs import MAX_ID, MAX_VERSION, Id, Version
-from serve_apps.search_params import fingerprint
+from serve_apps.search.params import fingerprint
 from storage.cms_audit import record_audit
 from storage.cms_content import Check, ContentRepository, ItemQuery, ItemRow
 from storage.cms_events import append_event

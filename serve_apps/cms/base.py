@@ -14,8 +14,8 @@ from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from actors.cms_scheduler_actor import CmsSchedulerConfig, get_or_create_cms_scheduler
-from cluster.constants import DEFAULT_TRUSTED_PROXIES
-from jobs.cms.scheduler import EmbedCmsDocuments
+from cluster.ground.constants import DEFAULT_TRUSTED_PROXIES
+from cluster.top.cms_embed_hook import EmbedCmsDocuments
 from jobs.embed.pipeline import EmbedJobConfig
 from serve_apps.cms.limits import BodySizeLimit, ClientAddress, RateLimits
 from serve_apps.cms.permissions import Decision, decide

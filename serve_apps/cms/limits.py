@@ -27,7 +27,7 @@ from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from cluster.constants import DEFAULT_TRUSTED_PROXIES
+from cluster.ground.constants import DEFAULT_TRUSTED_PROXIES
 from serve_apps.errors import error_body
 
 logger = logging.getLogger(__name__)

@@ -1,6 +1,7 @@
 """Tokens and principals of the CMS (pure: no database, no HTTP).
 
-- Passwords are hashed in ``cluster.passwords`` (Argon2id), shared with the ``pulse cms admin`` command.
+- Passwords are hashed in ``cluster.ground.passwords`` (Argon2id), shared with the ``pulse cms admin``
+  command.
 - Access and refresh tokens are HS256 JWTs signed with one secret. Their ``typ`` claim tells them apart,
   so a refresh token is never accepted as an access token nor the reverse. A refresh token also carries
   a ``jti``, recorded in the database so that it can be used once (rotation) and revoked (logout).

@@ -62,7 +62,7 @@ def submit(entrypoint: list[str], env: dict[str, str]) -> subprocess.CompletedPr
 
 def pulse(args: list[str], env: dict[str, str], timeout: int = 600) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "cluster.cli", *args],
+        [sys.executable, "-m", "cluster.top.cli", *args],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -13,7 +13,7 @@ from ray import serve
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from cluster.passwords import hash_password
+from cluster.ground.passwords import hash_password
 from storage.cms_users import UserRepository
 from storage.database import make_async_engine
 from tests.conftest import CMS_TABLES, SHARED_DATA
@@ -50,7 +50,7 @@ async def _create_users(url: str) -> None:
 def cms(  # type: ignore[no-untyped-def]
     ray_session: None, database_url: str, engine, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, str]]:
-    from cluster.serve_config import load_builder
+    from cluster.top.serve_config import load_builder
 
     with engine.begin() as conn:
         conn.execute(text(f"TRUNCATE {', '.join(CMS_TABLES)} RESTART IDENTITY CASCADE"))
@@ -95,7 +95,7 @@ def cms(  # type: ignore[no-untyped-def]
     serve.delete("cms-limited")
     import ray
 
-    from cluster.constants import CMS_SCHEDULER_NAME
+    from cluster.ground.constants import CMS_SCHEDULER_NAME
 
     ray.kill(ray.get_actor(CMS_SCHEDULER_NAME, namespace=NAMESPACE), no_restart=True)
 
@@ -389,8 +389,8 @@ def test_the_last_admin_cannot_be_removed_and_a_shell_restores_one(  # type: ign
     assert "409" in spec["patch"]["responses"] and "409" in spec["delete"]["responses"]
 
     # Whoever has a shell restores an admin (pulse cms admin), who logs in with the printed password.
-    from cluster import cli
-    from cluster.settings import get_settings
+    from cluster.ground.settings import get_settings
+    from cluster.top import cli
 
     monkeypatch.setenv("PULSE_DATABASE__URL", database_url)
     get_settings.cache_clear()
@@ -501,8 +501,8 @@ def test_scheduled_publish_fires_after_a_scheduler_restart_and_webhooks_are_sign
 
     import ray
 
-    from actors.cms_signing import verify
-    from cluster.constants import CMS_SCHEDULER_NAME
+    from cluster.ground.cms_signing import verify
+    from cluster.ground.constants import CMS_SCHEDULER_NAME
 
     subscriber = Subscriber(fail_first=1)
     hook = httpx.post(

@@ -39,8 +39,8 @@ def api(
 ) -> Iterator[str]:  # type: ignore[no-untyped-def]
     from sqlalchemy import text
 
-    from cluster.constants import SEARCH_APP_IMPORT_PATH
-    from cluster.serve_config import load_builder
+    from cluster.ground.constants import SEARCH_APP_IMPORT_PATH
+    from cluster.top.serve_config import load_builder
     from tests.conftest import TABLES
 
     with engine.begin() as conn:
@@ -276,7 +276,7 @@ def test_a_stopped_shard_gives_partial_results_not_an_error(api: str) -> None:
 
     import ray
 
-    from cluster.constants import index_actor_name
+    from cluster.ground.constants import index_actor_name
 
     entry_id = _search(api, q="anything", k=1)["model"]["id"]
     shard = ray.get_actor(index_actor_name(entry_id, 1, shards=2), namespace=NAMESPACE)
@@ -318,7 +318,7 @@ def test_model_switch_is_atomic_and_never_serves_a_half_built_index(  # type: ig
 
     from sqlalchemy import text
 
-    from jobs.embed.activation import activate_entry
+    from cluster.top.activation import activate_entry
     from jobs.embed.registry import entry_spec
     from storage.database import make_session_factory, session_scope
     from storage.model_registry import ModelRegistry
@@ -376,7 +376,7 @@ def test_model_switch_is_atomic_and_never_serves_a_half_built_index(  # type: ig
     assert statuses[entry.id] == "active" and statuses[old.id] == "retired"
     import ray
 
-    from cluster.constants import index_actor_name
+    from cluster.ground.constants import index_actor_name
 
     shards = [
         ray.get(ray.get_actor(index_actor_name(entry.id, s, shards=2), namespace=NAMESPACE).stats.remote())

@@ -33,7 +33,7 @@ def cli_runner(capsys: Any) -> Callable[..., tuple[int, str, str]]:
     """Run `pulse ARGS...` in this process; returns (exit code, stdout, stderr without the line every
     command starts with to say which database and Ray it uses: tests/integration/test_database_choice.py
     checks that line)."""
-    from cluster import cli
+    from cluster.top import cli
 
     def run(*argv: str) -> tuple[int, str, str]:
         code = cli.main(list(argv))

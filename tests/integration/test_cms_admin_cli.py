@@ -12,9 +12,9 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from cluster.cms_cli import cli_actor
-from cluster.passwords import verify_password
-from cluster.settings import get_settings
+from cluster.ground.passwords import verify_password
+from cluster.ground.settings import get_settings
+from cluster.top.cms_cli import cli_actor
 from storage.cms_audit import AuditRow, list_audit
 from storage.cms_users import RefreshTokenRepository, UserCredentials, UserRepository
 from tests.conftest import CMS_TABLES

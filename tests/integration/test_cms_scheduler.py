@@ -19,8 +19,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from actors.cms_scheduler import AiohttpSender, CmsScheduler, TickReport, WebhookRequest
-from actors.cms_signing import verify
-from actors.webhook_targets import refusal as webhook_refusal
+from cluster.ground.cms_signing import verify
+from cluster.ground.webhook_targets import refusal as webhook_refusal
 from storage.cms_content import ContentRepository, TaxonomyRepository
 from storage.cms_events import DeliveryRepository, WebhookRepository, append_event
 from storage.database import make_async_engine

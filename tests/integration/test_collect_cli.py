@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster.settings import get_settings
+from cluster.ground.settings import get_settings
 from jobs.collect.schedule import collect_loop
 from storage.database import make_engine, make_session_factory, session_scope
 from storage.sources import SourceRepository

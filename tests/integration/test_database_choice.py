@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from cluster.database import connect_database, resolve_database, stop_embedded
-from cluster.settings import DatabaseSettings
+from cluster.ground.settings import DatabaseSettings
+from cluster.top.database import connect_database, resolve_database, stop_embedded
 from storage.database import make_engine, make_session_factory, session_scope
 from storage.documents import DocumentRecord, DocumentRepository
 from storage.errors import DatabaseUnavailable
@@ -39,7 +39,7 @@ def test_unreachable_configured_url_names_it_with_the_password_masked() -> None:
 def test_cli_prints_one_line_not_a_traceback() -> None:
     env = {**os.environ, "PULSE_DATABASE__URL": "postgresql://pulse:hunter2@127.0.0.1:1/pulse"}
     proc = subprocess.run(
-        [sys.executable, "-m", "cluster.cli", "status"],
+        [sys.executable, "-m", "cluster.top.cli", "status"],
         env=env,
         cwd=ROOT,
         capture_output=True,
@@ -83,14 +83,14 @@ def test_embedded_server_when_nothing_listens(tmp_path_factory: pytest.TempPathF
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
-# --- commands follow the platform `pulse up` recorded (cluster.targets) ---------------------------------
+# --- commands follow the platform `pulse up` recorded (cluster.top.targets) ---------------------------------
 
 
 def _pulse(args: list[str], *, var_dir: Path, extra_env: dict[str, str], timeout: int = 120):  # type: ignore[no-untyped-def]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PULSE_", "RAY_ADDRESS"))}
     env.update({"PULSE_VAR_DIR": str(var_dir), "HF_HUB_OFFLINE": "1", **extra_env})
     return subprocess.run(
-        [sys.executable, "-m", "cluster.cli", *args],
+        [sys.executable, "-m", "cluster.top.cli", *args],
         env=env,
         cwd=ROOT,
         capture_output=True,
@@ -101,7 +101,7 @@ def _pulse(args: list[str], *, var_dir: Path, extra_env: dict[str, str], timeout
 
 
 def _record(var_dir: Path, database_url: str, **fields: object) -> None:
-    from cluster.platform_state import PlatformState, state_path
+    from cluster.top.platform_state import PlatformState, state_path
 
     PlatformState(database_url=database_url, database_kind="local", **fields).save(state_path(var_dir))  # type: ignore[arg-type]
 

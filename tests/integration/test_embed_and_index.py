@@ -11,7 +11,7 @@ import ray
 from sqlalchemy import text
 
 from actors.index_actor import IndexActorConfig, get_or_create_index_actor
-from cluster.constants import index_actor_name
+from cluster.ground.constants import index_actor_name
 from jobs.embed.encode import describe_model, encode, load_model
 from jobs.embed.pipeline import EmbedJobConfig, run_embed
 from jobs.ingest.loader import ingest_file

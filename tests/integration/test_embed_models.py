@@ -18,7 +18,7 @@ import ray
 from sqlalchemy import text
 
 from actors.index_actor import IndexActorConfig, get_or_create_index_actor
-from cluster.settings import get_settings
+from cluster.ground.settings import get_settings
 from jobs.embed.encode import describe_model, encode, load_model
 from jobs.embed.pipeline import run_embed
 from jobs.embed.recipe import TextRecipe
@@ -367,8 +367,8 @@ def test_activating_a_model_of_another_dimension_builds_beside_and_switches(  # 
 def test_background_activation_survives_a_crash_of_its_actor(clean_db: str, engine, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     from dataclasses import replace
 
-    from cluster.constants import activation_actor_name
-    from jobs.embed.activation import launch_activation
+    from cluster.ground.constants import activation_actor_name
+    from cluster.top.activation import launch_activation
     from jobs.embed.registry import entry_spec
     from storage.database import make_session_factory, session_scope
     from storage.model_registry import ModelRegistry
@@ -415,7 +415,7 @@ def test_background_activation_survives_a_crash_of_its_actor(clean_db: str, engi
 def test_an_activation_cut_off_by_a_restart_is_resumed(clean_db: str, engine, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     from dataclasses import replace
 
-    from jobs.embed.activation import resume_activations
+    from cluster.top.activation import resume_activations
     from jobs.embed.registry import entry_spec
     from storage.database import make_session_factory, session_scope
     from storage.model_registry import ModelRegistry

@@ -11,9 +11,9 @@ from pathlib import Path
 import psutil
 import ray
 
-from cluster.local_node import node_processes, stop_node
-from cluster.platform import RAY_CURRENT_CLUSTER_FILE
-from cluster.serve_config import free_port
+from cluster.ground.local_node import node_processes, stop_node
+from cluster.top.platform import RAY_CURRENT_CLUSTER_FILE
+from cluster.top.serve_config import free_port
 
 
 @ray.remote

@@ -32,8 +32,8 @@ IDLE_WINDOW_S = 5.0
 
 
 def _settings(var_dir: Path) -> Any:
-    from cluster.serve_config import free_port
-    from cluster.settings import Settings
+    from cluster.ground.settings import Settings
+    from cluster.top.serve_config import free_port
 
     return Settings(
         _env_file=None,  # type: ignore[call-arg]
@@ -69,12 +69,11 @@ def probe(database_url: str, var_dir: Path) -> dict[str, Any]:
     import ray
     from ray import serve
 
-    from cluster.platform import api_url, wait_ready
-    from cluster.runtime import init_ray
-    from cluster.serve_config import deploy_cms, deploy_search, private_haproxy_env
-    from jobs.collect.launch import job_config as collect_config
+    from cluster.ground.runtime import init_ray
+    from cluster.top.job_configs import collect_config, embed_config
+    from cluster.top.platform import api_url, wait_ready
+    from cluster.top.serve_config import deploy_cms, deploy_search, private_haproxy_env
     from jobs.collect.pipeline import plan_resources, run_collect
-    from jobs.embed.launch import job_config as embed_config
     from jobs.embed.pipeline import run_embed
     from jobs.placement import free_resources
 

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from cluster.serve_config import cms_app_args
-from cluster.settings import Settings
+from cluster.ground.settings import Settings
+from cluster.top.serve_config import cms_app_args
 from serve_apps.cms.app import app_builder
 
 ARGS = {"database_url": "postgresql://pulse@127.0.0.1/pulse", "jwt_secret": "s" * 40, "scheduler": False}

@@ -14,7 +14,12 @@ import pytest
 from fastapi import FastAPI, Request
 from starlette.types import Message, Receive, Scope, Send
 
-from cluster.passwords import PasswordPolicyError, hash_password, password_needs_rehash, verify_password
+from cluster.ground.passwords import (
+    PasswordPolicyError,
+    hash_password,
+    password_needs_rehash,
+    verify_password,
+)
 from serve_apps.cms.limits import BodySizeLimit, ClientAddress, RateLimits, html_to_text, sanitize_html
 from serve_apps.cms.security import InvalidToken, Principal, TokenIssuer
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-from actors.cms_signing import sign, verify
+from cluster.ground.cms_signing import sign, verify
 
 SECRET = "whsec-test-0123456789"
 BODY = '{"id":1,"event":"item.published","item_ids":[7],"payload":{"title_ar":"مطر"}}'.encode()

@@ -12,8 +12,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from cluster.address_guard import AllowList, SafeResolver, check_url
-from cluster.errors import BlockedAddress, BlockedURL, InvalidAllowList
+from cluster.ground.address_guard import AllowList, SafeResolver, check_url
+from cluster.ground.errors import BlockedAddress, BlockedURL, InvalidAllowList
 from jobs.collect.content import BodyTooLarge, accepts, decode_body, gunzip_capped, parse_content_type
 from jobs.collect.errors import InvalidFetchPolicy
 from jobs.collect.fetch import FetchPolicy

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from actors.fusion import DEFAULT_METHOD, DEFAULT_PARAMS, FusionParams, fuse, normalise
+from serve_apps.search.fusion import DEFAULT_METHOD, DEFAULT_PARAMS, FusionParams, fuse, normalise
 
 RRF = FusionParams(method="rrf", rrf_k=60)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cluster.local_node import belongs
+from cluster.ground.local_node import belongs
 
 SESSION = "session_2026-11-24_14-24-58_181895_8655"
 

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from serve_apps.micro_batch import MicroBatcher
+from serve_apps.search.micro_batch import MicroBatcher
 
 
 def test_concurrent_items_share_calls_and_get_their_own_results() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from cluster.settings import Settings, iter_env_names
+from cluster.ground.settings import Settings, iter_env_names
 from storage.vector_files import absolute_storage_uri
 
 ROOT = Path(__file__).resolve().parents[2]

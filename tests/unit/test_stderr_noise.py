@@ -11,7 +11,7 @@ from tests.conftest import ROOT
 SCRIPT = textwrap.dedent(
     """
     import os, sys
-    from cluster.runtime import drop_ray_core_noise
+    from cluster.ground.runtime import drop_ray_core_noise
     drop_ray_core_noise()
     noise = b"[core_worker.cc:2170] Actor 'MapWorker' has constructor arguments in the object store and "
     os.write(2, noise + b"max_restarts > 0. If the arguments go out of scope the restart will fail.\\n")

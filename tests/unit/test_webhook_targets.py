@@ -7,8 +7,8 @@ import asyncio
 
 import pytest
 
-from actors.webhook_targets import literal_refusal, public_resolver, refusal
-from cluster.errors import BlockedAddress
+from cluster.ground.errors import BlockedAddress
+from cluster.ground.webhook_targets import literal_refusal, public_resolver, refusal
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from cluster.constants import (
+from cluster.ground.constants import (
     CMS_APP_IMPORT_PATH,
     CMS_APP_NAME,
     CMS_ROUTE_PREFIX,
@@ -23,7 +23,7 @@ from cluster.constants import (
     SEARCH_APP_NAME,
     SEARCH_ROUTE_PREFIX,
 )
-from cluster.settings import Settings
+from cluster.ground.settings import Settings
 from storage.vector_files import absolute_storage_uri
 
 

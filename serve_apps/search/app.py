@@ -8,7 +8,7 @@ Concurrent requests are batched twice: queries share encode calls in the embedde
 sends the vectors of concurrent searches to the shards as one matrix, and concurrent keyword queries as
 one call (``MicroBatcher``s: its embedder calls too, one per batch of queries).
 
-Run it with ``pulse up``, or ``serve run serve_apps.search_app:app_builder database_url=...``, or
+Run it with ``pulse up``, or ``serve run serve_apps.search.app:app_builder database_url=...``, or
 ``serve deploy`` with ``serve_apps/serve_config.yaml``.
 """
 
@@ -30,16 +30,17 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from actors.errors import IndexNotReady
 from actors.filters import SearchFilter
-from actors.fusion import DEFAULT_PARAMS, FusionParams, fuse
 from actors.index_actor import IndexActorConfig, ShardedHits, ShardedIndex
 from actors.keyword_actor import KeywordActorConfig, get_or_create_keyword_actor
 from actors.vector_index import IndexConfig, SearchHits
-from cluster.settings import IndexSettings, SearchSettings
+from cluster.ground.settings import IndexSettings, SearchSettings
 from serve_apps.errors import InvalidRequest, NotFound, NotReady, error_responses, install_error_handlers
 from serve_apps.inputs import Id, reject_unstorable_text
-from serve_apps.micro_batch import MicroBatcher
-from serve_apps.query_embedder import QueryEmbedder, QueryModel, query_model
-from serve_apps.schemas import (
+from serve_apps.search.fusion import DEFAULT_PARAMS, FusionParams, fuse
+from serve_apps.search.micro_batch import MicroBatcher
+from serve_apps.search.params import Cursor, decode_cursor, encode_cursor, fingerprint, search_filter
+from serve_apps.search.query_embedder import QueryEmbedder, QueryModel, query_model
+from serve_apps.search.schemas import (
     DocumentOut,
     Health,
     ModelRef,
@@ -50,7 +51,6 @@ from serve_apps.schemas import (
     ShardStatus,
     SimilarResponse,
 )
-from serve_apps.search_params import Cursor, decode_cursor, encode_cursor, fingerprint, search_filter
 from storage.database import make_async_engine
 from storage.documents import DocumentSummary, fetch_document, fetch_summaries
 from storage.embeddings import fetch_latest_watermark

@@ -25,16 +25,16 @@ from pathlib import Path
 
 from rich.console import Console
 
-from cluster import cms_cli, models_cli, sources_cli
-from cluster.database import DatabaseChoice
-from cluster.entry import EXIT_USER_ERROR, run_entry
-from cluster.platform import PlatformError, down, status, up
-from cluster.runtime import configure_logging, drop_ray_core_noise
-from cluster.settings import Settings, get_settings
-from cluster.targets import RayChoice, choose_database, choose_ray, using_line
-from jobs.collect.launch import job_config as collect_config
+from cluster.ground.runtime import configure_logging, drop_ray_core_noise
+from cluster.ground.settings import Settings, get_settings
+from cluster.top import cms_cli, models_cli, sources_cli
+from cluster.top.database import DatabaseChoice
+from cluster.top.entry import EXIT_USER_ERROR, run_entry
+from cluster.top.job_configs import collect_config, embed_config, embed_target
+from cluster.top.platform import PlatformError, down, status, up
+from cluster.top.targets import RayChoice, choose_database, choose_ray, using_line
 from jobs.collect.schedule import collect_loop, collect_once
-from jobs.embed.launch import embed_target, job_config, notify_index
+from jobs.embed.notify import notify_index
 from jobs.embed.pipeline import run_embed
 from jobs.ingest.loader import ingest_file
 
@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _embed(
     settings: Settings, database_url: str, ray_target: RayChoice, console: Console, **overrides: object
 ) -> None:
-    cfg = job_config(settings, database_url, **overrides)
+    cfg = embed_config(settings, database_url, **overrides)
     ray_target.join(settings)
     summary = run_embed(cfg)
     notify_index(summary, settings.ray.namespace)
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     notices = Console(stderr=True, highlight=False, soft_wrap=True)
 
     def choose(*, uses_ray: bool = False, migrate: bool = False) -> tuple[DatabaseChoice, RayChoice]:
-        """The database and Ray this command uses (cluster.targets), said in one line on stderr."""
+        """The database and Ray this command uses (cluster.top.targets), said in one line on stderr."""
         db = choose_database(settings, migrate=migrate)
         ray_target = choose_ray(settings)
         notices.print(using_line(db, ray_target if uses_ray else None), markup=False)

@@ -75,21 +75,6 @@ class SimilarResponse(BaseModel):
     timings_ms: dict[str, float]
 
 
-class ErrorDetail(BaseModel):
-    field: str
-    reason: str
-
-
-class ErrorInfo(BaseModel):
-    code: str = Field(description="Stable machine-readable code, e.g. invalid_request")
-    message: str = Field(description="What failed and what to do")
-    details: list[ErrorDetail] | None = None
-
-
-class ErrorResponse(BaseModel):
-    error: ErrorInfo
-
-
 class Health(BaseModel):
     status: str
 

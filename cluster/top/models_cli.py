@@ -13,10 +13,10 @@ from typing import Any
 
 from rich.console import Console
 
-from cluster.settings import Settings
-from cluster.targets import RayChoice
-from jobs.embed.activation import activate_entry, launch_activation
-from jobs.embed.launch import default_recipe, job_config
+from cluster.ground.settings import Settings
+from cluster.top.activation import activate_entry, launch_activation
+from cluster.top.job_configs import default_recipe, embed_config
+from cluster.top.targets import RayChoice
 from jobs.embed.recipe import RECIPE_FIELDS, TextRecipe
 from jobs.embed.registry import entry_spec
 from jobs.errors import JobError
@@ -162,7 +162,7 @@ def _activate(
         pending = EmbeddingRepository(session).count_pending(model_id=entry.id)
         registry.request_activation(entry.id)  # recorded first: `pulse up` resumes it after a restart
     serving = f"entry {current.id} ({current.name})" if current else "nothing"
-    cfg = replace(job_config(settings, database_url), model_id=entry.id, progress=True)
+    cfg = replace(embed_config(settings, database_url), model_id=entry.id, progress=True)
     ray_target.join(settings)
     if ray_target.address is None or args.wait:
         # No running cluster to hand the work to (or asked to wait): do it here, with progress.

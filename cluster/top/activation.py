@@ -4,7 +4,7 @@
 until a pass finds nothing new, then make it the index's active entry in one transaction (the entry it
 replaces becomes ``retired``). Search keeps serving the previous entry's complete index all along; the
 search ingress moves to the new entry's index only once that index has loaded every committed file
-(``serve_apps/search_app.py``), so no query ever sees a half-built index. Afterwards the retired entry's
+(``serve_apps/search/app.py``), so no query ever sees a half-built index. Afterwards the retired entry's
 index actors are stopped once the new index is ready.
 
 ``ActivationActor`` runs it on the cluster as a named, detached actor that Ray restarts after a crash;
@@ -23,8 +23,8 @@ from typing import Any
 
 import ray
 
-from cluster.constants import activation_actor_name
-from jobs.embed.launch import index_actors
+from cluster.ground.constants import activation_actor_name
+from jobs.embed.notify import index_actors
 from jobs.embed.pipeline import EmbedJobConfig, EmbedSummary, run_embed
 from storage.database import make_engine, make_session_factory, session_scope
 from storage.model_registry import ModelRegistry, ModelRow

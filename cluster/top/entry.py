@@ -7,9 +7,9 @@ import logging
 import sys
 from collections.abc import Callable
 
-from cluster.errors import AddressGuardError
-from cluster.runtime import configure_logging
-from cluster.settings import Settings, get_settings
+from cluster.ground.errors import AddressGuardError
+from cluster.ground.runtime import configure_logging
+from cluster.ground.settings import Settings, get_settings
 from jobs.errors import JobError
 from storage.errors import StorageError
 

@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from cluster.constants import DEFAULT_TRUSTED_PROXIES
+from cluster.ground.constants import DEFAULT_TRUSTED_PROXIES
 
 #: Placeholder passwords from the examples; refused when PULSE_ENV=prod.
 PLACEHOLDER_SECRETS = ("CHANGE_ME", "changeme")
@@ -299,7 +299,7 @@ class SearchSettings(BaseModel):
     )
     fusion: Literal["convex", "rrf", "minmax", "zscore", "dbsf", "default"] = Field(
         default="default",
-        description="Hybrid fusion method; default: the one measured best (actors/fusion.py).",
+        description="Hybrid fusion method; default: the one measured best (serve_apps/search/fusion.py).",
     )
     keyword_weight: float | None = Field(
         default=None, description="Weight of keyword scores in hybrid fusion (unset: the measured default)."

@@ -11,7 +11,7 @@ from typing import Any
 
 import ray
 
-from cluster.settings import RaySettings
+from cluster.ground.settings import RaySettings
 
 logger = logging.getLogger(__name__)
 

@@ -3,9 +3,9 @@
 A webhook URL is chosen by an admin, and the scheduler POSTs to it from inside the cluster; without a
 check it could reach internal services (the database's host, cloud metadata at 169.254.169.254, the
 Ray dashboard). So by default a target must be a public address, by the same guard the collector uses
-(``cluster.address_guard`` with an empty allow list: loopback, private, link-local, shared, reserved and
-multicast addresses are refused, IPv4 addresses carried inside IPv6 ones and legacy numeric spellings
-such as ``2130706433`` included):
+(``cluster.ground.address_guard`` with an empty allow list: loopback, private, link-local, shared,
+reserved and multicast addresses are refused, IPv4 addresses carried inside IPv6 ones and legacy
+numeric spellings such as ``2130706433`` included):
 
 - at creation, ``refusal`` rejects a URL whose host is such an IP literal or a ``localhost`` name (the
   guard's ``check_url``), or whose name resolves only to such addresses;
@@ -24,8 +24,8 @@ from aiohttp.abc import AbstractResolver
 from aiohttp.resolver import DefaultResolver
 from yarl import URL
 
-from cluster.address_guard import AllowList, SafeResolver, check_url, parse_ip_host
-from cluster.errors import BlockedAddress, BlockedURL
+from cluster.ground.address_guard import AllowList, SafeResolver, check_url, parse_ip_host
+from cluster.ground.errors import BlockedAddress, BlockedURL
 
 HINT = "set PULSE_CMS__WEBHOOK_PRIVATE_TARGETS=true to allow subscribers on private networks"
 #: No exceptions: public addresses only.

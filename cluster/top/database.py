@@ -14,7 +14,7 @@ from typing import Literal, cast
 
 from sqlalchemy import make_url
 
-from cluster.settings import DatabaseSettings
+from cluster.ground.settings import DatabaseSettings
 from storage.database import check_connection, ensure_database, mask_url, normalize_url
 from storage.errors import DatabaseUnavailable
 from storage.migrate import require_current, upgrade

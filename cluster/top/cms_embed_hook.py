@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 
-from jobs.embed.launch import notify_index
+from jobs.embed.notify import notify_index
 from jobs.embed.pipeline import EmbedJobConfig, EmbedSummary, run_embed
 from storage.database import make_engine, make_session_factory, session_scope
 from storage.model_registry import ModelRegistry

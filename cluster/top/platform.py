@@ -21,22 +21,23 @@ import httpx
 import ray
 from rich.console import Console
 
-from cluster import platform_state
-from cluster.constants import (
+from cluster.ground.constants import (
     CMS_APP_NAME,
     CMS_SCHEDULER_NAME,
     INDEX_ACTOR_PREFIX,
     KEYWORD_ACTOR_PREFIX,
     SEARCH_APP_NAME,
 )
-from cluster.database import DatabaseChoice, stop_embedded
-from cluster.local_node import stop_node
-from cluster.platform_state import RAY_CURRENT_CLUSTER_FILE, PlatformState, local_ray_address
-from cluster.serve_config import deploy_cms, deploy_search, free_port, ingress_env
-from cluster.settings import Settings
-from cluster.targets import choose_database, choose_ray
-from jobs.embed.activation import resume_activations
-from jobs.embed.launch import embed_target, job_config, notify_index
+from cluster.ground.local_node import stop_node
+from cluster.ground.settings import Settings
+from cluster.top import platform_state
+from cluster.top.activation import resume_activations
+from cluster.top.database import DatabaseChoice, stop_embedded
+from cluster.top.job_configs import embed_config, embed_target
+from cluster.top.platform_state import RAY_CURRENT_CLUSTER_FILE, PlatformState, local_ray_address
+from cluster.top.serve_config import deploy_cms, deploy_search, free_port, ingress_env
+from cluster.top.targets import choose_database, choose_ray
+from jobs.embed.notify import notify_index
 from jobs.embed.pipeline import run_embed
 from jobs.ingest.loader import ingest_file
 from storage.database import make_engine, make_session_factory, session_scope
@@ -129,7 +130,7 @@ def up(settings: Settings, console: Console, *, ingest_sample: bool = True) -> P
     console.print(f"[bold]database[/]: {db.describe()} (migrated)")
     if db.kind == "embedded" and db.recorded_in is None:
         state.embedded_db_dir = str(settings.database.embedded_dir.resolve())
-    state.database_url, state.database_kind = db.url, db.kind  # later commands use it (cluster.targets)
+    state.database_url, state.database_kind = db.url, db.kind  # later commands use it (cluster.top.targets)
     state.save(state_path(settings))
 
     if ingest_sample:
@@ -162,18 +163,18 @@ def up(settings: Settings, console: Console, *, ingest_sample: bool = True) -> P
             log_to_driver=False,
         )
         console.print(f"[bold]ray[/]: local node with {ray.cluster_resources().get('CPU', 0):.0f} CPUs")  # type: ignore[no-untyped-call]
-    # Later commands join this cluster (cluster.targets), with its authentication mode.
+    # Later commands join this cluster (cluster.top.targets), with its authentication mode.
     state.ray_address = settings.ray.address or str(ray.get_runtime_context().gcs_address)
     state.ray_auth_mode = os.environ.get("RAY_AUTH_MODE")
     state.save(state_path(settings))
 
-    embed_summary = run_embed(job_config(settings, db.url, **embed_target(None, db.url, settings)))
+    embed_summary = run_embed(embed_config(settings, db.url, **embed_target(None, db.url, settings)))
     console.print(f"[bold]embedding[/]: {embed_summary.line()}")
     notify_index(embed_summary, settings.ray.namespace)
 
     deploy_search(settings, db.url)
     deploy_cms(settings, db.url)
-    resumed = resume_activations(job_config(settings, db.url), settings.ray.namespace)
+    resumed = resume_activations(embed_config(settings, db.url), settings.ray.namespace)
     if resumed:
         console.print(
             f"[bold]models[/]: resuming the activation of entries {', '.join(map(str, resumed))} in the "

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
-from cluster.errors import BlockedAddress, BlockedURL, InvalidAllowList
+from cluster.ground.errors import BlockedAddress, BlockedURL, InvalidAllowList
 
 logger = logging.getLogger(__name__)
 

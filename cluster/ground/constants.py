@@ -12,7 +12,7 @@ SEARCH_APP_NAME = "search"
 #: Route prefix of the search application.
 SEARCH_ROUTE_PREFIX = "/"
 #: Import path of the search application builder, as used by `serve run` / `serve deploy`.
-SEARCH_APP_IMPORT_PATH = "serve_apps.search_app:app_builder"
+SEARCH_APP_IMPORT_PATH = "serve_apps.search.app:app_builder"
 #: Serve application of the CMS, its route prefix and builder.
 CMS_APP_NAME = "cms"
 CMS_ROUTE_PREFIX = "/v1/cms"

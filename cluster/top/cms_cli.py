@@ -21,8 +21,8 @@ from typing import Any
 from rich.console import Console
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cluster.entry import EXIT_USER_ERROR
-from cluster.passwords import PasswordPolicyError, hash_password
+from cluster.ground.passwords import PasswordPolicyError, hash_password
+from cluster.top.entry import EXIT_USER_ERROR
 from storage.cms_audit import record_audit
 from storage.cms_users import ADMIN_ROLE, RefreshTokenRepository, UserRepository, UserRow
 from storage.database import make_async_engine

@@ -6,7 +6,7 @@ In order, for each of the two:
    ``ray job submit`` sets for the job it runs);
 2. what `pulse up` recorded in ``<var_dir>/platform.json``: the database it used (kept after `pulse down`,
    since the data lives there) and the Ray cluster it started or joined (cleared by `pulse down`);
-3. the default choice: the database order of ``cluster.database``; a node started with `ray start` on this
+3. the default choice: the database order of ``cluster.top.database``; a node started with `ray start` on this
    machine, else a local Ray started for this command alone.
 
 A recorded database that does not answer is an error naming it: another database would not hold the
@@ -21,10 +21,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from cluster.database import DatabaseChoice, connect_database, connect_recorded
-from cluster.platform_state import PlatformState, address_answers, local_ray_address, state_path
-from cluster.runtime import init_ray
-from cluster.settings import Settings
+from cluster.ground.runtime import init_ray
+from cluster.ground.settings import Settings
+from cluster.top.database import DatabaseChoice, connect_database, connect_recorded
+from cluster.top.platform_state import PlatformState, address_answers, local_ray_address, state_path
 
 logger = logging.getLogger(__name__)
 

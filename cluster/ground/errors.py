@@ -2,7 +2,7 @@
 
 Hierarchy::
 
-    AddressGuardError        cluster.address_guard refused a connection target
+    AddressGuardError        cluster.ground.address_guard refused a connection target
     ├── BlockedURL           a URL refused before any connection: scheme, address or malformed (``code``)
     ├── BlockedAddress       (also an OSError) every address a host name resolved to is refused; raised by
     │                        ``SafeResolver`` at connect time, so aiohttp reports it as a connection error

@@ -1,7 +1,7 @@
 """What `pulse up` started and chose, recorded in ``<var_dir>/platform.json``.
 
 `pulse down` reads it to stop exactly what `up` started; every other command reads it to use the database
-and the Ray cluster `up` chose (``cluster.targets``). The file may hold a database URL with its password,
+and the Ray cluster `up` chose (``cluster.top.targets``). The file may hold a database URL with its password,
 so it is written readable by its owner only.
 """
 

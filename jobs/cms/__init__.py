@@ -1,1 +1,0 @@
-"""The job side of the CMS: embedding what the CMS scheduler's search sync wrote."""
