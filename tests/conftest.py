@@ -174,3 +174,25 @@ def ray_session() -> Iterator[None]:
         except Exception:
             pass
         ray.shutdown()
+
+
+_SESSION_LOCK: list[object] = []
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """One test session with Ray, PostgreSQL or Serve at a time per machine: the e2e modules bind fixed
+    ports (8012...) and a second session would also halve the CPUs the first one pinned. A session that
+    runs only tests/unit takes no lock; any other waits (saying so) for the one running."""
+    import fcntl
+    import sys
+
+    args = [str(a) for a in config.args] or ["tests"]
+    if all("tests/unit" in a for a in args):
+        return
+    handle = open(f"/tmp/pulse-test-session-{os.getuid()}.lock", "w")  # noqa: SIM115 (held for the session)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        sys.stderr.write("waiting for another Pulse test session on this machine to finish...\n")
+        fcntl.flock(handle, fcntl.LOCK_EX)
+    _SESSION_LOCK.append(handle)
