@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import Insert, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from storage.cms_actions import Action
 from storage.cms_models import CmsAudit, table_of
 
 
@@ -29,7 +30,7 @@ class AuditRow:
 def audit_insert(
     *,
     actor: str,
-    action: str,
+    action: Action,
     outcome: str = "ok",
     target: str | None = None,
     ip: str | None = None,

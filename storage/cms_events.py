@@ -30,6 +30,7 @@ from sqlalchemy import delete as sa_delete
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from storage.cms_actions import EventType
 from storage.cms_models import (
     LOCALES,
     CmsCategory,
@@ -64,13 +65,13 @@ class EventRow:
     created_at: datetime
 
 
-def event_insert(*, type: str, item_ids: Sequence[int], payload: dict[str, Any]) -> Insert:
+def event_insert(*, type: EventType, item_ids: Sequence[int], payload: dict[str, Any]) -> Insert:
     """The INSERT of one outbox event."""
     return insert(table_of(CmsEvent)).values(type=type, item_ids=list(item_ids), payload=payload)
 
 
 async def append_event(
-    session: AsyncSession, *, type: str, item_ids: Sequence[int], payload: dict[str, Any]
+    session: AsyncSession, *, type: EventType, item_ids: Sequence[int], payload: dict[str, Any]
 ) -> None:
     """Add an event in the caller's transaction (it commits with the change it reports)."""
     await session.execute(event_insert(type=type, item_ids=item_ids, payload=payload))

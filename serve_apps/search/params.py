@@ -2,14 +2,10 @@
 
 Filters: ``lang``, ``source``, ``category`` take one value, several comma-separated values, or the
 parameter repeated; ``since`` (inclusive) and ``until`` (exclusive) take an ISO date or date-time (UTC
-when no offset is given). A cursor is opaque: base64 of the next offset and a fingerprint of the query
-it belongs to, so a cursor used with another query is refused instead of silently skipping results.
+when no offset is given). A cursor is opaque (``serve_apps.cursors``): the next offset and a fingerprint of
+the query it belongs to, so a cursor used with another query is refused instead of silently skipping results.
 """
 
-import base64
-import binascii
-import hashlib
-import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated
@@ -17,7 +13,11 @@ from typing import Annotated
 from fastapi import Query
 
 from actors.filters import SearchFilter
+from serve_apps import cursors
+from serve_apps.cursors import fingerprint
 from serve_apps.errors import InvalidRequest
+
+__all__ = ["Cursor", "decode_cursor", "encode_cursor", "fingerprint", "search_filter"]
 
 #: Largest number of values one filter parameter may list.
 MAX_FILTER_VALUES = 50
@@ -68,25 +68,19 @@ class Cursor:
     fingerprint: str
 
 
-def fingerprint(*parts: object) -> str:
-    """A short stable digest of what a query asks (its text, mode, level, k and filter)."""
-    return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
-
-
 def encode_cursor(cursor: Cursor) -> str:
-    raw = json.dumps({"o": cursor.offset, "f": cursor.fingerprint}, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return cursors.encode_cursor({"o": cursor.offset}, cursor.fingerprint)
 
 
 def decode_cursor(token: str, *, expected: str, max_depth: int) -> Cursor:
     """The cursor in ``token``, checked against the query's fingerprint; 422 when it is not valid."""
-    try:
-        data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-        cursor = Cursor(offset=int(data["o"]), fingerprint=str(data["f"]))
-    except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
-        raise InvalidRequest("cursor: malformed; pass the next_cursor of a previous response as is") from exc
-    if cursor.fingerprint != expected:
-        raise InvalidRequest("cursor: it belongs to another query; send the same q, k, mode and filters")
+    cursor = cursors.decode_cursor(
+        token,
+        expected,
+        lambda data: Cursor(offset=int(data["o"]), fingerprint=expected),
+        malformed="pass the next_cursor of a previous response as is",
+        foreign="it belongs to another query; send the same q, k, mode and filters",
+    )
     if not 0 < cursor.offset < max_depth:
         raise InvalidRequest(
             f"cursor: offset {cursor.offset} is out of range (results page up to {max_depth})"
