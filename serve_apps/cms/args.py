@@ -1,0 +1,52 @@
+"""The CMS application's arguments (``serve run`` / the Serve config's ``args``; ``pulse up`` builds them
+from settings in ``cluster.top.serve_config.cms_app_args``).
+
+Most fields shape the replicas. The scheduler's fields (``scheduler`` and below it) are read where the
+scheduler actor is started, by ``pulse up`` and ``pulse cms scheduler`` (``cluster.top.cms_scheduler``),
+from the same arguments: a replica never starts it.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from cluster.ground.constants import DEFAULT_TRUSTED_PROXIES
+
+
+class CmsArgs(BaseModel):
+    """Builder arguments (``serve run`` / the Serve config's ``args``)."""
+
+    database_url: str
+    jwt_secret: str = Field(min_length=32, description="Signs access and refresh tokens")
+    access_ttl_s: int = 900
+    refresh_ttl_s: int = 1_209_600
+    max_body_bytes: int = 1_048_576
+    rate_per_key: str = "600/minute"
+    rate_per_ip: str = "300/minute"
+    trusted_proxies: list[str] = Field(
+        default=list(DEFAULT_TRUSTED_PROXIES),
+        description="Peers whose X-Forwarded-For names the caller (addresses or CIDR networks)",
+    )
+    max_ongoing_requests: int = 256
+    replicas: int = Field(default=1, ge=1)
+    user_code_thread: bool = Field(
+        default=False,
+        description="Routes on a second event-loop thread (Serve's default), else on the replica's own loop",
+    )
+    pool_size: int = 10
+    access_log: bool = Field(default=False, description="Serve's per-request access log")
+    webhook_private_targets: bool = Field(
+        default=False, description="Webhooks may POST to loopback, private and link-local addresses"
+    )
+    admin_email: str = "admin@pulse.local"
+    admin_password: str | None = Field(default=None, description="First admin's password (bootstrap)")
+    # The scheduler's (cluster.top.cms_scheduler); webhook_private_targets above is also its.
+    scheduler: bool = Field(
+        default=True, description="Start the CMS scheduler actor with these arguments (get-or-create)"
+    )
+    storage_uri: str = Field(default="var/storage", description="Where published items' vectors are written")
+    namespace: str = "pulse"
+    public_base_url: str = "https://cms.pulse.local"
+    scheduler_interval_s: float = 2.0
+    webhook_max_attempts: int = 8
+    embed_on_publish: bool = True
