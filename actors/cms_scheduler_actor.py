@@ -6,11 +6,11 @@ tick at once (tests, or a hint after a write) and ``stats()`` answers meanwhile.
 matters: due times, cursors and deliveries are in PostgreSQL, so a restarted actor just carries on.
 
 Embedding is injected, not imported (``actors`` never import ``jobs``): ``on_documents_changed`` is a
-picklable zero-argument callable, in production ``cluster.top.cms_embed_hook.EmbedCmsDocuments``, which the
-caller that wires both layers (the CLI or the CMS app builder) passes in. After a tick that wrote or
-deleted documents the service runs it in a worker thread, never two at once; changes that arrive while it
-runs make it run once more afterwards, and a failed run is retried after ``embed_retry_s``. The service
-also runs it once at start, so documents a crash left unembedded are picked up.
+picklable zero-argument callable, in production ``cluster.top.cms_embed_hook.EmbedCmsDocuments``, which
+the top layer that starts the actor (``cluster.top.cms_scheduler``, from `pulse up`) passes in. After a tick
+that wrote or deleted documents the service runs it in a worker thread, never two at once; changes that
+arrive while it runs make it run once more afterwards, and a failed run is retried after ``embed_retry_s``.
+The service also runs it once at start, so documents a crash left unembedded are picked up.
 """
 
 from __future__ import annotations

@@ -885,7 +885,7 @@ def micro_profile(url: str, ids: list[int], token: str, n: int) -> dict[str, Any
     the product's repository and through the lean SQL, JWT decoding, the rate limiter, HTML sanitising."""
     from sqlalchemy.ext.asyncio import async_sessionmaker
 
-    from serve_apps.cms.app import derived, item_out
+    from serve_apps.cms.item_views import derived, item_out
     from serve_apps.cms.limits import RateLimits, sanitize_html
     from serve_apps.cms.security import TokenIssuer
     from storage.cms_content import ContentRepository

@@ -19,12 +19,10 @@ permission matrix):
   (three INSERTs), COMMIT. Only plain text fields (titles, summaries, bodies, image URL) are accepted:
   what the benchmark sends.
 
-``--impl product``: the product's own FastAPI app (``serve_apps.cms.app.api``, its middleware, error
-handlers, dependencies, ORM repositories and response code) served by uvicorn without Serve. The Serve
-ingress class is constructed by hand; the routes' ``self`` is a dependency that asks
-``serve.get_replica_context()`` for the replica's instance, so that function is replaced, in this process
-only, by one that returns ours. Same code as the Serve app, minus Serve: the difference between the two
-is Serve's proxy and the hop to the replica.
+``--impl product``: the product's own FastAPI app (``serve_apps.cms.app.build_api``, its middleware,
+error handlers, dependencies, ORM repositories and response code) served by uvicorn without Serve, on a
+``CmsContext`` built here as the deployment's constructor builds it. Same code as the Serve app, minus
+Serve: the difference between the two is Serve's proxy and the hop to the replica.
 
     python bench/cms_plain.py --impl lean --database-url URL --port 8200
     (the token secret comes from $PULSE_BENCH_JWT_SECRET)
@@ -33,7 +31,6 @@ is Serve's proxy and the hop to the replica.
 import argparse
 import os
 from contextlib import asynccontextmanager
-from types import SimpleNamespace
 from typing import Annotated, Any
 
 import uvicorn
@@ -315,37 +312,24 @@ def lean_app(database_url: str, secret: str, *, pool_size: int, rate: str) -> Fa
 
 def product_app(database_url: str, secret: str, *, pool_size: int, rate: str) -> FastAPI:
     """The product's FastAPI app without Serve (see the module docstring)."""
-    from serve_apps.cms import app as cms
+    from serve_apps.cms.app import build_api
+    from serve_apps.cms.args import CmsArgs
+    from serve_apps.cms.context import CmsContext
 
-    # ``serve.ingress`` subclasses the ingress class with its ASGI wrapper: construct the class itself.
-    ingress_cls = next(
-        c for c in cms.CmsIngress.__mro__ if not any(b.__name__ == "ASGIAppReplicaWrapper" for b in c.__mro__)
+    args = CmsArgs(
+        database_url=database_url,
+        jwt_secret=secret,
+        access_ttl_s=7200,
+        rate_per_key=rate,
+        rate_per_ip=rate,
+        pool_size=pool_size,
+        scheduler=False,
+        embed_on_publish=False,
+        admin_email=os.environ.get("PULSE_BENCH_ADMIN_EMAIL", "admin@pulse.bench"),
+        admin_password=os.environ.get("PULSE_BENCH_ADMIN_PASSWORD"),
     )
-    instance: Any = object.__new__(ingress_cls)
-    ingress_cls.__init__(  # type: ignore[misc]
-        instance,
-        {
-            "database_url": database_url,
-            "jwt_secret": secret,
-            "access_ttl_s": 7200,
-            "rate_per_key": rate,
-            "rate_per_ip": rate,
-            "pool_size": pool_size,
-            "scheduler": False,
-            "embed_on_publish": False,
-            "admin_email": os.environ.get("PULSE_BENCH_ADMIN_EMAIL", "admin@pulse.bench"),
-            "admin_password": os.environ.get("PULSE_BENCH_ADMIN_PASSWORD"),
-        },
-    )
-    # The routes' ``self`` is a dependency that asks Serve for the replica's instance
-    # (``serve.get_replica_context().servable_object``): answer it with ours. (Not FastAPI's
-    # ``dependency_overrides``: any override makes FastAPI re-analyse every dependency on every request.)
-    import ray.serve
-
-    context = SimpleNamespace(servable_object=instance)
-    ray.serve.get_replica_context = lambda: context  # type: ignore[assignment,return-value]
     root = FastAPI()
-    root.mount("/v1/cms", cms.api)  # type: ignore[attr-defined]
+    root.mount("/v1/cms", build_api(CmsContext(args)))
     return root
 
 

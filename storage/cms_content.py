@@ -1,5 +1,5 @@
 """CMS content in PostgreSQL: items with English and Arabic fields, workflow moves, revisions, listing
-and full-text search, categories and tags.
+and full-text search (categories and tags are ``storage.cms_taxonomy``).
 
 Every write runs in the caller's transaction together with its revision row, its outbox event and its
 audit row, so a change, its history and its notifications commit or roll back as one. Optimistic
@@ -19,6 +19,7 @@ from sqlalchemy import ColumnElement, Select, and_, delete, func, insert, or_, s
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from storage.cms_actions import STATUS_EVENTS, Action, AuditAction, EventType, transition_action
 from storage.cms_audit import audit_insert
 from storage.cms_events import event_insert
 from storage.cms_models import LOCALES, CmsCategory, CmsItem, CmsItemTag, CmsRevision, CmsTag, table_of
@@ -44,8 +45,6 @@ TRANSITIONS: dict[str, tuple[str, ...]] = {
     "published": ("archived", "draft"),
     "archived": ("draft",),
 }
-#: Event type of a move into a status.
-STATUS_EVENTS = {"published": "item.published", "archived": "item.archived"}
 #: A caller's check of the locked item before a write (raises to refuse; the transaction rolls back).
 Check = Callable[["ItemRow"], None]
 #: Longest generated slug.
@@ -408,8 +407,8 @@ class ContentRepository:
         await self._journal(
             row,
             revision_note="created",
-            event={"type": "item.created", "payload": {"item": row.state()}} if emit else None,
-            audit={"actor": actor, "ip": ip, "action": "item.create", "after": row.state()},
+            event={"type": EventType.ITEM_CREATED, "payload": {"item": row.state()}} if emit else None,
+            audit={"actor": actor, "ip": ip, "action": AuditAction.ITEM_CREATE, "after": row.state()},
         )
         return row
 
@@ -432,7 +431,7 @@ class ContentRepository:
         expected_version: int | None,
         ip: str | None = None,
         note: str | None = None,
-        action: str = "item.update",
+        action: Action = AuditAction.ITEM_UPDATE,
         emit: bool = True,
         check: Check | None = None,
     ) -> tuple[ItemRow, ItemRow]:
@@ -450,7 +449,7 @@ class ContentRepository:
         await self._journal(
             after,
             revision_note=note,
-            event={"type": "item.updated", "payload": {"item": after.state(), "changed": changed}}
+            event={"type": EventType.ITEM_UPDATED, "payload": {"item": after.state(), "changed": changed}}
             if emit
             else None,
             audit={
@@ -492,7 +491,7 @@ class ContentRepository:
             after,
             revision_note=f"{before.status} -> {target}",
             event={
-                "type": STATUS_EVENTS.get(target, "item.status_changed"),
+                "type": STATUS_EVENTS.get(target, EventType.ITEM_STATUS_CHANGED),
                 "payload": {"item": after.state(), "from": before.status, "to": target},
             }
             if emit
@@ -500,7 +499,7 @@ class ContentRepository:
             audit={
                 "actor": actor,
                 "ip": ip,
-                "action": f"item.transition:{before.status}->{target}",
+                "action": transition_action(before.status, target),
                 "before": before.state(),
                 "after": after.state(),
             },
@@ -516,8 +515,8 @@ class ContentRepository:
             before,
             revision_note=None,
             revision=False,
-            event={"type": "item.deleted", "payload": {"item": before.state()}},
-            audit={"actor": actor, "ip": ip, "action": "item.delete", "before": before.state()},
+            event={"type": EventType.ITEM_DELETED, "payload": {"item": before.state()}},
+            audit={"actor": actor, "ip": ip, "action": AuditAction.ITEM_DELETE, "before": before.state()},
         )
         return before
 
@@ -561,7 +560,7 @@ class ContentRepository:
             expected_version=expected_version,
             ip=ip,
             note=f"restored version {version}",
-            action="item.restore",
+            action=AuditAction.ITEM_RESTORE,
             check=check,
         )
 
@@ -585,31 +584,3 @@ class ContentRepository:
             )
         ).scalars()
         return [int(i) for i in publish], [int(i) for i in unpublish]
-
-
-class TaxonomyRepository:
-    """Categories and tags (bilingual names, unique slugs)."""
-
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-
-    async def create(
-        self, kind: str, *, slug: str | None, name_en: str | None, name_ar: str | None
-    ) -> dict[str, Any]:
-        model: type[CmsCategory] | type[CmsTag] = CmsCategory if kind == "category" else CmsTag
-        base = slug or name_en or name_ar or ""
-        value = slugify(base, allow_unicode=True, max_length=SLUG_MAX)
-        if not value:
-            raise CmsConflict("slug", base, "has no letters or digits")
-        exists = (await self.session.execute(select(model.id).where(model.slug == value))).scalar()
-        if exists is not None:
-            raise CmsConflict("slug", value, f"a {kind} with this slug exists")
-        row: CmsCategory | CmsTag = model(slug=value, name_en=name_en, name_ar=name_ar)
-        self.session.add(row)
-        await self.session.flush()
-        return {"id": row.id, "slug": row.slug, "name_en": row.name_en, "name_ar": row.name_ar}
-
-    async def list(self, kind: str) -> list[dict[str, Any]]:
-        model: type[CmsCategory] | type[CmsTag] = CmsCategory if kind == "category" else CmsTag
-        rows: list[Any] = list((await self.session.execute(select(model).order_by(model.slug))).scalars())
-        return [{"id": r.id, "slug": r.slug, "name_en": r.name_en, "name_ar": r.name_ar} for r in rows]

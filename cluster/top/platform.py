@@ -32,10 +32,11 @@ from cluster.ground.local_node import stop_node
 from cluster.ground.settings import Settings
 from cluster.top import platform_state
 from cluster.top.activation import resume_activations
+from cluster.top.cms_scheduler import start_cms_scheduler
 from cluster.top.database import DatabaseChoice, stop_embedded
 from cluster.top.job_configs import embed_config, embed_target
 from cluster.top.platform_state import RAY_CURRENT_CLUSTER_FILE, PlatformState, local_ray_address
-from cluster.top.serve_config import deploy_cms, deploy_search, free_port, ingress_env
+from cluster.top.serve_config import cms_app_args, deploy_cms, deploy_search, free_port, ingress_env
 from cluster.top.targets import choose_database, choose_ray
 from jobs.embed.notify import notify_index
 from jobs.embed.pipeline import run_embed
@@ -174,6 +175,7 @@ def up(settings: Settings, console: Console, *, ingest_sample: bool = True) -> P
 
     deploy_search(settings, db.url)
     deploy_cms(settings, db.url)
+    start_cms_scheduler(cms_app_args(settings, db.url))  # get-or-create; replicas never start it
     resumed = resume_activations(embed_config(settings, db.url), settings.ray.namespace)
     if resumed:
         console.print(

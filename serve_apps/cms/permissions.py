@@ -49,12 +49,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
+from storage.cms_actions import TRANSITION_PREFIX
+from storage.cms_actions import transition_action as transition_action  # the workflow's action names
 from storage.cms_models import ROLES, STATUSES
 
 #: The column of callers without credentials.
 ANONYMOUS = "anonymous"
-#: Prefix of workflow actions: ``item.transition:draft->in_review``.
-TRANSITION_PREFIX = "item.transition:"
 
 
 class Grant(StrEnum):
@@ -125,7 +125,7 @@ WORKFLOW: Mapping[tuple[str, str], Rule] = {
 }
 
 #: Every action name ``decide`` knows.
-ACTIONS: tuple[str, ...] = (*MATRIX, *(f"{TRANSITION_PREFIX}{a}->{b}" for a, b in WORKFLOW))
+ACTIONS: tuple[str, ...] = (*MATRIX, *(transition_action(a, b) for a, b in WORKFLOW))
 
 _PLURAL = {_A: "admins", _E: "editors", _AU: "authors", _V: "viewers", ANONYMOUS: "anonymous callers"}
 #: How each grant narrows "{items}" in a refusal ("authors may edit only their own drafts").
@@ -154,11 +154,6 @@ class Decision:
 
     def __bool__(self) -> bool:
         return self.allowed
-
-
-def transition_action(current: str, target: str) -> str:
-    """The action name of a workflow move: ``item.transition:draft->in_review``."""
-    return f"{TRANSITION_PREFIX}{current}->{target}"
 
 
 def _and(words: list[str], conjunction: str = "and") -> str:

@@ -14,6 +14,12 @@ Status = Literal["draft", "in_review", "published", "archived"]
 Locale = Literal["en", "ar"]
 
 
+class RowOut(BaseModel):
+    """A response read from a storage row (``Model.model_validate(row)``)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+
 class Seo(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -114,7 +120,7 @@ class TransitionIn(BaseModel):
     to: Status
 
 
-class RevisionOut(BaseModel):
+class RevisionOut(RowOut):
     version: int
     actor: str
     note: str | None
@@ -184,7 +190,7 @@ class Taxonomy(BaseModel):
     name_ar: str | None = Field(default=None, max_length=200)
 
 
-class TaxonomyOut(BaseModel):
+class TaxonomyOut(RowOut):
     id: int
     slug: str
     name_en: str | None
@@ -228,7 +234,7 @@ class UserUpdate(BaseModel):
     display_name: str | None = Field(default=None, min_length=1, max_length=200)
 
 
-class UserOut(BaseModel):
+class UserOut(RowOut):
     id: int
     email: str
     display_name: str
@@ -244,7 +250,7 @@ class KeyCreate(BaseModel):
     role: Role
 
 
-class KeyOut(BaseModel):
+class KeyOut(RowOut):
     id: int
     name: str
     prefix: str
@@ -270,7 +276,7 @@ class WebhookCreate(BaseModel):
     _url = field_validator("url")(_http_url)
 
 
-class AuditOut(BaseModel):
+class AuditOut(RowOut):
     id: int
     at: datetime
     actor: str
@@ -283,7 +289,7 @@ class AuditOut(BaseModel):
     after: dict[str, Any] | None
 
 
-class WebhookOut(BaseModel):
+class WebhookOut(RowOut):
     id: int
     url: str
     events: list[str]
@@ -295,7 +301,7 @@ class WebhookCreated(WebhookOut):
     secret: str = Field(description="The HMAC key: shown this once; verify X-Pulse-Signature with it")
 
 
-class DeliveryOut(BaseModel):
+class DeliveryOut(RowOut):
     id: int
     event_id: int
     event_type: str

@@ -50,6 +50,7 @@ async def _create_users(url: str) -> None:
 def cms(  # type: ignore[no-untyped-def]
     ray_session: None, database_url: str, engine, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, str]]:
+    from cluster.top.cms_scheduler import start_cms_scheduler
     from cluster.top.serve_config import load_builder
 
     with engine.begin() as conn:
@@ -68,18 +69,14 @@ def cms(  # type: ignore[no-untyped-def]
         "admin_email": "admin@pulse.test",
         "admin_password": PASSWORD,
     }
-    serve.run(
-        builder(
-            {
-                **common,
-                "rate_per_key": "100000/minute",
-                "rate_per_ip": "100000/minute",
-                "webhook_private_targets": True,  # the test subscriber listens on 127.0.0.1
-            }
-        ),
-        name="cms",
-        route_prefix="/v1/cms",
-    )
+    args = {
+        **common,
+        "rate_per_key": "100000/minute",
+        "rate_per_ip": "100000/minute",
+        "webhook_private_targets": True,  # the test subscriber listens on 127.0.0.1
+    }
+    serve.run(builder(args), name="cms", route_prefix="/v1/cms")
+    start_cms_scheduler(args)  # as `pulse up` does beside the CMS application
     serve.run(
         builder({**common, "rate_per_key": "100000/minute", "rate_per_ip": "5/minute", "scheduler": False}),
         name="cms-limited",

@@ -70,9 +70,10 @@ def probe(database_url: str, var_dir: Path) -> dict[str, Any]:
     from ray import serve
 
     from cluster.ground.runtime import init_ray
+    from cluster.top.cms_scheduler import start_cms_scheduler
     from cluster.top.job_configs import collect_config, embed_config
     from cluster.top.platform import api_url, wait_ready
-    from cluster.top.serve_config import deploy_cms, deploy_search, private_haproxy_env
+    from cluster.top.serve_config import cms_app_args, deploy_cms, deploy_search, private_haproxy_env
     from jobs.collect.pipeline import plan_resources, run_collect
     from jobs.embed.pipeline import run_embed
     from jobs.placement import free_resources
@@ -84,6 +85,7 @@ def probe(database_url: str, var_dir: Path) -> dict[str, Any]:
         run_embed(embed_config(settings, database_url, progress=False))
         deploy_search(settings, database_url)
         deploy_cms(settings, database_url)
+        start_cms_scheduler(cms_app_args(settings, database_url))  # as `pulse up` does
         url = api_url(settings)
         wait_ready(url, settings.serve.ready_timeout_s)
         assert httpx.get(f"{url}/v1/search", params={"q": "students march"}, timeout=60).status_code == 200

@@ -77,7 +77,7 @@ def test_metadata_table_matches_by_document_id() -> None:
 
 
 def test_committed_serve_config_is_valid_for_the_builder() -> None:
-    from serve_apps.cms.base import CmsArgs
+    from serve_apps.cms.args import CmsArgs
 
     config = yaml.safe_load((ROOT / "serve_apps" / "serve_config.yaml").read_text())
     search, cms = config["applications"]

@@ -1,0 +1,197 @@
+"""What every CMS route needs, built once per replica: sessions, tokens, rate limits, who is calling, the
+permission check that audit-logs refusals, and ``write``, the one way a route changes something.
+
+``CmsContext`` is made by the deployment's constructor (``serve_apps.cms.app``) and hung on its FastAPI
+app as ``app.state.cms``; routes receive it through the ``Cms`` dependency (``serve_apps.cms.deps``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+from fastapi import Request
+from fastapi.security import HTTPAuthorizationCredentials
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from serve_apps.cms.args import CmsArgs
+from serve_apps.cms.limits import ClientAddress, RateLimits
+from serve_apps.cms.permissions import Decision, decide
+from serve_apps.cms.security import InvalidToken, Principal, TokenIssuer
+from serve_apps.errors import Forbidden, RateLimited, Unauthorized
+from storage.cms_actions import Action, EventType
+from storage.cms_audit import record_audit
+from storage.cms_events import append_event
+from storage.cms_users import ApiKeyRepository
+from storage.database import make_async_engine
+from storage.errors import LastAdmin
+
+logger = logging.getLogger(__name__)
+
+
+class Refused(Exception):
+    """A permission check inside a write transaction said no: the transaction rolls back, then ``write``
+    audit-logs the refusal and answers 403 (401 for an anonymous caller)."""
+
+    def __init__(self, decision: Decision, action: Action, target: str) -> None:
+        super().__init__(decision.reason)
+        self.decision, self.action, self.target = decision, action, target
+
+
+@dataclass
+class Write:
+    """A write in progress (``CmsContext.write``): the route writes through ``session`` and may name what
+    it changed (``target``, ``before``, ``after``) and the outbox event to send (``event``)."""
+
+    session: AsyncSession
+    actor: str
+    ip: str | None
+    action: Action | None
+    target: str
+    before: dict[str, Any] | None = None
+    after: dict[str, Any] | None = None
+    event: tuple[EventType, list[int], dict[str, Any]] | None = None  # type, item ids, payload
+
+
+class CmsContext:
+    """One replica's CMS: its database, tokens, limits and the checks every route shares."""
+
+    def __init__(self, args: CmsArgs) -> None:
+        self.args = args
+        self.engine = make_async_engine(args.database_url, pool_size=args.pool_size)
+        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self.tokens = TokenIssuer(
+            args.jwt_secret, access_ttl_s=args.access_ttl_s, refresh_ttl_s=args.refresh_ttl_s
+        )
+        self.limits = RateLimits(per_key=args.rate_per_key, per_ip=args.rate_per_ip)
+        self.client_address = ClientAddress(args.trusted_proxies)
+        self.bootstrapped = False
+
+    def ip(self, request: Request) -> str | None:
+        """The caller's address (``ClientAddress``: X-Forwarded-For from a trusted proxy, else the peer)."""
+        peer = request.client.host if request.client else None
+        return self.client_address.resolve(peer, request.headers.get("x-forwarded-for"))
+
+    def check_rate(self, principal: Principal, ip: str | None) -> None:
+        """Count the request against the caller's limit (its IP's when anonymous); 429 over it."""
+        retry = self.limits.check(None if principal.kind == "anonymous" else principal.label, ip)
+        if retry is not None:
+            raise RateLimited(retry.message, retry_after_s=retry.seconds)
+
+    # ----------------------------------------------------------------------------- who is calling
+    async def principal(
+        self, request: Request, bearer: HTTPAuthorizationCredentials | None, api_key: str | None
+    ) -> Principal:
+        """The caller: an API key (``X-API-Key``) before an access token (``Authorization: Bearer``)."""
+        who = Principal.anonymous()
+        authorization = request.headers.get("authorization")
+        if api_key:
+            async with self.sessions() as session, session.begin():
+                key = await ApiKeyRepository(session).authenticate(api_key)
+            if key is None:
+                raise Unauthorized("X-API-Key: unknown or revoked key; ask an admin for a new one")
+            who = Principal("key", key.id, key.role)
+        elif authorization:
+            if bearer is not None:
+                token = bearer.credentials
+            else:  # another scheme, no token, or blanks only after "Bearer " (an unreadable token)
+                scheme, _, rest = authorization.partition(" ")
+                if scheme.lower() != "bearer" or not rest:
+                    raise Unauthorized(
+                        "Authorization: expected `Bearer <access token>` (POST /v1/cms/auth/login)"
+                    )
+                token = ""
+            try:
+                who = self.tokens.decode_access(token)
+            except InvalidToken as exc:
+                raise Unauthorized(
+                    f"access token {exc.reason}; log in again or use your refresh token"
+                ) from exc
+        self.check_rate(who, self.ip(request))
+        return who
+
+    # ---------------------------------------------------------------------------- may they do it
+    async def allow(
+        self, request: Request, principal: Principal, decision: Decision, action: Action, target: str
+    ) -> None:
+        """Raise 403 (401 for an anonymous caller), audit-logged, unless ``decision`` allows."""
+        if not decision.allowed:
+            await self.refuse(request, principal, decision, action, target)
+
+    async def allow_to(
+        self, request: Request, principal: Principal, permission: str, action: Action, target: str
+    ) -> None:
+        """``allow`` the matrix's answer for ``permission`` (one that ignores items' owner and status)."""
+        await self.allow(request, principal, decide(principal.role, permission), action, target)
+
+    async def refuse(
+        self, request: Request, principal: Principal, decision: Decision, action: Action, target: str
+    ) -> NoReturn:
+        """Audit-log the refusal, then raise 403 (401 for an anonymous caller)."""
+        await self.audit_denied(request, principal.label, action, target, decision.reason)
+        if principal.kind == "anonymous":
+            raise Unauthorized(f"log in or send an API key: {decision.reason}")
+        raise Forbidden(decision.reason)
+
+    async def audit_denied(
+        self, request: Request, actor: str, action: Action, target: str, reason: str
+    ) -> None:
+        """An audit row for something refused (in a transaction of its own: the refused one rolled back)."""
+        async with self.sessions() as session, session.begin():
+            await record_audit(
+                session,
+                actor=actor,
+                ip=self.ip(request),
+                action=action,
+                target=target,
+                outcome="denied",
+                reason=reason,
+            )
+
+    # ------------------------------------------------------------------------------------ writes
+    @asynccontextmanager
+    async def write(
+        self,
+        request: Request,
+        principal: Principal,
+        action: Action | None = None,
+        target: str = "",
+        *,
+        permission: str | None = None,
+    ) -> AsyncIterator[Write]:
+        """One audited write: check ``permission`` (a refusal is audit-logged under ``action`` and
+        ``target``), open a transaction, let the route write, then add the audit row of ``action`` and the
+        outbox event the route named, and commit them with the write.
+
+        Without ``action`` the route's repository journals the write itself (item writes add their
+        revision, event and audit row in one statement) and checks permissions on the locked row, raising
+        ``Refused``. A ``Refused`` or a last-admin refusal rolls the write back and is audit-logged.
+        """
+        if permission is not None and action is not None:
+            await self.allow_to(request, principal, permission, action, target)
+        try:
+            async with self.sessions() as session, session.begin():
+                write = Write(session, principal.label, self.ip(request), action, target)
+                yield write
+                if write.event is not None:
+                    event_type, item_ids, payload = write.event
+                    await append_event(session, type=event_type, item_ids=item_ids, payload=payload)
+                if write.action is not None:
+                    await record_audit(
+                        session,
+                        actor=write.actor,
+                        ip=write.ip,
+                        action=write.action,
+                        target=write.target,
+                        before=write.before,
+                        after=write.after,
+                    )
+        except Refused as refused:
+            await self.refuse(request, principal, refused.decision, refused.action, refused.target)
+        except LastAdmin as exc:
+            if action is not None:
+                await self.audit_denied(request, principal.label, action, f"user:{exc.user_id}", str(exc))
+            raise
