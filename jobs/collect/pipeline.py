@@ -38,7 +38,7 @@ import pyarrow as pa
 import ray
 import ray.data
 
-from jobs.collect.errors import CollectBusy
+from jobs.collect.errors import CollectBusy, FetchErrorCode
 from jobs.collect.fetch import Fetcher, FetchPolicy, FetchRequest, FetchResult
 from jobs.collect.plan import partition, roots
 from jobs.collect.process import process_record
@@ -152,15 +152,17 @@ def _local_record(row: dict[str, Any], max_bytes: int) -> dict[str, Any]:
     """A local file read as a fetch would have read it (JSONL files are parsed later, from their path)."""
     path = Path(url2pathname(urlsplit(row["url"]).path))
     started = time.perf_counter()
-    body, error, detail = b"", None, None
+    body: bytes = b""
+    error: FetchErrorCode | None = None
+    detail: str | None = None
     try:
         size = path.stat().st_size
         if path.suffix.lower() != ".jsonl" and size > max_bytes:
-            error, detail = "too_large", f"{path} is {size} bytes, over the {max_bytes} cap"
+            error, detail = FetchErrorCode.TOO_LARGE, f"{path} is {size} bytes, over the {max_bytes} cap"
         elif path.suffix.lower() != ".jsonl":
             body = path.read_bytes()
     except OSError as exc:
-        error, detail = "file_error", f"cannot read {path}: {exc}"
+        error, detail = FetchErrorCode.FILE_ERROR, f"cannot read {path}: {exc}"
     result = FetchResult(
         url=row["url"],
         final_url=row["url"],

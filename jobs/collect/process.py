@@ -17,14 +17,24 @@ from urllib.request import url2pathname
 
 from jobs.collect.dedup import fingerprint
 from jobs.collect.discover import ListingError, discover_feeds, parse_feed, parse_sitemap
+from jobs.collect.errors import FetchErrorCode
 from jobs.collect.extract import ExtractedPage, extract_page
 from jobs.ingest.records import Rejected, parse_file
 from storage.documents import DocumentRecord
 from storage.sources import SourceRow
 
+#: A fetch's "http_error" with a 5xx status, as recorded: worth retrying, unlike a 4xx.
+SERVER_ERROR = "server_error"
 #: Errors worth retrying in a later run, and after how long when the server did not say.
 TRANSIENT_ERRORS = frozenset(
-    {"timeout", "connection_error", "dns_error", "rate_limited", "robots_unavailable", "server_error"}
+    {
+        FetchErrorCode.TIMEOUT,
+        FetchErrorCode.CONNECTION_ERROR,
+        FetchErrorCode.DNS_ERROR,
+        FetchErrorCode.RATE_LIMITED,
+        FetchErrorCode.ROBOTS_UNAVAILABLE,
+        SERVER_ERROR,
+    }
 )
 DEFAULT_RETRY_S = 1800.0
 
@@ -83,8 +93,8 @@ def process_record(record: dict[str, Any], *, sources: dict[int, SourceRow]) -> 
     out["problem"] = None
     error = record.get("error")
     if error:
-        if error == "http_error" and (record.get("status") or 0) >= 500:
-            error = "server_error"
+        if error == FetchErrorCode.HTTP_ERROR and (record.get("status") or 0) >= 500:
+            error = SERVER_ERROR
         retry = record.get("retry_after_s")
         out.update(
             error=error,

@@ -19,16 +19,18 @@ from dataclasses import dataclass
 from protego import Protego
 from yarl import URL
 
+from jobs.collect.errors import FetchErrorCode
+
 logger = logging.getLogger(__name__)
 
 #: How much of a robots.txt is read and parsed (RFC 9309 asks for at least 500 KiB).
 ROBOTS_MAX_BYTES = 512 * 1024
 #: Fetch error codes after which robots.txt counts as unavailable (allow all), RFC 9309 2.3.1.2.
-UNAVAILABLE_ERRORS = frozenset({"too_many_redirects", "redirect_loop"})
+UNAVAILABLE_ERRORS = frozenset({FetchErrorCode.TOO_MANY_REDIRECTS, FetchErrorCode.REDIRECT_LOOP})
 #: Fetch error codes that still come with a final status, which decides (HTTP 404 is "unavailable").
-STATUS_ERRORS = frozenset({None, "http_error", "rate_limited"})
+STATUS_ERRORS = frozenset({None, FetchErrorCode.HTTP_ERROR, FetchErrorCode.RATE_LIMITED})
 #: Fetch error codes that say the host itself cannot be fetched from.
-HOST_ERRORS = frozenset({"blocked_address", "dns_error"})
+HOST_ERRORS = frozenset({FetchErrorCode.BLOCKED_ADDRESS, FetchErrorCode.DNS_ERROR})
 
 
 @dataclass(frozen=True)
@@ -38,7 +40,7 @@ class RobotsFile:
     url: str
     status: int | None
     body: bytes = b""
-    error: str | None = None
+    error: FetchErrorCode | None = None
     detail: str | None = None
     redirects: tuple[str, ...] = ()
 
@@ -54,7 +56,7 @@ class RobotsRules:
     parser: Protego | None = None
     #: Set when robots.txt failed for a reason that fails every URL of the host ("blocked_address",
     #: "dns_error") on its own URL, not after a redirect: callers report that instead of robots trouble.
-    host_error: str | None = None
+    host_error: FetchErrorCode | None = None
 
     def can_fetch(self, url: str, user_agent: str) -> bool:
         if self.disallow_all:

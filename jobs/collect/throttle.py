@@ -1,9 +1,11 @@
-"""Per-host politeness and backoff: ``HostThrottle`` and the pure timing rules (no network)."""
+"""Per-host politeness: ``HostThrottle`` and the Retry-After rule (no network).
+
+The backoff between retries is ``jobs.collect.retry`` (tenacity); it waits through ``HostThrottle.defer``.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -11,12 +13,6 @@ from email.utils import parsedate_to_datetime
 
 #: Upper bound of a host's delay between request starts, whatever backoff or Crawl-delay ask for.
 MAX_HOST_DELAY_S = 60.0
-
-
-def backoff_delay(retry: int, *, base_s: float, max_s: float, rng: random.Random) -> float:
-    """Full-jitter exponential backoff before retry number ``retry`` (0 for the first retry)."""
-    ceiling = min(max_s, base_s * (2 ** max(0, retry)))
-    return rng.uniform(0.0, ceiling)
 
 
 def parse_retry_after(value: str | None, *, now: datetime) -> float | None:

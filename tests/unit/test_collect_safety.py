@@ -1,12 +1,12 @@
-"""The fetching layer's pure rules: URL and address guard, backoff, Retry-After, content types, charsets,
-robots.txt mapping and the host throttle on an injected clock. No sockets, no sleeping."""
+"""The fetching layer's pure rules: URL and address guard, Retry-After, content types, charsets, robots.txt
+mapping and the host throttle on an injected clock. No sockets, no sleeping. The backoff between retries is
+tested with the retry policy (tests/unit/test_fetch_retry.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import gzip
 import itertools
-import random
 import socket
 from datetime import UTC, datetime, timedelta
 
@@ -18,7 +18,7 @@ from jobs.collect.content import BodyTooLarge, accepts, decode_body, gunzip_capp
 from jobs.collect.errors import InvalidFetchPolicy
 from jobs.collect.fetch import FetchPolicy
 from jobs.collect.robots import RobotsCache, RobotsFile, product_token, robots_url, rules_from_file
-from jobs.collect.throttle import HostThrottle, backoff_delay, parse_retry_after
+from jobs.collect.throttle import HostThrottle, parse_retry_after
 
 NOTHING = AllowList()
 #: What a caller tells the user to do about a refusal; every refusal message ends with it.
@@ -195,23 +195,7 @@ def test_resolver_lets_allowed_names_and_networks_through() -> None:
     asyncio.run(run())
 
 
-# --------------------------------------------------------------------------- backoff and Retry-After
-
-
-def test_backoff_has_full_jitter_under_an_exponential_cap() -> None:
-    rng = random.Random(7)
-    for retry in range(8):
-        ceiling = min(30.0, 0.5 * 2**retry)
-        draws = [backoff_delay(retry, base_s=0.5, max_s=30.0, rng=rng) for _ in range(200)]
-        assert all(0.0 <= d <= ceiling for d in draws)
-        assert max(draws) > ceiling * 0.8  # the whole range is used, not a fixed delay
-        assert min(draws) < ceiling * 0.2
-
-
-def test_backoff_is_reproducible_with_a_seeded_rng() -> None:
-    a = [backoff_delay(i, base_s=1, max_s=10, rng=random.Random(1)) for i in range(5)]
-    b = [backoff_delay(i, base_s=1, max_s=10, rng=random.Random(1)) for i in range(5)]
-    assert a == b
+# --------------------------------------------------------------------------- Retry-After
 
 
 NOW = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
