@@ -187,7 +187,7 @@ def get_or_create_cms_scheduler(
     config: CmsSchedulerConfig, on_documents_changed: Callable[[], object] | None = None
 ) -> Any:
     """The scheduler actor, created unless it runs already (one per namespace)."""
-    return CmsSchedulerActor.options(  # type: ignore[attr-defined]
+    return CmsSchedulerActor.options(
         name=CMS_SCHEDULER_NAME,
         namespace=config.namespace,
         get_if_exists=True,

@@ -20,17 +20,21 @@ import logging
 import os
 import threading
 import time
-from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
 
 import faiss
 import numpy as np
 import ray
+from ray import ObjectRef
+from ray.actor import ActorClass, ActorProxy
 from ray.util import metrics
 
 from actors.errors import IndexNotReady
 from actors.filters import SearchFilter
-from actors.vector_index import IndexConfig, IndexSnapshot, SearchHits, VectorIndex, merge_hits
+from actors.index_stats import ShardStats
+from actors.vector_index import IndexSnapshot, VectorIndex
+from actors.vector_search import IndexConfig, SearchHits, merge_hits
 from cluster.ground.constants import index_actor_name
 from storage.errors import SnapshotError
 from storage.index_snapshots import SnapshotStore
@@ -38,6 +42,8 @@ from storage.vector_files import CHUNK_SLOTS
 from storage.vector_source import ManifestVectorSource, shard_of
 
 logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -230,9 +236,14 @@ class VectorIndexService:
         return True
 
     # ----------------------------------------------------------------------------------- remote API
+    # ``@ray.method`` types the calls through a handle (``handle.stats.remote()`` is an
+    # ``ObjectRef[ShardStats]``). Remote methods have no default arguments: Ray's typed ``.remote``
+    # is chosen by the smallest number of arguments the method accepts.
+    @ray.method
     def wait_ready(self, timeout_s: float) -> bool:
         return self._ready.wait(timeout_s)
 
+    @ray.method
     def catch_up(self) -> int:
         """Hint from a writer: apply new files and deletions now. Returns the vectors changed."""
         if not self._ready.is_set():
@@ -241,6 +252,7 @@ class VectorIndexService:
         self._vectors.set(self._index.size)
         return applied
 
+    @ray.method
     def snapshot(self) -> bool:
         """Write a snapshot now if anything changed since the last one (operators, tests)."""
         if not self._ready.is_set():
@@ -248,7 +260,7 @@ class VectorIndexService:
         return self._maybe_snapshot(force=True)
 
     @ray.method(concurrency_group="search")
-    def search(self, queries: np.ndarray, k: int, flt: SearchFilter | None = None) -> SearchHits:
+    def search(self, queries: np.ndarray, k: int, flt: SearchFilter | None) -> SearchHits:
         """The ``k`` best documents per query; in an index of chunks, each document by its best chunk.
 
         Searches run one at a time on the "search" concurrency group's one thread: OpenMP keeps a team of
@@ -266,25 +278,27 @@ class VectorIndexService:
         hits = self._index.search(queries, k * CHUNK_OVERSAMPLE, filter=flt)
         return collapse_chunks(hits, k)
 
+    @ray.method
     def vector_of(self, document_id: int) -> np.ndarray | None:
         if not self._ready.is_set():
             raise IndexNotReady(self._config.model_id)
         return self._index.vector_of(document_id)
 
-    def stats(self) -> dict[str, Any]:
-        return {
-            **asdict(self._index.stats()),
-            "model_id": self._config.model_id,
-            "level": self._config.level,
-            "shard": self._config.shard,
-            "shards": self._config.shards,
-            "pid": os.getpid(),  # changes when Ray restarts the actor
-            "node_id": ray.get_runtime_context().get_node_id(),
-            "ready": self._ready.is_set(),
-            "restored_from": self._restored_from,
-            "snapshots_written": self._snapshots_written,
-            "last_error": self._error,
-        }
+    @ray.method
+    def stats(self) -> ShardStats:
+        return ShardStats(
+            index=self._index.stats(),
+            model_id=self._config.model_id,
+            level=self._config.level,
+            shard=self._config.shard,
+            shards=self._config.shards,
+            pid=os.getpid(),
+            node_id=ray.get_runtime_context().get_node_id(),
+            ready=self._ready.is_set(),
+            restored_from=self._restored_from,
+            snapshots_written=self._snapshots_written,
+            last_error=self._error,
+        )
 
 
 #: Ray options of the index actor, in one place.
@@ -298,12 +312,14 @@ INDEX_ACTOR_OPTIONS: dict[str, Any] = {
 
 #: Searches run in their own concurrency group of one thread (see ``search``); Ray takes concurrency
 #: groups only here, not in ``.options()`` (and its overloads of ``ray.remote`` do not list them).
-VectorIndexActor = ray.remote(concurrency_groups={"search": 1})(VectorIndexService)  # type: ignore[call-overload]
+VectorIndexActor: ActorClass[VectorIndexService] = ray.remote(  # type: ignore[call-overload]
+    concurrency_groups={"search": 1}
+)(VectorIndexService)
 
 
-def get_or_create_index_actor(config: IndexActorConfig) -> Any:
+def get_or_create_index_actor(config: IndexActorConfig) -> ActorProxy[VectorIndexService]:
     """One shard's actor, created if it does not exist yet (safe to call from many replicas)."""
-    return VectorIndexActor.options(  # type: ignore[attr-defined]
+    return VectorIndexActor.options(
         name=index_actor_name(config.model_id, config.shard, level=config.level, shards=config.shards),
         namespace=config.namespace,
         get_if_exists=True,
@@ -362,13 +378,13 @@ class ShardedIndex:
         result: np.ndarray | None = await self.actors[shard].vector_of.remote(document_id)
         return result
 
-    async def stats(self) -> list[dict[str, Any]]:
-        return list(await asyncio.gather(*(a.stats.remote() for a in self.actors)))
+    async def stats(self) -> list[ShardStats]:
+        return list(await asyncio.gather(*(_awaitable(a.stats.remote()) for a in self.actors)))
 
     def notify(self) -> None:
         for actor in self.actors:
             actor.catch_up.remote()
 
 
-async def _awaitable(ref: Any) -> Any:
+async def _awaitable(ref: ObjectRef[_T]) -> _T:
     return await ref

@@ -16,11 +16,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import ray
+from ray.actor import ActorClass, ActorProxy
 
 from actors.errors import IndexNotReady
 from actors.filters import MetaBatch, MetaTable, SearchFilter
+from actors.index_stats import KeywordStats
 from actors.keyword_index import KeywordIndex
-from actors.vector_index import SearchHits
+from actors.vector_search import SearchHits
 from cluster.ground.constants import keyword_actor_name
 from storage.database import make_engine, make_session_factory, session_scope
 from storage.index_feed import deletions_after, embedded_documents_after
@@ -102,18 +104,21 @@ class KeywordIndexService:
             self._stop.wait(self._config.poll_interval_s)
 
     # ----------------------------------------------------------------------------------- remote API
+    # Typed through a handle by ``@ray.method``; no default arguments (see ``actors.index_actor``).
+    @ray.method
     def catch_up(self) -> int:
         if not self._ready.is_set():
             return 0
         return self._catch_up()
 
+    @ray.method
     def search(
         self,
         queries: list[str],
         k: int,
-        flt: SearchFilter | None = None,
-        languages: tuple[str, ...] = (),
-        normalize: bool = False,
+        flt: SearchFilter | None,
+        languages: tuple[str, ...],
+        normalize: bool,
     ) -> SearchHits:
         """BM25 top-``k`` for each query (one row each), only documents passing ``flt``; with
         ``normalize`` scores are divided by the query's best possible score (for fusion)."""
@@ -137,24 +142,25 @@ class KeywordIndexService:
             scores.append(hits.scores[0])
         return SearchHits(ids=ids, scores=scores)
 
-    def stats(self) -> dict[str, Any]:
-        return {
-            "model_id": self._config.model_id,
-            "size": self._index.size,
-            "pending": self._index.pending,
-            "watermark": self._file_watermark,
-            "deletion_watermark": self._deletion_watermark,
-            "ready": self._ready.is_set(),
-            "pid": os.getpid(),
-            "last_error": self._error,
-        }
+    @ray.method
+    def stats(self) -> KeywordStats:
+        return KeywordStats(
+            model_id=self._config.model_id,
+            size=self._index.size,
+            pending=self._index.pending,
+            watermark=self._file_watermark,
+            deletion_watermark=self._deletion_watermark,
+            ready=self._ready.is_set(),
+            pid=os.getpid(),
+            last_error=self._error,
+        )
 
 
-KeywordIndexActor = ray.remote(KeywordIndexService)
+KeywordIndexActor: ActorClass[KeywordIndexService] = ray.remote(KeywordIndexService)
 
 
-def get_or_create_keyword_actor(config: KeywordActorConfig) -> Any:
-    return KeywordIndexActor.options(  # type: ignore[attr-defined]
+def get_or_create_keyword_actor(config: KeywordActorConfig) -> ActorProxy[KeywordIndexService]:
+    return KeywordIndexActor.options(
         name=keyword_actor_name(config.model_id),
         namespace=config.namespace,
         get_if_exists=True,

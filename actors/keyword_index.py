@@ -61,7 +61,7 @@ import numpy as np
 import Stemmer
 from bm25s.stopwords import STOPWORDS_EN
 
-from actors.vector_index import SearchHits
+from actors.vector_search import SearchHits
 from storage.languages import script_language
 
 logger = logging.getLogger(__name__)

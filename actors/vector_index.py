@@ -1,6 +1,8 @@
 """``VectorIndex``: a FAISS index with document ids, upserts, deletes, filters and non-blocking rebuilds.
 
-Plain Python (no Ray): it takes its vector source as an argument, so it is tested without a cluster.
+Plain Python (no Ray): it takes its vector source as an argument, so it is tested without a cluster. The FAISS
+pieces it is built from (index type by size, building, filtered search, exact top-k, the merge of
+shards' hits) are ``actors.vector_search``'s.
 
 How it hides FAISS's sharp edges:
 
@@ -29,10 +31,9 @@ keys each vector by ``document * CHUNK_SLOTS + chunk`` and replaces all of a doc
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -42,6 +43,16 @@ import numpy as np
 from actors.errors import DimensionMismatch
 from actors.filters import MetaBatch, MetaColumns, SearchFilter, Vocabulary
 from actors.huge_pages import collapse_index
+from actors.vector_search import (
+    IndexConfig,
+    MainIndex,
+    SearchHits,
+    build_index,
+    exact_search,
+    factory_for,
+    search_main,
+    top_hits,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -68,14 +79,6 @@ class VectorSource(Protocol):
 
 
 @dataclass(frozen=True)
-class SearchHits:
-    """Best-first ids and scores per query; rows shorter than ``k`` when fewer match."""
-
-    ids: list[list[int]]
-    scores: list[list[float]]
-
-
-@dataclass(frozen=True)
 class IndexStats:
     dimension: int
     size: int  # live vectors
@@ -87,74 +90,6 @@ class IndexStats:
     dead_rows: int
     rebuilds: int
     huge_page_bytes: int  # of the main index's memory in transparent huge pages (actors.huge_pages)
-
-
-@dataclass(frozen=True)
-class IndexConfig:
-    """How the index is built and searched. ``kind``: auto | flat | hnsw | ivf | a FAISS factory string."""
-
-    kind: str = "auto"
-    exact_max: int = 50_000  # auto: exact search below this many vectors
-    hnsw_max: int = 5_000_000  # auto: HNSW up to this many, IVF-PQ beyond
-    hnsw_m: int = 32
-    ef_construction: int = 80
-    ef_search: int = 256
-    nprobe: int = 32
-    exact_filter_max: int = 20_000  # a filter passing at most this many rows is answered exactly
-    max_oversample: int = 16  # cap of efSearch/nprobe growth for filtered ANN searches
-    rebuild_min_rows: int = 10_000  # rebuild once the delta or the tombstones exceed this...
-    rebuild_fraction: float = 0.1  # ...and this share of the main index
-    train_max: int = 200_000  # vectors sampled to train IVF
-    huge_pages: bool = True  # move the main index's vectors and graph into huge pages (actors.huge_pages)
-
-
-def ivf_lists(n: int) -> int:
-    """IVF list count for ``n`` vectors: about 4 sqrt(n), a power of two, with >= 39 vectors a list."""
-    target = max(16, min(65_536, 4 * math.isqrt(max(n, 1))))
-    lists = 1 << round(math.log2(target))
-    return max(1, min(lists, n // 39))
-
-
-def factory_for(n: int, dimension: int, config: IndexConfig) -> str:
-    """The FAISS factory string of an index holding ``n`` vectors."""
-    kind = config.kind
-    if kind == "auto":
-        kind = "flat" if n < config.exact_max else "hnsw" if n < config.hnsw_max else "ivfpq"
-    if kind == "flat" or n < 2_000:  # too few vectors to train or to need a graph
-        return "Flat"
-    if kind == "hnsw":
-        return f"HNSW{config.hnsw_m},Flat"
-    if kind == "ivf":
-        return f"IVF{ivf_lists(n)},Flat"
-    if kind == "ivfpq":
-        sub = next(m for m in (64, 48, 32, 24, 16, 8, 4, 2, 1) if dimension % m == 0)
-        return f"IVF{ivf_lists(n)},PQ{sub}x8"
-    return kind  # a factory string given in the settings
-
-
-def build_index(factory: str, vectors: np.ndarray, config: IndexConfig, *, seed: int = 0) -> Any:
-    """A FAISS inner-product index over ``vectors`` (ids = row positions), trained when it needs it."""
-    dimension = vectors.shape[1]
-    index = faiss.index_factory(dimension, factory, faiss.METRIC_INNER_PRODUCT)
-    hnsw = _hnsw_of(index)
-    if hnsw is not None:
-        hnsw.hnsw.efConstruction = config.ef_construction
-    if not index.is_trained:
-        rng = np.random.default_rng(seed)
-        n_train = min(len(vectors), config.train_max)
-        sample = (
-            vectors if n_train == len(vectors) else vectors[np.sort(rng.choice(len(vectors), n_train, False))]
-        )
-        index.train(np.ascontiguousarray(sample))
-    step = 100_000
-    for start in range(0, len(vectors), step):
-        index.add(np.ascontiguousarray(vectors[start : start + step]))
-    return index
-
-
-def _hnsw_of(index: Any) -> Any:
-    down = faiss.downcast_index(index)
-    return down if isinstance(down, faiss.IndexHNSW) else None
 
 
 @dataclass
@@ -198,19 +133,28 @@ class _Store:
         out.n, out.dead = n, self.dead
         return out
 
-
-@dataclass(frozen=True)
-class _Main:
-    index: Any  # FAISS index over store rows [0, rows); never written after it is built
-    rows: int
-    factory: str
-    huge_page_bytes: int = 0
+    @classmethod
+    def restored(cls, snap: IndexSnapshot) -> _Store:
+        """The rows of a snapshot, with room to grow."""
+        n = len(snap.keys)
+        vocabularies = {name: Vocabulary(list(values)) for name, values in snap.vocabularies.items()}
+        store = cls.empty(snap.dimension, max(1024, int(n * 1.25)), vocabularies)
+        store.keys[:n], store.docs[:n], store.vectors[:n], store.live[:n] = (
+            snap.keys,
+            snap.docs,
+            snap.vectors,
+            snap.live,
+        )
+        store.meta.codes[:n], store.meta.published[:n] = snap.codes, snap.published
+        store.n = n
+        store.dead = n - int(np.count_nonzero(snap.live))
+        return store
 
 
 @dataclass(frozen=True)
 class _State:
     store: _Store
-    main: _Main | None
+    main: MainIndex | None
 
 
 @dataclass
@@ -290,10 +234,7 @@ class VectorIndex:
             if keys is not None:
                 self._chunked = True
                 self._kill_documents(np.unique(docs))
-                order = np.argsort(docs, kind="stable")
-                bounds = np.flatnonzero(np.diff(docs[order])) + 1
-                for group in np.split(order, bounds):
-                    self._keys_of[int(docs[group[0]])] = ids[group]
+                self._keys_of.update(_keys_by_document(docs, ids))
             else:
                 self._kill_keys(ids.tolist())
             self._append(ids, docs, vectors, meta)
@@ -414,7 +355,7 @@ class VectorIndex:
                 fresh.dead = m - len(alive)
                 self._row_of = dict(zip(fresh.keys[alive].tolist(), alive.tolist(), strict=True))
                 self._dead_main = int(len(keep) - np.count_nonzero(fresh.live[: len(keep)]))
-                main = _Main(index, len(keep), factory, huge) if index is not None else None
+                main = MainIndex(index, len(keep), factory, huge) if index is not None else None
                 self._state = _State(fresh, main)
                 self._rebuilds += 1
             logger.info(
@@ -444,67 +385,24 @@ class VectorIndex:
         main_rows = main.rows if main is not None else 0
         parts: list[tuple[np.ndarray, np.ndarray]] = []
         if main is not None and main_rows:
-            allowed = None if every else self._allowed(store, passing, 0, main_rows)
-            parts.append(self._search_main(main, store, allowed, queries, k))
+            allowed = None if every else _allowed(store, passing, 0, main_rows)
+            parts.append(search_main(main, store.vectors, allowed, queries, k, self.config))
         if n > main_rows:
             rows = (
                 np.arange(main_rows, n)
                 if every
-                else main_rows + np.flatnonzero(self._allowed(store, passing, main_rows, n))
+                else main_rows + np.flatnonzero(_allowed(store, passing, main_rows, n))
             )
-            parts.append(_exact(store.vectors, rows, queries, k))
+            parts.append(exact_search(store.vectors, rows, queries, k))
         scores = np.concatenate([p[0] for p in parts], axis=1)
         rows = np.concatenate([p[1] for p in parts], axis=1)
-        return _top(store.keys, scores, rows, k)
-
-    @staticmethod
-    def _allowed(store: _Store, passing: np.ndarray | None, start: int, stop: int) -> np.ndarray:
-        """Rows ``[start, stop)`` that are live and pass the filter (a copy: writers flip live flags)."""
-        allowed = store.live[start:stop].copy()
-        if passing is not None:
-            allowed &= passing[start:stop]
-        return allowed
-
-    def _search_main(
-        self, main: _Main, store: _Store, allowed: np.ndarray | None, queries: np.ndarray, k: int
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Search the main index over its ``allowed`` rows (``None``: all of them)."""
-        count = main.rows if allowed is None else int(np.count_nonzero(allowed))
-        if count == 0:
-            return _exact(store.vectors, np.empty(0, dtype=np.int64), queries, k)
-        exact = main.factory == "Flat"
-
-        def passing() -> np.ndarray:
-            return np.arange(main.rows) if allowed is None else np.flatnonzero(allowed)
-
-        if not exact and count <= self.config.exact_filter_max:
-            return _exact(store.vectors, passing(), queries, k)
-        bitmap = None if allowed is None or count == main.rows else np.packbits(allowed, bitorder="little")
-        selector = None if bitmap is None else faiss.IDSelectorBitmap(main.rows, faiss.swig_ptr(bitmap))
-        boost = min(self.config.max_oversample, max(1, math.ceil(main.rows / count)))
-        params = self._params(main.index, selector, boost)
-        k_eff = min(k, count)
-        scores, rows = main.index.search(queries, k_eff, params=params)
-        del bitmap  # kept alive until the search returned: the selector points into it
-        if not exact and (rows[:, -1] < 0).any():
-            # The graph or the probed lists ran out of passing rows: answer exactly over them.
-            return _exact(store.vectors, passing(), queries, k)
-        return scores, rows
+        return top_hits(store.keys, scores, rows, k)
 
     def _huge_pages(self, index: Any) -> int:
         """Move a main index, before it serves, into huge pages (when configured); the bytes moved."""
         if index is None or not self.config.huge_pages:
             return 0
         return collapse_index(index).bytes
-
-    def _params(self, index: Any, selector: Any, boost: int) -> Any:
-        api: Any = faiss  # the bundled stubs lack the search-parameter classes
-        if _hnsw_of(index) is not None:
-            return api.SearchParametersHNSW(sel=selector, efSearch=self.config.ef_search * boost)
-        ivf = faiss.try_extract_index_ivf(index)
-        if ivf is not None:
-            return api.SearchParametersIVF(sel=selector, nprobe=min(ivf.nlist, self.config.nprobe * boost))
-        return api.SearchParameters(sel=selector) if selector is not None else None
 
     def vector_of(self, document_id: int) -> np.ndarray | None:
         """The stored vector of a document (an index of documents), or ``None`` if it holds none."""
@@ -544,34 +442,16 @@ class VectorIndex:
         """Replace this index's content with a snapshot's (before catching up from its watermarks)."""
         if snap.dimension != self.dimension:
             raise DimensionMismatch(self.dimension, snap.dimension)
-        n = len(snap.keys)
-        vocabularies = {name: Vocabulary(list(values)) for name, values in snap.vocabularies.items()}
-        store = _Store.empty(self.dimension, max(1024, int(n * 1.25)), vocabularies)
-        store.keys[:n], store.docs[:n], store.vectors[:n], store.live[:n] = (
-            snap.keys,
-            snap.docs,
-            snap.vectors,
-            snap.live,
-        )
-        store.meta.codes[:n], store.meta.published[:n] = snap.codes, snap.published
-        store.n = n
-        store.dead = n - int(np.count_nonzero(snap.live))
+        store = _Store.restored(snap)
         main = None
         if snap.main_index is not None:
             index = faiss.deserialize_index(snap.main_index)
-            main = _Main(index, snap.main_rows, snap.factory, self._huge_pages(index))
+            main = MainIndex(index, snap.main_rows, snap.factory, self._huge_pages(index))
         alive = np.flatnonzero(snap.live)
         with self._catch_up_lock, self._write_lock:
             self._row_of = dict(zip(snap.keys[alive].tolist(), alive.tolist(), strict=True))
             self._chunked = snap.chunked
-            self._keys_of = {}
-            if snap.chunked:
-                docs, keys = snap.docs[alive], snap.keys[alive]
-                order = np.argsort(docs, kind="stable")
-                bounds = np.flatnonzero(np.diff(docs[order])) + 1
-                for group in np.split(order, bounds):
-                    if len(group):
-                        self._keys_of[int(docs[group[0]])] = keys[group]
+            self._keys_of = _keys_by_document(snap.docs[alive], snap.keys[alive]) if snap.chunked else {}
             self._dead_main = int(snap.main_rows - np.count_nonzero(snap.live[: snap.main_rows]))
             self._watermark, self._deletion_watermark = snap.watermark, snap.deletion_watermark
             self._state = _State(store, main)
@@ -593,55 +473,16 @@ class VectorIndex:
         )
 
 
-def _exact(
-    vectors: np.ndarray, rows: np.ndarray, queries: np.ndarray, k: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Exact inner-product top-``k`` over the given rows: (scores, rows), padded with -inf / -1."""
-    nq = len(queries)
-    k_eff = min(k, len(rows))
-    if k_eff == 0:
-        return np.full((nq, 1), -np.inf, dtype=np.float32), np.full((nq, 1), -1, dtype=np.int64)
-    if len(rows) and rows[-1] - rows[0] + 1 == len(rows):
-        candidates = vectors[rows[0] : rows[-1] + 1]  # a contiguous range: no copy
-    else:
-        candidates = vectors[rows]
-    scores, local = faiss.knn(
-        queries, np.ascontiguousarray(candidates), k_eff, metric=faiss.METRIC_INNER_PRODUCT
-    )
-    return scores, np.where(local >= 0, rows[np.maximum(local, 0)], -1)
+def _allowed(store: _Store, passing: np.ndarray | None, start: int, stop: int) -> np.ndarray:
+    """Rows ``[start, stop)`` that are live and pass the filter (a copy: writers flip live flags)."""
+    allowed = store.live[start:stop].copy()
+    if passing is not None:
+        allowed &= passing[start:stop]
+    return allowed
 
 
-def _top(keys: np.ndarray, scores: np.ndarray, rows: np.ndarray, k: int) -> SearchHits:
-    """The ``k`` best ``(key, score)`` per query of a ``(queries, candidates)`` result (row -1: none), best
-    first, ties in candidate order. Vectorised: a Python loop per query cost about 50 us each in the shard
-    (12 ms of a batch of 256 at 1M vectors)."""
-    if scores.size == 0:
-        return SearchHits(ids=[[] for _ in range(len(scores))], scores=[[] for _ in range(len(scores))])
-    valid = rows >= 0
-    masked = np.where(valid, scores, -np.inf)
-    order = np.argsort(-masked, axis=1, kind="stable")[:, :k]
-    best = np.take_along_axis(masked, order, axis=1)
-    best_rows = np.take_along_axis(rows, order, axis=1)
-    ids = keys[np.maximum(best_rows, 0)].tolist()
-    values = best.astype(float).tolist()
-    counts = np.count_nonzero(np.take_along_axis(valid, order, axis=1), axis=1)
-    if (counts == order.shape[1]).all():
-        return SearchHits(ids=ids, scores=values)
-    return SearchHits(
-        ids=[row[:c] for row, c in zip(ids, counts.tolist(), strict=True)],
-        scores=[row[:c] for row, c in zip(values, counts.tolist(), strict=True)],
-    )
-
-
-def merge_hits(parts: Sequence[SearchHits], k: int) -> SearchHits:
-    """Top-``k`` of several shards' hits per query (shards hold disjoint documents)."""
-    if not parts:
-        return SearchHits(ids=[], scores=[])
-    out_ids: list[list[int]] = []
-    out_scores: list[list[float]] = []
-    for q in range(len(parts[0].ids)):
-        pairs = [(s, i) for p in parts for i, s in zip(p.ids[q], p.scores[q], strict=True)]
-        pairs.sort(key=lambda pair: (-pair[0], pair[1]))
-        out_ids.append([i for _, i in pairs[:k]])
-        out_scores.append([s for s, _ in pairs[:k]])
-    return SearchHits(ids=out_ids, scores=out_scores)
+def _keys_by_document(docs: np.ndarray, keys: np.ndarray) -> dict[int, np.ndarray]:
+    """The keys of each document (an index of chunks): ``keys[i]`` belongs to document ``docs[i]``."""
+    order = np.argsort(docs, kind="stable")
+    bounds = np.flatnonzero(np.diff(docs[order])) + 1
+    return {int(docs[group[0]]): keys[group] for group in np.split(order, bounds) if len(group)}

@@ -286,7 +286,8 @@ def vector_runs(
         keys = groups * CHUNK_SLOTS + chunk_no
     k = len(keys) if groups is not None else depth  # every chunk: a complete ranking of documents
     try:
-        from actors.vector_index import IndexConfig, VectorIndex
+        from actors.vector_index import VectorIndex
+        from actors.vector_search import IndexConfig
 
         index = VectorIndex(dimension=vectors.shape[1], config=IndexConfig(kind="flat"))
         if groups is None:

@@ -29,9 +29,9 @@ members. The JSON says how much of the exact top-10 is real rows and the query-t
   200k vectors it is fed as in production: documents COPY'd into a migrated PostgreSQL database, vector
   files of 4,096 rows written by ``VectorFileStore`` and committed by
   ``EmbeddingRepository.record_vector_file``, model registered and active; the actor reads the manifest
-  and builds its own index (``load_s`` is creation -> ``stats()["ready"]``, build included). Above 200k it
+  and builds its own index (``load_s`` is creation -> ``stats().ready``, build included). Above 200k it
   restores a snapshot of the raw index written with ``SnapshotStore`` (exactly the restart path; no
-  build). Then ``actor.search.remote(queries, 10)`` one by one and in batches, measured alternately with
+  build). Then ``actor.search.remote(queries, 10, None)`` one by one and in batches, measured alternately with
   raw FAISS (same index type, efSearch and nprobe of ``IndexConfig``), medians of ``--reps``; batches
   also with ``--pipeline-depth`` calls in flight (the next batch sent before the previous one answered).
   The shard moves its index into transparent huge pages (``PULSE_INDEX__HUGE_PAGES``); ``raw_huge_pages``
@@ -326,7 +326,7 @@ class RawIndex:
 
 
 def build_raw(factory: str, vectors: np.ndarray, *, threads: int) -> RawIndex:
-    """The index Pulse builds (``actors.vector_index.build_index``), written with FAISS directly: same
+    """The index Pulse builds (``actors.vector_search.build_index``), written with FAISS directly: same
     factory string, efConstruction 80, IVF trained on at most 200k sampled vectors, added in 100k steps."""
     import faiss
 
@@ -463,7 +463,7 @@ def actor_config(
     url: str, storage: str, model_id: int, *, namespace: str, kind: str, omp_threads: int, num_cpus: float
 ) -> Any:
     from actors.index_actor import IndexActorConfig
-    from actors.vector_index import IndexConfig
+    from actors.vector_search import IndexConfig
 
     return IndexActorConfig(
         database_url=url,
@@ -483,7 +483,7 @@ def start_actor(
     config: Any, *, env_omp: int | None = None, timeout_s: float = 1800
 ) -> tuple[Any, float, dict[str, Any]]:
     """Create the shard actor (``get_or_create_index_actor``; with ``env_omp``, the same class with
-    ``OMP_NUM_THREADS`` in its runtime env) and wait until ``stats()["ready"]``."""
+    ``OMP_NUM_THREADS`` in its runtime env) and wait until ``stats().ready``."""
     import ray
 
     from actors.index_actor import INDEX_ACTOR_OPTIONS, VectorIndexActor, get_or_create_index_actor
@@ -502,7 +502,7 @@ def start_actor(
         ).remote(config)
     while True:
         stats = ray.get(actor.stats.remote())
-        if stats["ready"]:
+        if stats.ready:
             break
         if time.perf_counter() - started > timeout_s:
             raise RuntimeError(f"the index actor was not ready after {timeout_s} s: {stats}")
@@ -522,7 +522,7 @@ def actor_search(actor: Any, row_of: Any) -> Any:
     import ray
 
     def search(matrix: np.ndarray) -> np.ndarray:
-        return hit_rows(ray.get(actor.search.remote(matrix, K)), len(matrix), row_of)
+        return hit_rows(ray.get(actor.search.remote(matrix, K, None)), len(matrix), row_of)
 
     return search
 
@@ -539,7 +539,7 @@ def run_pipelined(
     started = time.perf_counter()
     for start in range(0, len(queries), batch):
         part = queries[start : start + batch]
-        pending.append((actor.search.remote(part, K), len(part)))
+        pending.append((actor.search.remote(part, K, None), len(part)))
         if len(pending) >= depth:
             ref, nq = pending.popleft()
             out.append(hit_rows(ray.get(ref), nq, row_of))
@@ -553,7 +553,7 @@ def wait_snapshot(actor: Any, timeout_s: float = 600) -> None:
     import ray
 
     deadline = time.monotonic() + timeout_s
-    while ray.get(actor.stats.remote())["snapshots_written"] < 1:
+    while ray.get(actor.stats.remote()).snapshots_written < 1:
         if time.monotonic() > deadline:
             raise RuntimeError("the index actor wrote no snapshot")
         time.sleep(0.5)
@@ -669,7 +669,7 @@ def row_lookup(ids: np.ndarray) -> Any:
 def index_section(size: int, ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
     import faiss
 
-    from actors.vector_index import IndexConfig, factory_for
+    from actors.vector_search import IndexConfig, factory_for
 
     vectors = ctx.coll.vectors[:size]
     queries = ctx.corpus.query_vectors[: args.queries]
@@ -791,7 +791,7 @@ def actor_section(
 ) -> dict[str, Any]:
     import faiss
 
-    from actors.vector_index import IndexConfig
+    from actors.vector_search import IndexConfig
 
     feed = args.actor_feed if args.actor_feed != "auto" else ("manifest" if size <= 200_000 else "snapshot")
     out: dict[str, Any] = {
@@ -829,8 +829,12 @@ def actor_section(
         else "actor creation -> ready: restoring the snapshot (no build)"
     )
     out["stats"] = {
-        k: stats[k]
-        for k in ("size", "factory", "main_rows", "delta_rows", "restored_from", "huge_page_bytes")
+        "size": stats.index.size,
+        "factory": stats.index.factory,
+        "main_rows": stats.index.main_rows,
+        "delta_rows": stats.index.delta_rows,
+        "restored_from": stats.restored_from,
+        "huge_page_bytes": stats.index.huge_page_bytes,
     }
     log(f"  actor ready in {load_s:.1f} s: {out['stats']}")
     row_of = row_lookup(ids)
@@ -880,7 +884,7 @@ def paired(
 
     raw_search, act_search = faiss_search(index, params), actor_search(actor, row_of)
     act_search(queries[:32])  # warm-up (first call deserialises the function)
-    actor_pid = int(ray.get(actor.stats.remote())["pid"])
+    actor_pid = ray.get(actor.stats.remote()).pid
     depth = args.pipeline_depth
     out: dict[str, Any] = {}
     for mode, batch, n_q in [
@@ -1008,7 +1012,7 @@ def omp_check(
         actor, load_s, _ = start_actor(vcfg, env_omp=env)
         search = actor_search(actor, row_of)
         search(queries[:32])
-        pid = int(ray.get(actor.stats.remote())["pid"])
+        pid = ray.get(actor.stats.remote()).pid
         c0, t0 = cpu_seconds(pid), time.perf_counter()
         out[f"{name}_batch_{batch}_qps"] = measure(
             search, queries, truth, batch=batch, reps=args.reps, n_queries=len(queries)
@@ -1152,7 +1156,8 @@ def app_with_embedder_threads(args: dict[str, Any], threads: int) -> Any:
     from ray import serve
 
     from jobs.embed.encode import describe_model, load_model
-    from serve_apps.search.app import SearchArgs, SearchIngress
+    from serve_apps.search.app import SearchIngress
+    from serve_apps.search.args import SearchArgs
     from serve_apps.search.query_embedder import QueryEmbedder
     from storage.vector_files import absolute_storage_uri
 
@@ -1262,7 +1267,7 @@ def e2e_section(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
     import ray
     from ray import serve
 
-    from actors.vector_index import IndexConfig
+    from actors.vector_search import IndexConfig
 
     size = args.serve_size
     ids, _, _model_id, _ = ctx.documents(size)

@@ -8,11 +8,12 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Select, func, literal_column, select
 from sqlalchemy import delete as sa_delete
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
@@ -155,8 +156,12 @@ class DocumentRepository:
         """Delete documents (their embeddings go with them; the deletion log tells the indexes)."""
         if not ids:
             return 0
-        result = self.session.execute(sa_delete(Document).where(Document.id.in_(list(ids))))
-        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+        # A DML statement gives a CursorResult; Session.execute is typed as giving a Result (SQLAlchemy's
+        # advice: cast to read rowcount).
+        result = cast(
+            CursorResult[Any], self.session.execute(sa_delete(Document).where(Document.id.in_(list(ids))))
+        )
+        return int(result.rowcount or 0)
 
     def count(self) -> int:
         return int(self.session.execute(select(func.count()).select_from(Document)).scalar_one())

@@ -22,7 +22,9 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import ray
+from ray.actor import ActorClass, ActorProxy
 
+from actors.index_stats import ShardStats
 from cluster.ground.constants import activation_actor_name
 from jobs.embed.notify import index_actors
 from jobs.embed.pipeline import EmbedJobConfig, EmbedSummary, run_embed
@@ -96,13 +98,13 @@ def retire_indexes(replaced: ModelRow, new_id: int, namespace: str, timeout_s: f
     """
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        stats: list[dict[str, Any]] = []
+        stats: list[ShardStats] = []
         try:
             actors = index_actors(new_id, namespace)
             stats = ray.get([a.stats.remote() for a in actors], timeout=10)
         except ray.exceptions.RayError:
             stats = []
-        if stats and all(s.get("ready") for s in stats):
+        if stats and all(s.ready for s in stats):
             break
         time.sleep(2)
     else:
@@ -133,6 +135,7 @@ class ActivationRunner:
         time.sleep(5)  # leave status() answerable to a waiting CLI for a moment
         ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
 
+    @ray.method  # types ``handle.status.remote()``
     def status(self) -> dict[str, Any]:
         return dict(self._state)
 
@@ -146,7 +149,7 @@ ACTIVATION_ACTOR_OPTIONS: dict[str, Any] = {
     "max_concurrency": 4,
 }
 
-ActivationActor = ray.remote(ActivationRunner)
+ActivationActor: ActorClass[ActivationRunner] = ray.remote(ActivationRunner)
 
 
 def resume_activations(cfg: EmbedJobConfig, namespace: str) -> list[int]:
@@ -162,11 +165,11 @@ def resume_activations(cfg: EmbedJobConfig, namespace: str) -> list[int]:
     return [e.id for e in entries]
 
 
-def launch_activation(cfg: EmbedJobConfig, namespace: str) -> Any:
+def launch_activation(cfg: EmbedJobConfig, namespace: str) -> ActorProxy[ActivationRunner]:
     """The entry's activation actor, started unless one already runs (get-or-create)."""
     if cfg.model_id is None:
         raise ValueError("launch_activation needs cfg.model_id")
-    return ActivationActor.options(  # type: ignore[attr-defined]
+    return ActivationActor.options(
         name=activation_actor_name(cfg.model_id),
         namespace=namespace,
         get_if_exists=True,

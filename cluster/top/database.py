@@ -62,12 +62,12 @@ def local_server_url(settings: DatabaseSettings, database: str | None = None) ->
 
 def start_embedded(data_dir: Path, database: str) -> str:
     """Start (or find running) the embedded server and return the URL of ``database`` on it."""
-    import pgserver
+    from pgserver.postgres_server import get_server
 
     data_dir = data_dir.expanduser().resolve()
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     # cleanup_mode=None: the server outlives this process, as `pulse up` promises; `pulse down` stops it.
-    server = pgserver.get_server(data_dir, cleanup_mode=None)  # type: ignore[attr-defined]
+    server = get_server(data_dir, cleanup_mode=None)
     uri = server.get_uri(database="postgres")
     url = normalize_url(uri).replace("/postgres?", f"/{database}?", 1)
     ensure_database(url)
@@ -76,12 +76,12 @@ def start_embedded(data_dir: Path, database: str) -> str:
 
 def stop_embedded(data_dir: Path) -> bool:
     """Stop the embedded server if it runs; data is kept. Returns whether one was running."""
-    import pgserver
+    from pgserver.postgres_server import get_server
 
     data_dir = data_dir.expanduser().resolve()
     if not (data_dir / "postmaster.pid").exists():
         return False
-    server = pgserver.get_server(data_dir, cleanup_mode="stop")  # type: ignore[attr-defined]
+    server = get_server(data_dir, cleanup_mode="stop")
     server.cleanup()
     return True
 

@@ -6,7 +6,7 @@ queries: the new entry's model is loaded ahead (``prepare``) while the old one k
 
 import asyncio
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, cast
 
 import numpy as np
 from ray import serve
@@ -23,6 +23,14 @@ class QueryModel:
     ref: str
     normalize: bool
     query_prefix: str = ""
+
+
+class _BatchSettings(Protocol):
+    """The setters ``@serve.batch`` puts on the method it wraps (Ray's type hints leave them out)."""
+
+    def set_max_batch_size(self, new_max_batch_size: int) -> None: ...
+
+    def set_batch_wait_timeout_s(self, new_batch_wait_timeout_s: float) -> None: ...
 
 
 def query_model(entry: ModelRow) -> QueryModel:
@@ -47,8 +55,9 @@ class QueryEmbedder:
         self._device = device
         self._models: dict[str, Any] = {}
         self._load(model_name)  # the configured model, ready before the first query
-        self.embed.set_max_batch_size(max_batch_size)  # type: ignore[attr-defined]
-        self.embed.set_batch_wait_timeout_s(batch_wait_timeout_s)  # type: ignore[attr-defined]
+        batching = cast(_BatchSettings, self.embed)
+        batching.set_max_batch_size(max_batch_size)
+        batching.set_batch_wait_timeout_s(batch_wait_timeout_s)
 
     def _load(self, ref: str) -> Any:
         if ref not in self._models:

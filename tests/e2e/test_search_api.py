@@ -280,7 +280,7 @@ def test_a_stopped_shard_gives_partial_results_not_an_error(api: str) -> None:
 
     entry_id = _search(api, q="anything", k=1)["model"]["id"]
     shard = ray.get_actor(index_actor_name(entry_id, 1, shards=2), namespace=NAMESPACE)
-    pid = ray.get(shard.stats.remote())["pid"]
+    pid = ray.get(shard.stats.remote()).pid
     os.kill(pid, signal.SIGSTOP)
     try:
         body = _search(api, q="students march against gun violence", k=5, mode="vector")
@@ -292,10 +292,13 @@ def test_a_stopped_shard_gives_partial_results_not_an_error(api: str) -> None:
 
     # No shard answering: vector search is a 503 with Retry-After, hybrid falls back to keyword results.
     pids = [
-        ray.get(ray.get_actor(index_actor_name(entry_id, s, shards=2), namespace=NAMESPACE).stats.remote())[
-            "pid"
-        ]
-        for s in range(2)
+        stats.pid
+        for stats in ray.get(
+            [
+                ray.get_actor(index_actor_name(entry_id, s, shards=2), namespace=NAMESPACE).stats.remote()
+                for s in range(2)
+            ]
+        )
     ]
     for p in pids:
         os.kill(p, signal.SIGSTOP)
@@ -382,7 +385,7 @@ def test_model_switch_is_atomic_and_never_serves_a_half_built_index(  # type: ig
         ray.get(ray.get_actor(index_actor_name(entry.id, s, shards=2), namespace=NAMESPACE).stats.remote())
         for s in range(2)
     ]
-    assert all(s["ready"] for s in shards) and sum(s["size"] for s in shards) == total
+    assert all(s.ready for s in shards) and sum(s.index.size for s in shards) == total
 
 
 # Last in the module: schemathesis on the app the tests above used (tests/support/fuzz.py).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ import ray
 from sqlalchemy import text
 
 from actors.index_actor import IndexActorConfig, get_or_create_index_actor
+from actors.index_stats import ShardStats
 from cluster.ground.constants import index_actor_name
 from jobs.embed.encode import describe_model, encode, load_model
 from jobs.embed.pipeline import EmbedJobConfig, run_embed
@@ -21,16 +23,16 @@ from tests.integration.helpers import sample_subset
 pytestmark = pytest.mark.usefixtures("ray_session")
 
 
-def wait_for_new_incarnation(actor: object, old_pid: int, timeout_s: float = 90) -> dict[str, object]:
+def wait_for_new_incarnation(actor: Any, old_pid: int, timeout_s: float = 90) -> ShardStats:
     """Stats of the restarted actor once it is ready (calls may still reach the dying one at first)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
-            stats = ray.get(actor.stats.remote(), timeout=10)  # type: ignore[attr-defined]
+            stats = ray.get(actor.stats.remote(), timeout=10)
         except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
             stats = None
-        if stats and stats["pid"] != old_pid and stats["ready"]:
-            return dict(stats)
+        if stats and stats.pid != old_pid and stats.ready:
+            return stats
         time.sleep(0.2)
     raise AssertionError(f"the index actor did not come back ready within {timeout_s} s")
 
@@ -116,29 +118,29 @@ def test_embed_is_incremental_and_index_serves_and_survives_a_kill(
     actor = get_or_create_index_actor(actor_cfg)
     try:
         assert ray.get(actor.wait_ready.remote(60))
-        assert ray.get(actor.stats.remote())["size"] == total
+        assert ray.get(actor.stats.remote()).index.size == total
         from jobs.embed.text import embedding_text
 
         queries = encode(
             model, [embedding_text(p.title, p.text) for p in probe], batch_size=8, normalize=True
         )
-        hits = ray.get(actor.search.remote(queries, 3))
+        hits = ray.get(actor.search.remote(queries, 3, None))
         assert [row[0] for row in hits.ids] == [p.id for p in probe]
         assert all(row[0] > 0.99 for row in hits.scores)
         rewritten = encode(
             model, ["Title. Rewritten lead about a royal wedding"], batch_size=1, normalize=True
         )
-        assert changed_id in ray.get(actor.search.remote(rewritten, 3)).ids[0]
+        assert changed_id in ray.get(actor.search.remote(rewritten, 3, None)).ids[0]
 
         same = get_or_create_index_actor(actor_cfg)  # get-or-create: the same named actor
         assert same._actor_id == actor._actor_id
 
-        old_pid = ray.get(actor.stats.remote())["pid"]
+        old_pid = ray.get(actor.stats.remote()).pid
         ray.kill(actor, no_restart=False)
         restarted = ray.get_actor(index_actor_name(model_id), namespace=actor_cfg.namespace)
         stats = wait_for_new_incarnation(restarted, old_pid)
-        assert stats["size"] == total
-        again_hits = ray.get(restarted.search.remote(queries, 1))
+        assert stats.index.size == total
+        again_hits = ray.get(restarted.search.remote(queries, 1, None))
         assert [row[0] for row in again_hits.ids] == [p.id for p in probe]
     finally:
         ray.kill(actor, no_restart=True)
@@ -197,11 +199,11 @@ def test_index_skips_superseded_files_and_recovers_from_lost_storage_by_full_ree
     actor = get_or_create_index_actor(actor_cfg)
     try:
         assert not ray.get(actor.wait_ready.remote(5))
-        assert "pulse embed --full" in (ray.get(actor.stats.remote())["last_error"] or "")
+        assert "pulse embed --full" in (ray.get(actor.stats.remote()).last_error or "")
         # A full re-embed supersedes every lost file; those are never read again.
         full = run_embed(config(clean_db, storage, max_actors=1, full=True))
         assert full.embedded == first.embedded
         assert ray.get(actor.wait_ready.remote(60))
-        assert ray.get(actor.stats.remote())["size"] == first.embedded
+        assert ray.get(actor.stats.remote()).index.size == first.embedded
     finally:
         ray.kill(actor, no_restart=True)

@@ -139,8 +139,8 @@ def test_long_documents_are_chunked_with_overlap_and_pooled(clean_db: str, engin
     )
     try:
         assert ray.get(actor.wait_ready.remote(60))
-        assert ray.get(actor.stats.remote())["size"] == summary.chunks
-        hits = ray.get(actor.search.remote(expected[-1:], 6))
+        assert ray.get(actor.stats.remote()).index.size == summary.chunks
+        hits = ray.get(actor.search.remote(expected[-1:], 6, None))
         assert hits.ids[0][0] == doc and len(set(hits.ids[0])) == len(hits.ids[0])
     finally:
         ray.kill(actor, no_restart=True)
@@ -340,9 +340,9 @@ def test_activating_a_model_of_another_dimension_builds_beside_and_switches(  # 
     assert counts == {old_id: total, new_id: total}
     # The old files are untouched and its index still answers in 384 dimensions.
     assert all(p.read_bytes() == data for p, data in old_files.items())
-    assert ray.get(old_index.stats.remote())["size"] == total
+    assert ray.get(old_index.stats.remote()).index.size == total
     probe = np.random.default_rng(0).normal(size=(1, 384)).astype(np.float32)
-    assert len(ray.get(old_index.search.remote(probe, 3)).ids[0]) == 3
+    assert len(ray.get(old_index.search.remote(probe, 3, None)).ids[0]) == 3
     new_index = get_or_create_index_actor(
         IndexActorConfig(
             database_url=clean_db,
@@ -355,7 +355,7 @@ def test_activating_a_model_of_another_dimension_builds_beside_and_switches(  # 
     try:
         assert ray.get(new_index.wait_ready.remote(60))
         stats = ray.get(new_index.stats.remote())
-        assert stats["size"] == total and stats["dimension"] == 128
+        assert stats.index.size == total and stats.index.dimension == 128
         # `pulse embed` now serves the active (new) entry: nothing left to do for it.
         code, out, _ = pulse("embed")
         assert code == 0 and "0 embedded (" in out and f"(id {new_id})" in out

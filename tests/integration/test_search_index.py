@@ -15,8 +15,9 @@ from sqlalchemy import text
 
 from actors.filters import SearchFilter
 from actors.index_actor import IndexActorConfig, get_or_create_index_actor
+from actors.index_stats import ShardStats
 from actors.keyword_actor import KeywordActorConfig, get_or_create_keyword_actor
-from actors.vector_index import IndexConfig, SearchHits, merge_hits
+from actors.vector_search import IndexConfig, SearchHits, merge_hits
 from jobs.embed.pipeline import EmbedJobConfig, run_embed
 from jobs.ingest.loader import ingest_file
 from storage.database import make_session_factory, session_scope
@@ -80,14 +81,14 @@ def search_all(actors: list[Any], queries: np.ndarray, k: int, flt: SearchFilter
     return merge_hits(ray.get([a.search.remote(queries, k, flt) for a in actors]), k)
 
 
-def wait_caught_up(actors: list[Any], watermark: int, timeout_s: float = 90) -> list[dict[str, Any]]:
+def wait_caught_up(actors: list[Any], watermark: int, timeout_s: float = 90) -> list[ShardStats]:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
             stats = ray.get([a.stats.remote() for a in actors], timeout=10)
         except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
             stats = []
-        if stats and all(s["ready"] and s["watermark"] >= watermark for s in stats):
+        if stats and all(s.ready and s.index.watermark >= watermark for s in stats):
             return list(stats)
         time.sleep(0.2)
     raise AssertionError("index shards did not catch up")
@@ -120,19 +121,19 @@ def test_a_shard_killed_during_ingest_recovers_every_document(
         wait_caught_up(actors, watermark)
         ray.get([a.snapshot.remote() for a in actors])  # a snapshot of the first half (if not yet written)
         first_stats = ray.get([a.stats.remote() for a in actors])
-        assert all(s["snapshots_written"] >= 1 for s in first_stats)
-        assert min(s["size"] for s in first_stats) > 0  # documents are spread over both shards
+        assert all(s.snapshots_written >= 1 for s in first_stats)
+        assert min(s.index.size for s in first_stats) > 0  # documents are spread over both shards
 
         # Ingest and embed the second half while shard 1 is killed midway; Ray restarts it.
         ingest_file(second, database_url=clean_db, source_name="huffpost_2018")
         job = threading.Thread(target=embed, args=(clean_db, storage))
         job.start()
-        old_pid = ray.get(actors[1].stats.remote())["pid"]
+        old_pid = ray.get(actors[1].stats.remote()).pid
         time.sleep(2)
         ray.kill(actors[1], no_restart=False)
         job.join()
         stats = wait_for_new_incarnation(actors[1], old_pid)
-        assert stats["restored_from"] is not None  # it came back from its snapshot, then caught up
+        assert stats.restored_from is not None  # it came back from its snapshot, then caught up
         _, watermark = model_state(engine)
         wait_caught_up(actors, watermark)
 
@@ -145,7 +146,7 @@ def test_a_shard_killed_during_ingest_recovers_every_document(
         hits = search_all(actors, vectors, 1)
         found = np.mean([row[0] == i for row, i in zip(hits.ids, ids.tolist(), strict=True)])
         assert found == 1.0  # exact search: every stored document is its own nearest neighbour
-        per_shard = [s["size"] for s in ray.get([a.stats.remote() for a in actors])]
+        per_shard = [s.index.size for s in ray.get([a.stats.remote() for a in actors])]
         assert sum(per_shard) == len(ids)
         assert per_shard == [int(np.sum(shard_of(ids, SHARDS) == s)) for s in range(SHARDS)]
     finally:
@@ -177,9 +178,9 @@ def test_deletes_and_upserts_are_visible_to_the_next_search(
         wait_caught_up(actors, watermark)
         # The keyword actor loads its collection on a thread of its own: wait for it as for the shards.
         deadline = time.monotonic() + 90
-        while not ray.get(keyword.stats.remote())["ready"] and time.monotonic() < deadline:
+        while not ray.get(keyword.stats.remote()).ready and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert ray.get(keyword.stats.remote())["ready"], ray.get(keyword.stats.remote())
+        assert ray.get(keyword.stats.remote()).ready, ray.get(keyword.stats.remote())
         ray.get(keyword.catch_up.remote())
         ids, vectors = stored_vectors(clean_db, storage, model_id)
         with engine.connect() as conn:
@@ -192,7 +193,7 @@ def test_deletes_and_upserts_are_visible_to_the_next_search(
         ray.get([a.catch_up.remote() for a in actors] + [keyword.catch_up.remote()])
         hits = search_all(actors, vectors[:3], 10)
         assert all(not set(row) & set(gone) for row in hits.ids)
-        kw = ray.get(keyword.search.remote([titles[g] for g in gone], 10))
+        kw = ray.get(keyword.search.remote([titles[g] for g in gone], 10, None, (), False))
         assert all(not set(row) & set(gone) for row in kw.ids)
         assert all(row for row in kw.ids)  # other documents still match those words
 
@@ -215,8 +216,10 @@ def test_deletes_and_upserts_are_visible_to_the_next_search(
         ids2, vectors2 = stored_vectors(clean_db, storage, model_id)
         new_vector = vectors2[list(ids2).index(target)]
         assert search_all(actors, new_vector[None, :], 1).ids[0] == [target]
-        assert ray.get(keyword.search.remote(["victorian foghorn lighthouse"], 1)).ids[0] == [target]
-        assert sum(s["size"] for s in ray.get([a.stats.remote() for a in actors])) == len(ids) - 3
+        assert ray.get(keyword.search.remote(["victorian foghorn lighthouse"], 1, None, (), False)).ids[
+            0
+        ] == [target]
+        assert sum(s.index.size for s in ray.get([a.stats.remote() for a in actors])) == len(ids) - 3
     finally:
         for actor in [*actors, keyword]:
             ray.kill(actor, no_restart=True)

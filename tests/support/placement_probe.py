@@ -155,7 +155,7 @@ def _shard_nodes(database_url: str, storage_dir: str, model_id: int) -> list[dic
     )
     ray.get([a.wait_ready.remote(120) for a in index.actors])
     return [
-        {"node": s["node_id"], "size": s["size"], "shard": s["shard"]}
+        {"node": s.node_id, "size": s.index.size, "shard": s.shard}
         for s in ray.get([a.stats.remote() for a in index.actors])
     ]
 

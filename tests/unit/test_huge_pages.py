@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from actors.huge_pages import HUGE_PAGE, collapse, collapse_index, index_arrays
-from actors.vector_index import IndexConfig, VectorIndex
+from actors.vector_index import VectorIndex
+from actors.vector_search import IndexConfig
 
 D = 128
 N = 20_000  # 10 MB of vectors: several whole huge pages

@@ -12,7 +12,7 @@ import yaml
 from actors.filters import MetaTable, SearchFilter
 from cluster.ground.settings import SearchSettings
 from serve_apps.errors import InvalidRequest
-from serve_apps.search.app import SearchArgs, fusion_params
+from serve_apps.search.args import SearchArgs, fusion_params
 from serve_apps.search.fusion import DEFAULT_PARAMS
 from serve_apps.search.params import Cursor, decode_cursor, encode_cursor, fingerprint, search_filter
 from storage.index_feed import NO_DATE, MetaBatch

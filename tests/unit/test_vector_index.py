@@ -110,7 +110,7 @@ def test_chunk_keys_of_a_document_are_replaced_together() -> None:
 
 def test_collapse_chunks_keeps_each_document_once_at_its_best_score() -> None:
     from actors.index_actor import collapse_chunks
-    from actors.vector_index import SearchHits
+    from actors.vector_search import SearchHits
 
     hits = SearchHits(ids=[[7169, 7168, 9216, 3072]], scores=[[0.9, 0.8, 0.7, 0.6]])
     collapsed = collapse_chunks(hits, k=2)

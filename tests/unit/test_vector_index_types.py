@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from actors.filters import NO_DATE, MetaBatch, SearchFilter
-from actors.vector_index import IndexConfig, SearchHits, VectorIndex, factory_for, ivf_lists, merge_hits
+from actors.vector_index import VectorIndex
+from actors.vector_search import IndexConfig, SearchHits, factory_for, ivf_lists, merge_hits
 
 D = 32
 N = 4_000
