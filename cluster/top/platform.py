@@ -50,7 +50,7 @@ logger = logging.getLogger(__name__)
 
 #: The bundled demo corpus (HuffPost News Category Dataset 2018, CC BY 4.0).
 SAMPLE_CORPUS = (
-    Path(__file__).resolve().parent.parent / "jobs" / "ingest" / "sample_data" / "huffpost_2018.jsonl"
+    Path(__file__).resolve().parents[2] / "jobs" / "ingest" / "sample_data" / "huffpost_2018.jsonl"
 )
 
 

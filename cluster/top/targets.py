@@ -47,8 +47,14 @@ class RayChoice:
     def join(self, settings: Settings) -> None:
         """Start or join this Ray (the recorded cluster's authentication mode unless RAY_AUTH_MODE is set)."""
         if self.auth_mode and RAY_AUTH_MODE_VAR not in os.environ:
-            # An explicit address never turns token authentication on by itself (Ray 2.60).
+            # An explicit address never turns token authentication on by itself (Ray 2.60). Ray read its
+            # config when it was imported: reload it, as Ray itself does when it turns token auth on
+            # (`_enable_token_auth`), or this process still connects without the token (the stub of the
+            # compiled `ray._raylet` does not name `Config`).
             os.environ[RAY_AUTH_MODE_VAR] = self.auth_mode
+            from ray._raylet import Config  # type: ignore[attr-defined]
+
+            Config.initialize("")
         init_ray(settings.ray, address=self.address)
 
 

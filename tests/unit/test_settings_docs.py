@@ -1,4 +1,4 @@
-"""Every setting is documented: a description, a line in .env.example and a row in the README."""
+"""Every setting is documented: a description, a line in .env.example and a row in docs/settings.md."""
 
 from __future__ import annotations
 
@@ -21,10 +21,35 @@ def test_env_example_lists_exactly_the_settings() -> None:
     assert documented == {name for name, _ in iter_env_names()}
 
 
-def test_readme_settings_table_lists_every_setting() -> None:
-    readme = (ROOT / "README.md").read_text()
-    missing = [name for name, _ in iter_env_names() if f"`{name}`" not in readme]
-    assert missing == []
+def settings_table() -> dict[str, tuple[str, str]]:
+    """The rows of the table in docs/settings.md: variable -> (default, description)."""
+    rows: dict[str, tuple[str, str]] = {}
+    for line in (ROOT / "docs" / "settings.md").read_text(encoding="utf-8").splitlines():
+        if line.startswith("| `PULSE_"):
+            cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+            assert len(cells) == 3, f"a settings row has three cells (variable, default, description): {line}"
+            name = cells[0].strip("`")
+            assert name not in rows, f"{name} has two rows in docs/settings.md"
+            rows[name] = (cells[1], cells[2])
+    return rows
+
+
+def test_settings_table_lists_exactly_the_settings() -> None:
+    table = set(settings_table())
+    settings = {name for name, _ in iter_env_names()}
+    assert sorted(settings - table) == [], "settings without a row in docs/settings.md"
+    assert sorted(table - settings) == [], "rows in docs/settings.md naming no setting"
+
+
+def test_settings_table_says_what_the_code_says() -> None:
+    """Each row's description is the field's own (backticks aside), so the two cannot drift apart."""
+    table = settings_table()
+    drifted = [
+        name
+        for name, description in iter_env_names()
+        if name in table and table[name][1].replace("`", "") != description.replace("`", "")
+    ]
+    assert drifted == [], "copy the Field description of these settings into docs/settings.md"
 
 
 def test_nested_env_names_are_read(monkeypatch) -> None:  # type: ignore[no-untyped-def]
