@@ -9,19 +9,30 @@ current one raises ``StaleVersion`` and changes nothing.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from slugify import slugify
-from sqlalchemy import ColumnElement, Select, and_, delete, func, insert, or_, select, update
+from sqlalchemy import delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.cms_actions import STATUS_EVENTS, Action, AuditAction, EventType, transition_action
 from storage.cms_audit import audit_insert
 from storage.cms_events import event_insert
+from storage.cms_items import (
+    ITEM_COLUMNS,
+    ITEMS,
+    ItemPage,
+    ItemQuery,
+    ItemRow,
+    item_select,
+    listing,
+    page_of,
+    row_of,
+)
 from storage.cms_models import LOCALES, CmsCategory, CmsItem, CmsItemTag, CmsRevision, CmsTag, table_of
 from storage.errors import CmsConflict, CmsNotFound, InvalidTransition, StaleVersion, UnknownReference
 
@@ -52,38 +63,6 @@ SLUG_MAX = 80
 
 
 @dataclass(frozen=True)
-class ItemRow:
-    id: int
-    type: str
-    status: str
-    author_id: int | None
-    category: str | None
-    tags: tuple[str, ...]
-    fields: dict[str, Any]  # title_en ... slug_ar, featured_image_url, seo
-    publish_at: datetime | None
-    unpublish_at: datetime | None
-    published_at: datetime | None
-    version: int
-    created_at: datetime
-    updated_at: datetime
-
-    def data(self) -> dict[str, Any]:
-        """The editable state as JSON (revisions, audit, diffs)."""
-        return {
-            "type": self.type,
-            "category": self.category,
-            "tags": list(self.tags),
-            **self.fields,
-            "publish_at": self.publish_at.isoformat() if self.publish_at else None,
-            "unpublish_at": self.unpublish_at.isoformat() if self.unpublish_at else None,
-        }
-
-    def state(self) -> dict[str, Any]:
-        """``data()`` plus status and version (audit before/after)."""
-        return {**self.data(), "status": self.status, "version": self.version}
-
-
-@dataclass(frozen=True)
 class RevisionRow:
     item_id: int
     version: int
@@ -93,78 +72,6 @@ class RevisionRow:
     created_at: datetime
 
 
-@dataclass(frozen=True)
-class ItemQuery:
-    """A listing: filters, full-text query, sort and keyset position."""
-
-    q: str | None = None
-    locale: str | None = None  # full-text language, and "has fields in this locale"
-    statuses: tuple[str, ...] = ()
-    type: str | None = None
-    category: str | None = None
-    tag: str | None = None
-    author_id: int | None = None
-    since: datetime | None = None  # on updated_at, inclusive
-    until: datetime | None = None  # exclusive
-    sort: str = "updated_at"  # updated_at | created_at | published_at | title | relevance
-    descending: bool = True
-    limit: int = 20
-    after: tuple[Any, int] | None = None  # (sort value, id) of the last row of the previous page
-    visible_to_author: int | None = None  # an author sees published items and their own
-
-
-@dataclass(frozen=True)
-class ItemPage:
-    items: list[ItemRow]
-    next_after: tuple[Any, int] | None
-
-
-#: Locale fields of an item, in ``ItemRow.fields`` order.
-LOCALE_FIELDS = tuple(f"{f}_{loc}" for f in ("title", "summary", "body", "slug") for loc in LOCALES)
-#: The columns an ``ItemRow`` is made of (not the search vectors nor the bodies' derived text).
-ITEMS = table_of(CmsItem)
-ITEM_COLUMNS = tuple(
-    ITEMS.c[name]
-    for name in (
-        "id",
-        "type",
-        "status",
-        "author_id",
-        *LOCALE_FIELDS,
-        "featured_image_url",
-        "seo",
-        "publish_at",
-        "unpublish_at",
-        "published_at",
-        "version",
-        "created_at",
-        "updated_at",
-    )
-)
-
-
-def _row(m: Any, category: str | None, tags: Sequence[str] | None) -> ItemRow:
-    """An ``ItemRow`` from a result row's mapping of ``ITEM_COLUMNS``."""
-    fields = {name: m[name] for name in LOCALE_FIELDS}
-    fields["featured_image_url"] = m["featured_image_url"]
-    fields["seo"] = dict(m["seo"] or {})
-    return ItemRow(
-        id=m["id"],
-        type=m["type"],
-        status=m["status"],
-        author_id=m["author_id"],
-        category=category,
-        tags=tuple(sorted(tags or ())),
-        fields=fields,
-        publish_at=m["publish_at"],
-        unpublish_at=m["unpublish_at"],
-        published_at=m["published_at"],
-        version=m["version"],
-        created_at=m["created_at"],
-        updated_at=m["updated_at"],
-    )
-
-
 def _parse_time(value: Any) -> datetime | None:
     if value is None or isinstance(value, datetime):
         return value
@@ -172,117 +79,13 @@ def _parse_time(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-class ContentRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
+class ItemColumns:
+    """Client fields into an item's column values: the category's id, the tags, parsed times, and slugs (an
+    explicit one must be free; a missing one is made from the title)."""
 
-    async def _exec(self, stmt: Any) -> Any:
-        """Run a Core statement on the session's connection (no ORM bookkeeping: a write here costs
-        about half the CPU of its ORM form)."""
-        return await (await self.session.connection()).execute(stmt)
+    def __init__(self, run: Callable[[Any], Awaitable[Any]]) -> None:
+        self._exec = run
 
-    # ---------------------------------------------------------------------------------------- reads
-    def _select(self) -> Select[Any]:
-        tags = (
-            select(func.array_agg(CmsTag.slug))
-            .select_from(CmsItemTag)
-            .join(CmsTag, CmsTag.id == CmsItemTag.tag_id)
-            .where(CmsItemTag.item_id == CmsItem.id)
-            .scalar_subquery()
-        )
-        return (
-            select(*ITEM_COLUMNS, CmsCategory.slug.label("category"), tags.label("tags"))
-            .select_from(CmsItem)
-            .outerjoin(CmsCategory, CmsCategory.id == CmsItem.category_id)
-        )
-
-    async def get(self, item_id: int, *, lock: bool = False) -> ItemRow | None:
-        stmt = self._select().where(CmsItem.id == item_id)
-        if lock:
-            stmt = stmt.with_for_update(of=CmsItem)
-        m = (await self._exec(stmt)).mappings().one_or_none()
-        return _row(m, m["category"], m["tags"]) if m else None
-
-    async def require(self, item_id: int, *, lock: bool = False) -> ItemRow:
-        item = await self.get(item_id, lock=lock)
-        if item is None:
-            raise CmsNotFound("item", item_id)
-        return item
-
-    async def search(self, query: ItemQuery) -> ItemPage:
-        stmt = self._select()
-        conditions: list[ColumnElement[bool]] = []
-        rank: ColumnElement[Any] | None = None
-        if query.q:
-            configs = (query.locale,) if query.locale else LOCALES
-            matches, ranks = [], []
-            for loc in configs:
-                config = "arabic" if loc == "ar" else "english"
-                tsq = func.websearch_to_tsquery(config, query.q)
-                column = CmsItem.tsv_ar if loc == "ar" else CmsItem.tsv_en
-                matches.append(column.op("@@")(tsq))
-                ranks.append(func.ts_rank_cd(column, tsq))
-            conditions.append(or_(*matches))
-            rank = ranks[0] if len(ranks) == 1 else func.greatest(*ranks)
-        if query.locale:
-            conditions.append(getattr(CmsItem, f"title_{query.locale}").is_not(None))
-        if query.statuses:
-            conditions.append(CmsItem.status.in_(query.statuses))
-        if query.type:
-            conditions.append(CmsItem.type == query.type)
-        if query.category:
-            conditions.append(CmsCategory.slug == query.category)
-        if query.tag:
-            conditions.append(
-                CmsItem.id.in_(
-                    select(CmsItemTag.item_id)
-                    .join(CmsTag, CmsTag.id == CmsItemTag.tag_id)
-                    .where(CmsTag.slug == query.tag)
-                )
-            )
-        if query.author_id is not None:
-            conditions.append(CmsItem.author_id == query.author_id)
-        if query.since is not None:
-            conditions.append(CmsItem.updated_at >= query.since)
-        if query.until is not None:
-            conditions.append(CmsItem.updated_at < query.until)
-        if query.visible_to_author is not None:
-            conditions.append(
-                or_(CmsItem.status == "published", CmsItem.author_id == query.visible_to_author)
-            )
-        sort_key: ColumnElement[Any]
-        if query.sort == "relevance":
-            if rank is None:
-                raise ValueError("sort=relevance needs a query (q)")
-            sort_key = rank
-        elif query.sort == "title":
-            sort_key = func.coalesce(CmsItem.title_en, CmsItem.title_ar, "")
-        else:
-            sort_key = func.coalesce(getattr(CmsItem, query.sort), datetime(1970, 1, 1, tzinfo=UTC))
-        if query.after is not None:
-            value, last_id = query.after
-            if query.descending:
-                conditions.append(or_(sort_key < value, and_(sort_key == value, CmsItem.id < last_id)))
-            else:
-                conditions.append(or_(sort_key > value, and_(sort_key == value, CmsItem.id > last_id)))
-        order = (
-            (sort_key.desc(), CmsItem.id.desc()) if query.descending else (sort_key.asc(), CmsItem.id.asc())
-        )
-        stmt = (
-            stmt.add_columns(sort_key.label("sort_key"))
-            .where(*conditions)
-            .order_by(*order)
-            .limit(query.limit + 1)
-        )
-        rows = (await self._exec(stmt)).mappings().all()
-        items = [_row(m, m["category"], m["tags"]) for m in rows[: query.limit]]
-        next_after = None
-        if len(rows) > query.limit:
-            last = rows[query.limit - 1]
-            next_after = (last["sort_key"], last["id"])
-        return ItemPage(items, next_after)
-
-    # --------------------------------------------------------------------------------------- writes
     async def _category_id(self, slug: str | None) -> int | None:
         if slug is None:
             return None
@@ -291,7 +94,7 @@ class ContentRepository:
             raise UnknownReference("category", [slug])
         return int(found)
 
-    async def _set_tags(self, item_id: int, slugs: Sequence[str]) -> tuple[str, ...]:
+    async def set_tags(self, item_id: int, slugs: Sequence[str]) -> tuple[str, ...]:
         wanted = sorted(set(slugs))
         found = dict((await self._exec(select(CmsTag.slug, CmsTag.id).where(CmsTag.slug.in_(wanted)))).all())
         missing = [s for s in wanted if s not in found]
@@ -324,7 +127,7 @@ class ContentRepository:
             n += 1
         return f"{base}-{n}"
 
-    async def _values(self, before: ItemRow | None, fields: dict[str, Any]) -> dict[str, Any]:
+    async def values(self, before: ItemRow | None, fields: dict[str, Any]) -> dict[str, Any]:
         """The column values that ``fields`` set on ``before`` (``None``: a new item): the category's id,
         parsed times, and slugs (an explicit one must be free; a missing one is made from the title)."""
         values: dict[str, Any] = {}
@@ -354,6 +157,37 @@ class ContentRepository:
                 values[slug_field] = await self._free_slug(locale, base, item_id)
         return values
 
+
+class ContentRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+        self._columns = ItemColumns(self._exec)
+
+    async def _exec(self, stmt: Any) -> Any:
+        """Run a Core statement on the session's connection (no ORM bookkeeping: a write here costs
+        about half the CPU of its ORM form)."""
+        return await (await self.session.connection()).execute(stmt)
+
+    # ---------------------------------------------------------------------------------------- reads
+    async def get(self, item_id: int, *, lock: bool = False) -> ItemRow | None:
+        stmt = item_select().where(CmsItem.id == item_id)
+        if lock:
+            stmt = stmt.with_for_update(of=CmsItem)
+        m = (await self._exec(stmt)).mappings().one_or_none()
+        return row_of(m, m["category"], m["tags"]) if m else None
+
+    async def require(self, item_id: int, *, lock: bool = False) -> ItemRow:
+        item = await self.get(item_id, lock=lock)
+        if item is None:
+            raise CmsNotFound("item", item_id)
+        return item
+
+    async def search(self, query: ItemQuery) -> ItemPage:
+        """A page of the listing ``query`` describes (``storage.cms_items.listing``)."""
+        rows = (await self._exec(listing(query))).mappings().all()
+        return page_of(rows, query)
+
+    # --------------------------------------------------------------------------------------- writes
     async def _write(self, stmt: Any) -> Any:
         """Run an INSERT or UPDATE ... RETURNING the item's columns; a slug taken meanwhile is a conflict."""
         try:
@@ -399,11 +233,11 @@ class ContentRepository:
         emit: bool = True,
     ) -> ItemRow:
         """A new draft. ``emit=False`` leaves the outbox event to the caller (bulk operations emit one)."""
-        values = await self._values(None, fields)
+        values = await self._columns.values(None, fields)
         values.update(type=fields.get("type") or "article", status="draft", author_id=author_id, version=1)
         m = await self._write(insert(ITEMS).values(**values))
-        tags = await self._set_tags(m["id"], fields["tags"]) if fields.get("tags") else ()
-        row = _row(m, fields.get("category"), tags)
+        tags = await self._columns.set_tags(m["id"], fields["tags"]) if fields.get("tags") else ()
+        row = row_of(m, fields.get("category"), tags)
         await self._journal(
             row,
             revision_note="created",
@@ -436,14 +270,16 @@ class ContentRepository:
         check: Check | None = None,
     ) -> tuple[ItemRow, ItemRow]:
         before = await self._locked(item_id, expected_version, check)
-        values = await self._values(before, fields)
+        values = await self._columns.values(before, fields)
         if fields.get("type"):
             values["type"] = fields["type"]
         values.update(version=before.version + 1, updated_at=datetime.now(UTC))
         m = await self._write(update(ITEMS).where(ITEMS.c.id == item_id).values(**values))
         # "tags": null clears them, as null clears any other field (it used to fail on iterating None).
-        tags = await self._set_tags(item_id, fields["tags"] or ()) if "tags" in fields else before.tags
-        after = _row(m, fields.get("category", before.category), tags)
+        tags = (
+            await self._columns.set_tags(item_id, fields["tags"] or ()) if "tags" in fields else before.tags
+        )
+        after = row_of(m, fields.get("category", before.category), tags)
         after_data, before_data = after.data(), before.data()
         changed = sorted(k for k in after_data if after_data[k] != before_data.get(k))
         await self._journal(
@@ -486,7 +322,7 @@ class ContentRepository:
         if target == "archived" and before.unpublish_at is not None and before.unpublish_at <= now:
             values["unpublish_at"] = None
         m = await self._write(update(ITEMS).where(ITEMS.c.id == item_id).values(**values))
-        after = _row(m, before.category, before.tags)
+        after = row_of(m, before.category, before.tags)
         await self._journal(
             after,
             revision_note=f"{before.status} -> {target}",

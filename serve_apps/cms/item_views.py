@@ -16,7 +16,8 @@ from serve_apps.cms.permissions import Decision, allowed_transitions, decide
 from serve_apps.cms.security import Principal
 from serve_apps.errors import InvalidRequest, NotFound
 from storage.cms_actions import Action, AuditAction, transition_action
-from storage.cms_content import Check, ContentRepository, ItemRow
+from storage.cms_content import Check, ContentRepository
+from storage.cms_items import ItemRow
 from storage.cms_models import LOCALES
 
 #: The ``If-Match`` header of a write: the ETag (version) the caller last saw.

@@ -11,7 +11,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from storage.cms_content import ContentRepository, ItemQuery
+from storage.cms_content import ContentRepository
+from storage.cms_items import ItemQuery
 from storage.cms_taxonomy import TaxonomyRepository
 from storage.database import make_async_engine
 from storage.errors import CmsConflict, InvalidTransition, StaleVersion, UnknownReference

@@ -12,7 +12,8 @@ from serve_apps.cms.item_views import derived
 from serve_apps.cms.security import Principal
 from serve_apps.errors import InvalidRequest, error_responses
 from storage.cms_actions import AuditAction, EventType
-from storage.cms_content import ContentRepository, ItemRow
+from storage.cms_content import ContentRepository
+from storage.cms_items import ItemRow
 from storage.errors import CmsError
 
 router = APIRouter()

@@ -31,7 +31,8 @@ from serve_apps.cursors import decode_cursor, encode_cursor, fingerprint
 from serve_apps.errors import InvalidRequest, error_responses
 from serve_apps.inputs import MAX_ID, Id
 from storage.cms_actions import AuditAction
-from storage.cms_content import ContentRepository, ItemQuery
+from storage.cms_content import ContentRepository
+from storage.cms_items import ItemQuery
 
 router = APIRouter()
 
