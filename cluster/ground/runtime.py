@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import json
 import logging
 import os
 import sys
@@ -10,6 +11,7 @@ import threading
 from typing import Any
 
 import ray
+from ray.job_config import JobConfig
 
 from cluster.ground.settings import RaySettings
 
@@ -28,16 +30,85 @@ _DRAIN_S = 2.0
 _noise_filter: threading.Thread | None = None
 
 
+#: Loggers held at WARNING, on the console and in Ray's workers: at INFO they say what Pulse's own lines
+#: already say, or how a library loaded (faiss.loader: six lines in each process that imports faiss).
+NOISY_LOGGERS = ("httpx", "alembic.runtime.migration", "ray.serve", "ray.data", "faiss.loader", "pgserver")
+
+#: ``LogRecord`` attributes every record has; any other attribute came from ``extra=`` (or a filter).
+_RECORD_ATTRIBUTES = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
+
+
+def record_fields(record: logging.LogRecord) -> dict[str, Any]:
+    """The fields a record carries beyond the standard ones: what the caller passed as ``extra=``."""
+    return {key: value for key, value in record.__dict__.items() if key not in _RECORD_ATTRIBUTES}
+
+
+def _field_value(value: object) -> str:
+    text = value if isinstance(value, str) else str(value)
+    if not text or '"' in text or any(c.isspace() for c in text):
+        return json.dumps(text, ensure_ascii=False)
+    return text
+
+
+class ConsoleFormatter(logging.Formatter):
+    """``<time> INFO jobs.collect.fetch: retrying url=https://a.example/ attempt=2``: the usual line, then
+    the record's ``extra`` fields as ``key=value`` (empty values and those with spaces or quotes
+    JSON-quoted); a traceback, if any, follows on the next lines."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        line = super().formatMessage(record)
+        fields = record_fields(record)
+        if not fields:
+            return line
+        return line + " " + " ".join(f"{key}={_field_value(value)}" for key, value in fields.items())
+
+
 def configure_logging(level: str = "INFO") -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    for noisy in ("httpx", "alembic.runtime.migration", "ray.serve", "ray.data", "faiss.loader", "pgserver"):
+    """The console logging of a Pulse process (the `pulse` CLI, a ``python -m jobs.*`` driver): one
+    stderr handler with ``ConsoleFormatter``. Its Ray workers and actors log JSON (``init_ray``)."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(ConsoleFormatter())
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), handlers=[handler])
+    quiet_noisy_loggers()
+
+
+def quiet_noisy_loggers() -> None:
+    """Hold ``NOISY_LOGGERS`` at WARNING: in every Pulse process and, as Ray's
+    ``worker_process_setup_hook`` (``init_ray``), in every worker of its jobs."""
+    for noisy in NOISY_LOGGERS:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # Jobs draw their own progress (jobs.progress) and set DataContext.enable_progress_bars = False; Ray
     # Data then warns "Progress bars disabled ..." once per process from this logger (Ray 2.60).
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
+
+
+def worker_logging_config(level: str = "INFO") -> ray.LoggingConfig:
+    """Logging of every Ray worker and actor of a Pulse job: one JSON object a line on the worker's
+    stderr (its ``worker-*.err`` file, and the driver's terminal when ``log_to_driver``). Ray's
+    ``JSONFormatter`` writes every record attribute outside the standard ones, so ``extra=`` fields become
+    keys beside ``message``, with Ray's ``job_id``, ``worker_id``, ``node_id``, ``actor_id``, ``task_id``;
+    ``name`` adds the logger's name. The formatter has no fallback for other types: ``extra`` values must
+    be JSON values (str, numbers, bool, None, lists and dicts of them)."""
+    return ray.LoggingConfig(encoding="JSON", log_level=level.upper(), additional_log_standard_attrs=["name"])
+
+
+def worker_logging(target: str | None, level: str) -> dict[str, Any]:
+    """``ray.init`` arguments that give this job's workers ``worker_logging_config`` and
+    ``quiet_noisy_loggers``. The logging config goes in the job config rather than in
+    ``ray.init(logging_config=...)``, which would also add a JSON handler to this process's root logger
+    and reset its ``ray`` logger (a second copy of every console line). Ray Client (``ray://``) cannot
+    carry a job config through ``ray.init`` (it sends the arguments as JSON): its workers keep Ray's
+    default logging."""
+    if target is not None and "://" in target:
+        return {}
+    job_config = JobConfig()
+    job_config.set_py_logging_config(worker_logging_config(level))
+    # A runtime_env argument (not the job config's): `ray job submit` merges it with the job's own.
+    hook = f"{quiet_noisy_loggers.__module__}.{quiet_noisy_loggers.__name__}"
+    return {"job_config": job_config, "runtime_env": {"worker_process_setup_hook": hook}}
 
 
 def drop_ray_core_noise(patterns: tuple[bytes, ...] = RAY_CORE_NOISE) -> None:
@@ -76,14 +147,18 @@ def drop_ray_core_noise(patterns: tuple[bytes, ...] = RAY_CORE_NOISE) -> None:
     atexit.register(drain)
 
 
-def init_ray(settings: RaySettings, *, address: str | None = None, **overrides: Any) -> None:
-    """Join ``address`` / ``PULSE_RAY__ADDRESS`` / a running local cluster, or start a local one.
+def init_ray(
+    settings: RaySettings, *, address: str | None = None, log_level: str = "INFO", **overrides: Any
+) -> None:
+    """Join ``address`` / ``PULSE_RAY__ADDRESS`` / a running local cluster, or start a local one; the
+    job's workers and actors log JSON at ``log_level`` (``worker_logging_config``).
 
     Inside ``ray job submit`` Ray sets ``RAY_ADDRESS`` and ``ray.init()`` joins that cluster.
     """
     if ray.is_initialized():
         return
     target = address or settings.address or os.environ.get("RAY_ADDRESS")
+    overrides = {**worker_logging(target, log_level), **overrides}
     if target:
         ray.init(address=target, namespace=settings.namespace, **overrides)
         logger.info("joined Ray cluster at %s", target)

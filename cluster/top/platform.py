@@ -29,6 +29,7 @@ from cluster.ground.constants import (
     SEARCH_APP_NAME,
 )
 from cluster.ground.local_node import stop_node
+from cluster.ground.runtime import worker_logging
 from cluster.ground.settings import Settings
 from cluster.top import platform_state
 from cluster.top.activation import resume_activations
@@ -145,6 +146,7 @@ def up(settings: Settings, console: Console, *, ingest_sample: bool = True) -> P
             namespace=settings.ray.namespace,
             logging_level=logging.WARNING,
             log_to_driver=False,
+            **worker_logging(settings.ray.address, settings.log_level),
         )
         console.print(f"[bold]ray[/]: joined {settings.ray.address}")
     else:
@@ -162,6 +164,7 @@ def up(settings: Settings, console: Console, *, ingest_sample: bool = True) -> P
             namespace=settings.ray.namespace,
             logging_level=logging.WARNING,
             log_to_driver=False,
+            **worker_logging("auto", settings.log_level),
         )
         console.print(f"[bold]ray[/]: local node with {ray.cluster_resources().get('CPU', 0):.0f} CPUs")  # type: ignore[no-untyped-call]
     # Later commands join this cluster (cluster.top.targets), with its authentication mode.

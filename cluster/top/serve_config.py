@@ -106,6 +106,18 @@ def ingress_env(settings: Settings) -> dict[str, str]:
     )
 
 
+def serve_logging_config(settings: Settings) -> dict[str, Any]:
+    """Serve's ``logging_config`` for its controller and proxies (``serve.start``) and for each application
+    (``serve.run``): JSON lines in Serve's log files, at ``PULSE_LOG_LEVEL``, the per-request access log
+    as ``PULSE_SERVE__ACCESS_LOG``. ``serve_apps/serve_config.yaml`` holds the same (a test keeps them in
+    step). An application's config applies to its deployments that set no ``logging_config`` of their own."""
+    return {
+        "encoding": "JSON",
+        "log_level": settings.log_level.upper(),
+        "enable_access_log": settings.serve.access_log,
+    }
+
+
 def load_builder(import_path: str = SEARCH_APP_IMPORT_PATH) -> Any:
     module_name, _, attr = import_path.partition(":")
     return getattr(importlib.import_module(module_name), attr)
@@ -116,9 +128,12 @@ def deploy_search(settings: Settings, database_url: str) -> None:
     from ray import serve
 
     logging.getLogger("ray.serve").setLevel(logging.WARNING)  # the CLI prints its own summary
-    serve.start(http_options={"host": settings.serve.host, "port": settings.serve.port})
+    logs = serve_logging_config(settings)
+    serve.start(http_options={"host": settings.serve.host, "port": settings.serve.port}, logging_config=logs)
     app = load_builder()(search_app_args(settings, database_url))
-    serve.run(app, name=SEARCH_APP_NAME, route_prefix=SEARCH_ROUTE_PREFIX, blocking=False)
+    serve.run(
+        app, name=SEARCH_APP_NAME, route_prefix=SEARCH_ROUTE_PREFIX, blocking=False, logging_config=logs
+    )
 
 
 def local_secret(settings: Settings, name: str) -> str:
@@ -177,4 +192,10 @@ def deploy_cms(settings: Settings, database_url: str) -> None:
     from ray import serve
 
     app = load_builder(CMS_APP_IMPORT_PATH)(cms_app_args(settings, database_url))
-    serve.run(app, name=CMS_APP_NAME, route_prefix=CMS_ROUTE_PREFIX, blocking=False)
+    serve.run(
+        app,
+        name=CMS_APP_NAME,
+        route_prefix=CMS_ROUTE_PREFIX,
+        blocking=False,
+        logging_config=serve_logging_config(settings),
+    )

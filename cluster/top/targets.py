@@ -55,7 +55,7 @@ class RayChoice:
             from ray._raylet import Config  # type: ignore[attr-defined]
 
             Config.initialize("")
-        init_ray(settings.ray, address=self.address)
+        init_ray(settings.ray, address=self.address, log_level=settings.log_level)
 
 
 def _recorded(settings: Settings) -> tuple[PlatformState, Path]:
