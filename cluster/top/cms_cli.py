@@ -9,7 +9,6 @@ are revoked. The change is one transaction with its audit row, whose actor is ``
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import getpass
 import os
@@ -18,11 +17,13 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from rich.console import Console
+import click
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cluster.ground.passwords import PasswordPolicyError, hash_password
-from cluster.top.entry import EXIT_USER_ERROR
+from cluster.top.cms_scheduler import scheduler_command
+from cluster.top.commands.env import CommandEnv, pass_env
+from cluster.top.entry import InOrderGroup, user_error
 from storage.cms_audit import record_audit
 from storage.cms_users import ADMIN_ROLE, RefreshTokenRepository, UserRepository, UserRow
 from storage.database import make_async_engine
@@ -32,24 +33,6 @@ from storage.errors import CmsNotFound
 GENERATED_PASSWORD_BYTES = 18
 #: The audit action of a restore.
 RESTORE_ACTION = "user.restore_admin"
-
-
-def add_parser(sub: Any) -> None:
-    p = sub.add_parser("cms", help="CMS operations for whoever has shell access: restore an admin")
-    csub = p.add_subparsers(dest="cms_command", required=True, metavar="ACTION")
-    admin = csub.add_parser(
-        "admin",
-        help="make a user an active admin with a new password (audited)",
-        description="Give a CMS user the admin role, activate it, set a new password and end its sessions.",
-    )
-    admin.add_argument("--email", required=True, help="the user's address")
-    admin.add_argument(
-        "--password-stdin",
-        action="store_true",
-        help="read the new password from standard input (default: generate one and print it once)",
-    )
-    admin.add_argument("--create", action="store_true", help="create the user if no user has this address")
-    admin.add_argument("--name", default="Admin", help="display name of a user created with --create")
 
 
 @dataclass(frozen=True)
@@ -118,37 +101,62 @@ async def _restore(database_url: str, **kwargs: Any) -> AdminRestore:
         await engine.dispose()
 
 
-def run(args: argparse.Namespace, database_url: str, console: Console) -> int:
-    if args.cms_command != "admin":
-        raise AssertionError(f"unhandled cms action {args.cms_command}")
-    generated = not args.password_stdin
+@click.group(
+    "cms",
+    cls=InOrderGroup,
+    short_help="CMS operations from a shell: restore an admin, start the scheduler",
+)
+def cms() -> None:
+    """CMS operations for whoever has shell access: restore an admin, start the scheduler."""
+
+
+@cms.command("admin", short_help="make a user an active admin with a new password (audited)")
+@click.option("--email", required=True, help="the user's address")
+@click.option(
+    "--password-stdin",
+    is_flag=True,
+    help="read the new password from standard input (default: generate one and print it once)",
+)
+@click.option("--create", is_flag=True, help="create the user if no user has this address")
+@click.option(
+    "--name", default="Admin", show_default=True, help="display name of a user created with --create"
+)
+@pass_env
+def admin(env: CommandEnv, *, email: str, password_stdin: bool, create: bool, name: str) -> int:
+    """Give a CMS user the admin role, activate it, set a new password and end its sessions.
+
+    The user is found by address (or created with --create); the change is one transaction with its
+    audit row, whose actor is cli:<OS user>.
+    """
+    database_url = env.database().url
+    generated = not password_stdin
     password = (
         secrets.token_urlsafe(GENERATED_PASSWORD_BYTES) if generated else sys.stdin.read().rstrip("\r\n")
     )
     try:
         password_hash = hash_password(password)
     except PasswordPolicyError as exc:
-        sys.stderr.write(f"error: the password from standard input is refused: {exc}\n")
-        return EXIT_USER_ERROR
+        return user_error(f"the password from standard input is refused: {exc}")
     actor = cli_actor()
     try:
         done = asyncio.run(
             _restore(
                 database_url,
-                email=args.email,
+                email=email,
                 password_hash=password_hash,
                 actor=actor,
-                create=args.create,
-                display_name=args.name,
+                create=create,
+                display_name=name,
             )
         )
     except CmsNotFound:
-        sys.stderr.write(
-            f"error: no CMS user has the address {args.email!r}; check it, or add --create to create one\n"
-        )
-        return EXIT_USER_ERROR
+        return user_error(f"no CMS user has the address {email!r}; check it, or add --create to create one")
+    console = env.console
     console.print(done.line(), markup=False)
     if generated:
         console.print(f"new password (shown once, store it now): {password}", markup=False)
     console.print(f"audited as {RESTORE_ACTION} by {actor}", markup=False)
     return 0
+
+
+cms.add_command(scheduler_command)

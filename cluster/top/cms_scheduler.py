@@ -67,7 +67,7 @@ def serve_config_cms_args(path: Path) -> dict[str, Any]:
     raise click.ClickException(f"{path} has no application with import_path {CMS_APP_IMPORT_PATH}")
 
 
-@click.command("scheduler")
+@click.command("scheduler", short_help="start the CMS scheduler unless it runs (after serve run/deploy)")
 @click.option(
     "--config",
     "config_path",

@@ -1,43 +1,63 @@
-"""Shared plumbing of entry points: one-line errors instead of tracebacks, exit codes."""
+"""Running a click command as an entry point (`pulse`, `python -m jobs.<name>`): exit codes, one-line errors.
+
+Exit codes: what the command returns (0 when it returns nothing); 2 for a usage error (click's message,
+as argparse did) and for a user-facing error (one ``error: ...`` line on stderr, no traceback); 130 when
+interrupted (Ctrl-C).
+"""
 
 from __future__ import annotations
 
-import argparse
-import logging
 import sys
 from collections.abc import Callable
 
+import click
+
 from cluster.ground.errors import AddressGuardError
-from cluster.ground.runtime import configure_logging
-from cluster.ground.settings import Settings, get_settings
+from cluster.ground.runtime import drop_ray_core_noise
 from jobs.errors import JobError
 from storage.errors import StorageError
 
-logger = logging.getLogger(__name__)
-
-#: Exit code of an entry point that stopped on a user-facing error.
+#: Exit code of an entry point that stopped on a user-facing error (click's usage errors exit 2 too).
 EXIT_USER_ERROR = 2
+#: Exit code of an entry point interrupted by Ctrl-C (128 + SIGINT).
+EXIT_INTERRUPTED = 130
+#: Errors a user can mend (a database that does not answer, a model not found, a refused URL...): they
+#: end a command with one line, not a traceback.
+USER_ERRORS = (StorageError, JobError, AddressGuardError)
 
 
-def run_job(
-    parser: argparse.ArgumentParser,
-    body: Callable[[argparse.Namespace, Settings], int],
-    argv: list[str] | None = None,
-) -> int:
-    """The ``main`` of a ``python -m jobs.<name>`` entry point: parse, read settings, log, run."""
-    args = parser.parse_args(argv)
-    settings = get_settings()
-    configure_logging(settings.log_level)
-    return run_entry(lambda: body(args, settings))
+class InOrderGroup(click.Group):
+    """A click group whose help lists its commands in the order they were added, not alphabetically."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(self.commands)
 
 
-def run_entry(body: Callable[[], int]) -> int:
-    """Run ``body``; known errors become one line on stderr and exit code 2."""
+def user_error(message: object) -> int:
+    """Say ``error: <message>`` on stderr; the exit code of a user-facing error."""
+    sys.stderr.write(f"error: {message}\n")
+    return EXIT_USER_ERROR
+
+
+def run_command(command: click.Command, argv: list[str] | None = None, *, prog_name: str) -> int:
+    """Parse ``argv`` (default: the process's arguments) with ``command`` and run it; the exit code.
+
+    A usage error prints click's usage and message on stderr and raises ``SystemExit(2)``, as an
+    argparse parser did; ``--help`` prints the help and returns 0."""
     try:
-        return body()
-    except (StorageError, JobError, AddressGuardError) as exc:
-        sys.stderr.write(f"error: {exc}\n")
-        return EXIT_USER_ERROR
-    except KeyboardInterrupt:
+        result = command.main(args=argv, prog_name=prog_name, standalone_mode=False)
+    except click.ClickException as exc:
+        exc.show()
+        raise SystemExit(exc.exit_code) from None
+    except USER_ERRORS as exc:
+        return user_error(exc)
+    except click.Abort:  # click's form of KeyboardInterrupt (and of EOFError) outside standalone mode
         sys.stderr.write("interrupted\n")
-        return 130
+        return EXIT_INTERRUPTED
+    return result if isinstance(result, int) else 0
+
+
+def from_shell(main: Callable[[], int]) -> int:
+    """``main()`` of a console entry point started from a shell: Ray's C++ noise kept off the terminal."""
+    drop_ray_core_noise()
+    return main()

@@ -7,14 +7,18 @@ and then switches search to it atomically, or switches at once if its vectors ar
 
 from __future__ import annotations
 
-import argparse
-from dataclasses import replace
-from typing import Any
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
 
-from rich.console import Console
+import click
+from sqlalchemy.orm import Session, sessionmaker
 
 from cluster.ground.settings import Settings
 from cluster.top.activation import activate_entry, launch_activation
+from cluster.top.commands.env import CommandEnv, pass_env
+from cluster.top.entry import InOrderGroup
 from cluster.top.job_configs import default_recipe, embed_config
 from cluster.top.targets import RayChoice
 from jobs.embed.recipe import RECIPE_FIELDS, TextRecipe
@@ -24,46 +28,53 @@ from storage.database import make_engine, make_session_factory, session_scope
 from storage.embeddings import EmbeddingRepository, EmbedRunRepository
 from storage.model_registry import ACTIVE, ModelRegistry, ModelRow
 
+F = TypeVar("F", bound=Callable[..., Any])
+
 
 class ModelRefError(JobError):
     """A model reference that matches no entry, or several."""
 
 
-def add_parser(sub: Any) -> None:
-    p = sub.add_parser("models", help="embedding model registry: list, add, activate")
-    msub = p.add_subparsers(dest="models_command", required=True, metavar="ACTION")
-    msub.add_parser("list", help="every entry with its status, recipe and progress")
-    for action, helptext in (
-        ("add", "register a model (a name or a local folder) with a text recipe"),
-        ("activate", "re-embed for an entry in the background, then switch search to it"),
+@dataclass(frozen=True)
+class EntryRef:
+    """An entry as `add` / `activate` name it: an entry id, or a model name / local folder with the recipe
+    options given on the command line (``recipe``), for ``index`` (None: PULSE_EMBED__INDEX_NAME)."""
+
+    model: str
+    index: str | None
+    recipe: dict[str, Any]
+
+    @classmethod
+    def from_options(cls, model: str, index: str | None, options: dict[str, Any]) -> EntryRef:
+        """From the values of ``entry_options`` (None: not given)."""
+        given = {name: value for name, value in options.items() if value is not None}
+        if "fields" in given:
+            given["fields"] = [f.strip() for f in given["fields"].split(",") if f.strip()]
+        return cls(model, index, given)
+
+
+def entry_options(command: F) -> F:
+    """The argument and options naming an entry (`add`, `activate`): ``model``, ``index`` and the recipe
+    options, which ``EntryRef.from_options`` takes."""
+    for option in reversed(
+        (
+            click.argument("model"),
+            click.option("--index", help="index the entry serves (default: PULSE_EMBED__INDEX_NAME)"),
+            click.option(
+                "--chunk-tokens", type=int, help="content tokens per chunk (default: the model's limit)"
+            ),
+            click.option("--overlap", type=int, help="tokens shared by consecutive chunks"),
+            click.option("--max-chunks", type=int, help="chunks per document at most"),
+            click.option(
+                "--fields",
+                help=f"comma-separated fields to embed, of {','.join(RECIPE_FIELDS)} (default: both)",
+            ),
+            click.option("--document-prefix", help='text put before every chunk, e.g. "passage: "'),
+            click.option("--query-prefix", help='text put before every query, e.g. "query: "'),
+        )
     ):
-        a = msub.add_parser(action, help=helptext)
-        a.add_argument("model", help="entry id, or a model name / local folder")
-        a.add_argument("--index", help="index the entry serves (default: PULSE_EMBED__INDEX_NAME)")
-        a.add_argument(
-            "--chunk-tokens", type=int, help="content tokens per chunk (default: the model's limit)"
-        )
-        a.add_argument("--overlap", type=int, help="tokens shared by consecutive chunks")
-        a.add_argument("--max-chunks", type=int, help="chunks per document at most")
-        a.add_argument(
-            "--fields", help=f"comma-separated fields to embed, of {','.join(RECIPE_FIELDS)} (default: both)"
-        )
-        a.add_argument("--document-prefix", help='text put before every chunk, e.g. "passage: "')
-        a.add_argument("--query-prefix", help='text put before every query, e.g. "query: "')
-        if action == "activate":
-            a.add_argument("--wait", action="store_true", help="wait for the switch, showing progress")
-
-
-#: Recipe options of `add` / `activate` (argparse dest = recipe key).
-RECIPE_OPTIONS = ("chunk_tokens", "overlap", "max_chunks", "fields", "document_prefix", "query_prefix")
-
-
-def _recipe_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The recipe options given on the command line."""
-    given = {name: getattr(args, name) for name in RECIPE_OPTIONS if getattr(args, name) is not None}
-    if "fields" in given:
-        given["fields"] = [f.strip() for f in given["fields"].split(",") if f.strip()]
-    return given
+        command = option(command)
+    return command
 
 
 def _describe_recipe(data: dict[str, Any]) -> str:
@@ -75,55 +86,56 @@ def _describe_recipe(data: dict[str, Any]) -> str:
     return text
 
 
-def resolve(session: Any, args: argparse.Namespace, settings: Settings) -> ModelRow:
+def resolve(session: Any, ref: EntryRef, settings: Settings) -> ModelRow:
     """An entry from an id, or from a model name/folder plus recipe (registered if new)."""
     registry = ModelRegistry(session)
-    if args.model.isdigit():
-        if _recipe_options(args):
+    if ref.model.isdigit():
+        if ref.recipe:
             raise ModelRefError("an entry id already has its recipe; pass a model name to use another recipe")
-        return registry.get(int(args.model))
-    index = args.index or settings.embed.index_name
-    options = _recipe_options(args)
-    if not options:
+        return registry.get(int(ref.model))
+    index = ref.index or settings.embed.index_name
+    if not ref.recipe:
         # A bare name picks its existing entry on this index when there is exactly one.
-        known = [m for m in registry.find(args.model) if m.index_name == index]
+        known = [m for m in registry.find(ref.model) if m.index_name == index]
         if len(known) == 1:
             return known[0]
         if len(known) > 1:
             ids = ", ".join(str(m.id) for m in known)
             raise ModelRefError(
-                f"{args.model!r} has several entries on index {index!r} (ids {ids}); pass the id"
+                f"{ref.model!r} has several entries on index {index!r} (ids {ids}); pass the id"
             )
-    _, spec = entry_spec(args.model, recipe={**default_recipe(settings), **options}, index_name=index)
+    _, spec = entry_spec(ref.model, recipe={**default_recipe(settings), **ref.recipe}, index_name=index)
     return registry.register(spec)
 
 
-def run(
-    args: argparse.Namespace, settings: Settings, database_url: str, ray_target: RayChoice, console: Console
-) -> int:
+@contextmanager
+def _sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
+    """Sessions on the command's database, its one connection closed at the end."""
     engine = make_engine(database_url, pool_size=1)
-    sessions = make_session_factory(engine)
     try:
-        if args.models_command == "list":
-            _list(sessions, console)
-            return 0
-        with session_scope(sessions) as session:
-            entry = resolve(session, args, settings)
-        if args.models_command == "add":
-            console.print(
-                f"registered entry {entry.id}: {entry.name} ({entry.revision}, dim {entry.dimension}) "
-                f"on index {entry.index_name!r}, {_describe_recipe(entry.recipe)}; status {entry.status}. "
-                f"`pulse models activate {entry.id}` embeds every document for it and then switches search."
-            )
-            return 0
-        return _activate(args, settings, database_url, ray_target, entry, sessions, console)
+        yield make_session_factory(engine)
     finally:
         engine.dispose()
 
 
-def _list(sessions: Any, console: Console) -> None:
-    """One block per entry (lines, not a table, so nothing is cut on a narrow terminal)."""
-    with session_scope(sessions) as session:
+@click.group("models", cls=InOrderGroup, short_help="embedding model registry: list, add, activate")
+def models() -> None:
+    """The embedding model registry: list, add, activate.
+
+    An entry is a model (a name or a local folder; nothing is downloaded) with a text recipe, for an
+    index. `add` registers it (building); `activate` embeds every document for it in the background and
+    then switches search to it atomically, or switches at once if its vectors are already complete.
+    """
+
+
+@models.command("list", short_help="every entry with its status, recipe and progress")
+@pass_env
+def list_entries(env: CommandEnv) -> int:
+    """Every entry with its status, recipe and progress: one block per entry (lines, not a table, so
+    nothing is cut on a narrow terminal)."""
+    db = env.database()
+    console = env.console
+    with _sessions(db.url) as sessions, session_scope(sessions) as session:
         embeddings = EmbeddingRepository(session)
         runs = EmbedRunRepository(session)
         entries = ModelRegistry(session).all()
@@ -141,18 +153,49 @@ def _list(sessions: Any, console: Console) -> None:
                 f"    revision {m.revision}; recipe: {_describe_recipe(m.recipe)}; last run: "
                 + (f"{last.status} {last.started_at:%Y-%m-%d %H:%M}" if last else "never")
             )
+    return 0
+
+
+@models.command("add", short_help="register a model (a name or a local folder) with a text recipe")
+@entry_options
+@pass_env
+def add(env: CommandEnv, /, *, model: str, index: str | None, **recipe: Any) -> int:
+    """Register MODEL (a model name or a local folder) with a text recipe; MODEL may also be an entry id."""
+    db = env.database()
+    with _sessions(db.url) as sessions, session_scope(sessions) as session:
+        entry = resolve(session, EntryRef.from_options(model, index, recipe), env.settings)
+    env.console.print(
+        f"registered entry {entry.id}: {entry.name} ({entry.revision}, dim {entry.dimension}) "
+        f"on index {entry.index_name!r}, {_describe_recipe(entry.recipe)}; status {entry.status}. "
+        f"`pulse models activate {entry.id}` embeds every document for it and then switches search."
+    )
+    return 0
+
+
+@models.command("activate", short_help="re-embed for an entry in the background, then switch search to it")
+@entry_options
+@click.option("--wait", is_flag=True, help="wait for the switch, showing progress")
+@pass_env
+def activate(env: CommandEnv, /, *, model: str, index: str | None, wait: bool, **recipe: Any) -> int:
+    """Re-embed every document for MODEL (an entry id, or a model name / local folder, registered if new)
+    in the background, then switch search to it."""
+    db, ray_target = env.database_and_ray()
+    with _sessions(db.url) as sessions:
+        with session_scope(sessions) as session:
+            entry = resolve(session, EntryRef.from_options(model, index, recipe), env.settings)
+        return _activate(env, db.url, ray_target, entry, sessions, wait=wait)
 
 
 def _activate(
-    args: argparse.Namespace,
-    settings: Settings,
+    env: CommandEnv,
     database_url: str,
     ray_target: RayChoice,
     entry: ModelRow,
-    sessions: Any,
-    console: Console,
+    sessions: sessionmaker[Session],
+    *,
+    wait: bool,
 ) -> int:
-
+    settings, console = env.settings, env.console
     if entry.status == ACTIVE:
         console.print(f"entry {entry.id} ({entry.name}) is already active on index {entry.index_name!r}")
         return 0
@@ -164,7 +207,7 @@ def _activate(
     serving = f"entry {current.id} ({current.name})" if current else "nothing"
     cfg = replace(embed_config(settings, database_url), model_id=entry.id, progress=True)
     ray_target.join(settings)
-    if ray_target.address is None or args.wait:
+    if ray_target.address is None or wait:
         # No running cluster to hand the work to (or asked to wait): do it here, with progress.
         console.print(
             f"activating entry {entry.id} ({entry.name}): embedding {pending} documents here; "

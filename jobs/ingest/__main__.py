@@ -1,41 +1,14 @@
-"""``python -m jobs.ingest PATH [--source NAME]``: load a JSONL or CSV file of documents."""
+"""``python -m jobs.ingest``: the `pulse ingest` command (cluster.top.commands), for `ray job submit`."""
 
 from __future__ import annotations
 
-import argparse
-import sys
-from pathlib import Path
-
-from cluster.ground.runtime import drop_ray_core_noise
-from cluster.ground.settings import Settings
-from cluster.top.entry import run_job
-from cluster.top.targets import choose_database, using_line
-from jobs.ingest.loader import ingest_file
-
-
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m jobs.ingest", description=__doc__)
-    p.add_argument("path", type=Path, help="JSONL or CSV file: id, title, text, url, published_at, metadata")
-    p.add_argument(
-        "--source",
-        help="source name of the documents (default: the file name without extension, lower-cased)",
-    )
-    p.add_argument("--batch-size", type=int, default=1000, help="records per upsert transaction")
-    return p
-
-
-def run(args: argparse.Namespace, settings: Settings) -> int:
-    db = choose_database(settings)
-    sys.stderr.write(using_line(db) + "\n")
-    summary = ingest_file(args.path, database_url=db.url, source_name=args.source, batch_size=args.batch_size)
-    sys.stdout.write(summary.line() + "\n")
-    return 0
+from cluster.top.commands.ingest import ingest
+from cluster.top.entry import from_shell, run_command
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_job(parser(), run, argv)
+    return run_command(ingest, argv, prog_name="python -m jobs.ingest")
 
 
 if __name__ == "__main__":
-    drop_ray_core_noise()
-    raise SystemExit(main())
+    raise SystemExit(from_shell(main))

@@ -145,6 +145,13 @@ def test_up_down_up_keeps_documents_and_embeds_nothing_twice(
             f"http://127.0.0.1:{PORT}/v1/search", params={"q": "student walkout", "k": 5}, timeout=30
         ).json()["results"]
 
+        # A command from a shell joins the running platform (its token authentication included, though
+        # RAY_AUTH_MODE is not set for it): nothing is left to embed.
+        shell_env = {k: v for k, v in env.items() if k != "RAY_AUTH_MODE"}
+        joined = pulse(["embed", "--no-progress"], shell_env)
+        assert joined.returncode == 0, joined.stdout + joined.stderr
+        assert "0 embedded" in joined.stdout
+
         status = pulse(["status"], env)
         assert status.returncode == 0
         assert f"documents: {n_docs}, embedded: {n_docs}, pending: 0" in status.stdout
