@@ -45,6 +45,7 @@ def search_app_args(settings: Settings, database_url: str) -> dict[str, Any]:
         "index_name": settings.embed.index_name,
         "model_refresh_s": s.model_refresh_s,
         "access_log": s.access_log,
+        "log_level": settings.log_level.upper(),
         "index": settings.index.model_dump(),
         "search": settings.search.model_dump(),
     }
@@ -175,6 +176,7 @@ def cms_app_args(settings: Settings, database_url: str) -> dict[str, Any]:
         "user_code_thread": c.user_code_thread,
         "max_ongoing_requests": settings.serve.max_ongoing_requests,
         "access_log": settings.serve.access_log,
+        "log_level": settings.log_level.upper(),
         "storage_uri": absolute_storage_uri(settings.storage.uri),
         "namespace": settings.ray.namespace,
         "public_base_url": c.public_base_url,

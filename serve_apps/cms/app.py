@@ -24,6 +24,7 @@ from serve_apps.cms.limits import BodySizeLimit
 from serve_apps.cms.routes import audit, auth, bulk, items, keys, revisions, taxonomy, users, webhooks
 from serve_apps.errors import error_responses, install_error_handlers
 from serve_apps.inputs import reject_unstorable_text
+from serve_apps.replica_logs import replica_logging
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ def app_builder(args: dict[str, Any]) -> serve.Application:
         num_replicas=parsed.replicas,
         max_ongoing_requests=parsed.max_ongoing_requests,
         ray_actor_options=options,
-        logging_config={"enable_access_log": parsed.access_log},
+        logging_config=replica_logging(log_level=parsed.log_level, access_log=parsed.access_log),
     )(CmsIngress)
     app: serve.Application = ingress.bind(parsed.model_dump())
     return app

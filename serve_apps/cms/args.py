@@ -35,6 +35,7 @@ class CmsArgs(BaseModel):
     )
     pool_size: int = 10
     access_log: bool = Field(default=False, description="Serve's per-request access log")
+    log_level: str = Field(default="INFO", description="Level of the replicas' JSON log lines")
     webhook_private_targets: bool = Field(
         default=False, description="Webhooks may POST to loopback, private and link-local addresses"
     )

@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from actors.filters import SearchFilter
 from serve_apps.errors import InvalidRequest, NotFound, NotReady, error_responses, install_error_handlers
 from serve_apps.inputs import Id, reject_unstorable_text
+from serve_apps.replica_logs import replica_logging
 from serve_apps.search.args import SearchArgs
 from serve_apps.search.model_switch import ModelSwitch, RegistryReader
 from serve_apps.search.params import Cursor, decode_cursor, encode_cursor, fingerprint, search_filter
@@ -294,14 +295,14 @@ def app_builder(args: dict[str, Any]) -> serve.Application:
         num_replicas=parsed.embedder_replicas,
         max_ongoing_requests=parsed.max_ongoing_requests,
         ray_actor_options={"num_cpus": parsed.embedder_num_cpus},
-        logging_config={"enable_access_log": parsed.access_log},
+        logging_config=replica_logging(log_level=parsed.log_level, access_log=parsed.access_log),
     )(QueryEmbedder)
     ingress = serve.deployment(
         name="SearchIngress",
         num_replicas=parsed.ingress_replicas,
         max_ongoing_requests=parsed.max_ongoing_requests,
         ray_actor_options={"num_cpus": 0},
-        logging_config={"enable_access_log": parsed.access_log},
+        logging_config=replica_logging(log_level=parsed.log_level, access_log=parsed.access_log),
     )(SearchIngress)
     app: serve.Application = ingress.bind(
         embedder.bind(parsed.model_name, parsed.device, parsed.max_batch_size, parsed.batch_wait_timeout_s),

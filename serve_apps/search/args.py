@@ -36,6 +36,7 @@ class SearchArgs(BaseModel):
     index_name: str = Field(default="default", description="The index whose active model is served")
     model_refresh_s: float = Field(default=5.0, gt=0, description="Seconds between active-model checks")
     access_log: bool = Field(default=False, description="Serve's per-request access log")
+    log_level: str = Field(default="INFO", description="Level of the replicas' JSON log lines")
     index: IndexSettings = Field(default_factory=IndexSettings, description="Index shards (PULSE_INDEX__*)")
     search: SearchSettings = Field(default_factory=SearchSettings, description="Ranking (PULSE_SEARCH__*)")
 
