@@ -21,10 +21,11 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import ray
+from ray.actor import ActorClass, ActorProxy
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from actors.cms_scheduler import AiohttpSender, CmsScheduler, TickReport
@@ -32,6 +33,22 @@ from cluster.ground.constants import CMS_SCHEDULER_NAME, DEFAULT_NAMESPACE
 from storage.database import make_async_engine
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass
+class SchedulerStats:
+    """What the scheduler has done since its process started (``stats()``)."""
+
+    pid: int = field(default_factory=os.getpid)
+    ticks: int = 0
+    tick_errors: int = 0
+    last_tick: TickReport | None = None
+    last_error: str | None = None
+    embeds: int = 0
+    embed_errors: int = 0
+    last_embed_error: str | None = None
+    embedding: bool = False  # the embedding hook runs now
+    embed_pending: bool = False  # documents changed since it last ran
 
 
 @dataclass(frozen=True)
@@ -67,16 +84,7 @@ class CmsSchedulerService:
             http_timeout_s=config.http_timeout_s,
             concurrency=config.concurrency,
         )
-        self._stats: dict[str, Any] = {
-            "ticks": 0,
-            "tick_errors": 0,
-            "last_tick": None,
-            "last_error": None,
-            "embeds": 0,
-            "embed_errors": 0,
-            "last_embed_error": None,
-            "pid": os.getpid(),
-        }
+        self._stats = SchedulerStats()
         self._embed_lock = threading.Lock()
         self._embed_wanted = self._on_documents_changed is not None  # catch up on start
         self._embed_thread: threading.Thread | None = None
@@ -109,14 +117,14 @@ class CmsSchedulerService:
                 report = await self._core.tick()
             except Exception as exc:  # e.g. PostgreSQL down: try again next interval
                 logger.exception("cms scheduler tick failed")
-                self._stats["tick_errors"] += 1
-                self._stats["last_error"] = f"{type(exc).__name__}: {exc}"
+                self._stats.tick_errors += 1
+                self._stats.last_error = f"{type(exc).__name__}: {exc}"
                 report = None
-        self._stats["ticks"] += 1
+        self._stats.ticks += 1
         if report is not None:
-            self._stats["last_tick"] = report.as_json()
+            self._stats.last_tick = report
             if report.errors:
-                self._stats["last_error"] = report.errors[-1]
+                self._stats.last_error = report.errors[-1]
             if report.documents_changed:
                 self._embed_wanted = True
         self._maybe_embed()
@@ -144,27 +152,31 @@ class CmsSchedulerService:
                 self._embed_wanted = False
             try:
                 callback()
-                self._stats["embeds"] += 1
+                self._stats.embeds += 1
             except Exception as exc:  # retried later; documents stay in PostgreSQL meanwhile
                 logger.exception("cms scheduler: embedding new documents failed")
-                self._stats["embed_errors"] += 1
-                self._stats["last_embed_error"] = f"{type(exc).__name__}: {exc}"
+                self._stats.embed_errors += 1
+                self._stats.last_embed_error = f"{type(exc).__name__}: {exc}"
                 with self._embed_lock:
                     self._embed_wanted = True
                     self._embed_not_before = time.monotonic() + self._config.embed_retry_s
                 return
 
     # ----------------------------------------------------------------------------------- remote API
-    def tick_now(self, timeout_s: float = 120.0) -> dict[str, Any] | None:
+    # ``@ray.method`` types the calls through a handle (``ActorProxy``); remote methods take every
+    # argument (Ray's typing picks the shortest signature a method accepts).
+    @ray.method
+    def tick_now(self, timeout_s: float) -> TickReport | None:
         """Run one tick now (after any tick in progress) and return its report."""
-        report = asyncio.run_coroutine_threadsafe(self._tick(), self._loop).result(timeout_s)
-        return report.as_json() if report else None
+        return asyncio.run_coroutine_threadsafe(self._tick(), self._loop).result(timeout_s)
 
-    def stats(self) -> dict[str, Any]:
+    @ray.method
+    def stats(self) -> SchedulerStats:
         with self._embed_lock:
             embedding = self._embed_thread is not None and self._embed_thread.is_alive()
-            return {**self._stats, "embedding": embedding, "embed_pending": self._embed_wanted}
+            return replace(self._stats, embedding=embedding, embed_pending=self._embed_wanted)
 
+    @ray.method
     def stop(self) -> None:
         """Finish the current tick and stop the loop (the actor itself stays until killed)."""
         self._stopping.set()
@@ -180,12 +192,12 @@ CMS_SCHEDULER_OPTIONS: dict[str, Any] = {
     "num_cpus": 0,
 }
 
-CmsSchedulerActor = ray.remote(CmsSchedulerService)
+CmsSchedulerActor: ActorClass[CmsSchedulerService] = ray.remote(CmsSchedulerService)
 
 
 def get_or_create_cms_scheduler(
     config: CmsSchedulerConfig, on_documents_changed: Callable[[], object] | None = None
-) -> Any:
+) -> ActorProxy[CmsSchedulerService]:
     """The scheduler actor, created unless it runs already (one per namespace)."""
     return CmsSchedulerActor.options(
         name=CMS_SCHEDULER_NAME,
