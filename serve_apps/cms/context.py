@@ -8,12 +8,12 @@ app as ``app.state.cms``; routes receive it through the ``Cms`` dependency (``se
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from fastapi import Request
+from fastapi import Request, Response
 from fastapi.security import HTTPAuthorizationCredentials
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -21,13 +21,13 @@ from serve_apps.cms.args import CmsArgs
 from serve_apps.cms.limits import ClientAddress, RateLimits
 from serve_apps.cms.permissions import Decision, decide
 from serve_apps.cms.security import InvalidToken, Principal, TokenIssuer
-from serve_apps.errors import Forbidden, RateLimited, Unauthorized
+from serve_apps.errors import Forbidden, NotFound, RateLimited, Unauthorized
 from storage.cms_actions import Action, EventType
 from storage.cms_audit import record_audit
 from storage.cms_events import append_event
 from storage.cms_users import ApiKeyRepository
 from storage.database import make_async_engine
-from storage.errors import LastAdmin
+from storage.errors import CmsNotFound, LastAdmin
 
 logger = logging.getLogger(__name__)
 
@@ -151,6 +151,17 @@ class CmsContext:
                 reason=reason,
             )
 
+    # ------------------------------------------------------------------------------------- reads
+    @asynccontextmanager
+    async def read(
+        self, request: Request, principal: Principal, permission: str, action: Action, target: str
+    ) -> AsyncIterator[AsyncSession]:
+        """A session to read in, once the caller holds ``permission`` (``allow_to``: a refusal is
+        audit-logged under ``action`` and ``target``)."""
+        await self.allow_to(request, principal, permission, action, target)
+        async with self.sessions() as session:
+            yield session
+
     # ------------------------------------------------------------------------------------ writes
     @asynccontextmanager
     async def write(
@@ -195,3 +206,22 @@ class CmsContext:
             if action is not None:
                 await self.audit_denied(request, principal.label, action, f"user:{exc.user_id}", str(exc))
             raise
+
+    async def remove(
+        self,
+        request: Request,
+        principal: Principal,
+        permission: str,
+        action: Action,
+        target: str,
+        missing: NotFound,
+        delete: Callable[[AsyncSession], Awaitable[object]],
+    ) -> Response:
+        """An audited ``write`` that removes one row by ``delete`` (a repository call raising
+        ``CmsNotFound`` when there is none): 204, or ``missing`` (404) for an unknown id."""
+        async with self.write(request, principal, action, target, permission=permission) as w:
+            try:
+                await delete(w.session)
+            except CmsNotFound as exc:
+                raise missing from exc
+        return Response(status_code=204)

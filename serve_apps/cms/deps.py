@@ -1,4 +1,5 @@
-"""FastAPI dependencies of the CMS routes: the replica's ``CmsContext`` and the caller.
+"""FastAPI dependencies of the CMS routes: the replica's ``CmsContext``, the caller, and ``Versioned``, a
+change to one item at the version the caller saw.
 
 Credentials go through FastAPI's security classes, so the OpenAPI document declares both schemes (and
 ``/docs`` has its Authorize button); neither refuses by itself (``auto_error=False``): anonymous callers
@@ -8,13 +9,19 @@ read published content, and a bad credential is answered by ``CmsContext.princip
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypedDict
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
+from serve_apps.cms import schemas as s
 from serve_apps.cms.context import CmsContext
+from serve_apps.cms.item_views import IfMatch, if_match_version, item_response
 from serve_apps.cms.security import Principal
+from serve_apps.inputs import Id
+from storage.cms_content import ContentRepository
+from storage.cms_items import ItemRow
 
 #: ``Authorization: Bearer <access token>`` (``POST /auth/login``).
 BEARER = HTTPBearer(
@@ -44,3 +51,44 @@ async def current_principal(
 
 
 Caller = Annotated[Principal, Depends(current_principal)]
+
+
+class Journal(TypedDict):
+    """What a versioned item write records: who, from where, and the version the caller saw."""
+
+    actor: str
+    ip: str | None
+    expected_version: int | None
+
+
+#: One versioned write: the repository call, given the repository and the ``Journal`` keywords; it
+#: returns the item before and after.
+ItemChange = Callable[[ContentRepository, Journal], Awaitable[tuple[ItemRow, ItemRow]]]
+
+
+class Versioned:
+    """A change to item ``item_id`` at the version named by ``If-Match`` (the ETag of a GET). ``apply``
+    reads the header (422 when malformed), runs the change in one write and answers the item as it is
+    after, with its new ETag."""
+
+    def __init__(
+        self,
+        request: Request,
+        response: Response,
+        item_id: Id,
+        principal: Caller,
+        cms: Cms,
+        if_match: IfMatch = None,
+    ) -> None:
+        self.request, self.response, self.item_id = request, response, item_id
+        self.principal, self.cms, self.if_match = principal, cms, if_match
+
+    async def apply(self, change: ItemChange) -> s.ItemOut:
+        expected = if_match_version(self.if_match)
+        async with self.cms.write(self.request, self.principal) as w:
+            journal = Journal(actor=w.actor, ip=w.ip, expected_version=expected)
+            _, after = await change(ContentRepository(w.session), journal)
+        return item_response(self.response, after, self.principal)
+
+
+VersionedItem = Annotated[Versioned, Depends()]

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_type_hints
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
 from serve_apps.inputs import MAX_ID, MAX_VERSION
+from storage.cms_audit import AuditRow
+from storage.cms_events import DeliveryLogRow
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 Role = Literal["admin", "editor", "author", "viewer"]
 Status = Literal["draft", "in_review", "published", "archived"]
@@ -18,6 +24,14 @@ class RowOut(BaseModel):
     """A response read from a storage row (``Model.model_validate(row)``)."""
 
     model_config = ConfigDict(from_attributes=True)
+
+
+def row_out(name: str, row: type[DataclassInstance]) -> type[RowOut]:
+    """A response model ``name`` with the fields of storage's ``row`` dataclass, in its order, each
+    required: the row is their one definition."""
+    hints = get_type_hints(row)
+    fields: dict[str, Any] = {f.name: (hints[f.name], ...) for f in dataclasses.fields(row)}
+    return create_model(name, __base__=RowOut, __module__=__name__, **fields)
 
 
 class Seo(BaseModel):
@@ -276,17 +290,11 @@ class WebhookCreate(BaseModel):
     _url = field_validator("url")(_http_url)
 
 
-class AuditOut(RowOut):
-    id: int
-    at: datetime
-    actor: str
-    ip: str | None
-    action: str
-    target: str | None
-    outcome: str
-    reason: str | None
-    before: dict[str, Any] | None
-    after: dict[str, Any] | None
+if TYPE_CHECKING:  # models made at run time: to the type checker, rows read as responses
+    AuditOut = RowOut
+else:
+    #: The audit log's rows, as storage reads them.
+    AuditOut = row_out("AuditOut", AuditRow)
 
 
 class WebhookOut(RowOut):
@@ -301,14 +309,8 @@ class WebhookCreated(WebhookOut):
     secret: str = Field(description="The HMAC key: shown this once; verify X-Pulse-Signature with it")
 
 
-class DeliveryOut(RowOut):
-    id: int
-    event_id: int
-    event_type: str
-    status: str
-    attempts: int
-    last_status_code: int | None
-    last_error: str | None
-    next_attempt_at: datetime
-    delivered_at: datetime | None
-    event_created_at: datetime
+if TYPE_CHECKING:
+    DeliveryOut = RowOut
+else:
+    #: A webhook's delivery log, as storage reads it.
+    DeliveryOut = row_out("DeliveryOut", DeliveryLogRow)

@@ -26,8 +26,7 @@ async def audit(
     before_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> list[s.AuditOut]:
-    await cms.allow_to(request, principal, "audit.read", AuditAction.AUDIT_READ, "audit")
-    async with cms.sessions() as session:
+    async with cms.read(request, principal, "audit.read", AuditAction.AUDIT_READ, "audit") as session:
         rows = await list_audit(
             session, target=target, actor=actor, outcome=outcome, before_id=before_id, limit=limit
         )

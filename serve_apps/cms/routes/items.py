@@ -12,16 +12,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 
 from serve_apps.cms import schemas as s
-from serve_apps.cms.context import CmsContext
-from serve_apps.cms.deps import Caller, Cms
+from serve_apps.cms.deps import Caller, Cms, ItemChange, VersionedItem
 from serve_apps.cms.item_views import (
     SCHEDULE_FIELDS,
-    IfMatch,
     check_move,
     check_write,
     derived,
     etag,
-    if_match_version,
     item_out,
     item_response,
     readable,
@@ -162,26 +159,9 @@ async def list_items(
     return s.ItemPageOut(items=[item_out(i, principal, locale) for i in page.items], next_cursor=next_cursor)
 
 
-async def _update(
-    cms: CmsContext,
-    request: Request,
-    response: Response,
-    principal: Principal,
-    item_id: int,
-    fields: dict[str, Any],
-    if_match: str | None,
-) -> s.ItemOut:
-    expected = if_match_version(if_match)
-    async with cms.write(request, principal) as w:
-        _, after = await ContentRepository(w.session).update(
-            item_id,
-            derived(fields),
-            actor=w.actor,
-            expected_version=expected,
-            ip=w.ip,
-            check=check_write(principal, AuditAction.ITEM_UPDATE, fields),
-        )
-    return item_response(response, after, principal)
+def _update(principal: Principal, item_id: int, fields: dict[str, Any]) -> ItemChange:
+    check = check_write(principal, AuditAction.ITEM_UPDATE, fields)
+    return lambda repo, journal: repo.update(item_id, derived(fields), check=check, **journal)
 
 
 @router.patch(
@@ -190,17 +170,9 @@ async def _update(
     summary="Change some fields (If-Match: the ETag)",
     responses=error_responses(404, 409, 412),
 )
-async def patch_item(
-    request: Request,
-    response: Response,
-    item_id: Id,
-    body: s.ItemFields,
-    principal: Caller,
-    cms: Cms,
-    if_match: IfMatch = None,
-) -> s.ItemOut:
+async def patch_item(item: VersionedItem, body: s.ItemFields) -> s.ItemOut:
     fields = body.model_dump(exclude_unset=True)
-    return await _update(cms, request, response, principal, item_id, fields, if_match)
+    return await item.apply(_update(item.principal, item.item_id, fields))
 
 
 @router.put(
@@ -209,20 +181,12 @@ async def patch_item(
     summary="Replace every editable field (If-Match)",
     responses=error_responses(404, 409, 412),
 )
-async def put_item(
-    request: Request,
-    response: Response,
-    item_id: Id,
-    body: s.ItemCreate,
-    principal: Caller,
-    cms: Cms,
-    if_match: IfMatch = None,
-) -> s.ItemOut:
+async def put_item(item: VersionedItem, body: s.ItemCreate) -> s.ItemOut:
     fields = body.model_dump()
     fields["tags"] = fields["tags"] or []
     fields["seo"] = fields["seo"] or {}
     fields["type"] = fields["type"] or "article"
-    return await _update(cms, request, response, principal, item_id, fields, if_match)
+    return await item.apply(_update(item.principal, item.item_id, fields))
 
 
 @router.delete(
@@ -245,23 +209,8 @@ async def delete_item(request: Request, item_id: Id, principal: Caller, cms: Cms
     summary="Move an item in the workflow",
     responses=error_responses(404, 409, 412),
 )
-async def transition(
-    request: Request,
-    response: Response,
-    item_id: Id,
-    body: s.TransitionIn,
-    principal: Caller,
-    cms: Cms,
-    if_match: IfMatch = None,
-) -> s.ItemOut:
-    expected = if_match_version(if_match)
-    async with cms.write(request, principal) as w:
-        _, after = await ContentRepository(w.session).transition(
-            item_id,
-            body.to,
-            actor=w.actor,
-            expected_version=expected,
-            ip=w.ip,
-            check=check_move(principal, body.to),
-        )
-    return item_response(response, after, principal)
+async def transition(item: VersionedItem, body: s.TransitionIn) -> s.ItemOut:
+    check = check_move(item.principal, body.to)
+    return await item.apply(
+        lambda repo, journal: repo.transition(item.item_id, body.to, check=check, **journal)
+    )

@@ -32,8 +32,7 @@ async def create_key(request: Request, body: s.KeyCreate, principal: Caller, cms
 
 @router.get("/keys", response_model=list[s.KeyOut], summary="Every API key, without the keys (admin)")
 async def keys(request: Request, principal: Caller, cms: Cms) -> list[s.KeyOut]:
-    await cms.allow_to(request, principal, PERMISSION, AuditAction.KEY_LIST, "keys")
-    async with cms.sessions() as session:
+    async with cms.read(request, principal, PERMISSION, AuditAction.KEY_LIST, "keys") as session:
         return [s.KeyOut.model_validate(k) for k in await ApiKeyRepository(session).list()]
 
 
@@ -41,10 +40,14 @@ async def keys(request: Request, principal: Caller, cms: Cms) -> list[s.KeyOut]:
     "/keys/{key_id}", status_code=204, summary="Revoke an API key (admin)", responses=error_responses(404)
 )
 async def revoke_key(request: Request, key_id: Id, principal: Caller, cms: Cms) -> Response:
-    target = f"key:{key_id}"
-    async with cms.write(request, principal, AuditAction.KEY_REVOKE, target, permission=PERMISSION) as w:
-        repo = ApiKeyRepository(w.session)
-        if await repo.get(key_id) is None:
-            raise NotFound(f"no API key {key_id}", code="key_not_found")
-        await repo.revoke(key_id)
-    return Response(status_code=204)
+    missing = NotFound(f"no API key {key_id}", code="key_not_found")
+    action, target = AuditAction.KEY_REVOKE, f"key:{key_id}"
+    return await cms.remove(
+        request,
+        principal,
+        PERMISSION,
+        action,
+        target,
+        missing,
+        lambda db: ApiKeyRepository(db).revoke(key_id),
+    )

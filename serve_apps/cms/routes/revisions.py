@@ -8,8 +8,8 @@ from fastapi import APIRouter, Query, Request, Response
 
 from serve_apps.cms import schemas as s
 from serve_apps.cms.context import CmsContext
-from serve_apps.cms.deps import Caller, Cms
-from serve_apps.cms.item_views import IfMatch, check_write, if_match_version, item_response, readable
+from serve_apps.cms.deps import Caller, Cms, Versioned
+from serve_apps.cms.item_views import IfMatch, check_write, readable
 from serve_apps.cms.permissions import decide
 from serve_apps.cms.security import Principal
 from serve_apps.errors import error_responses
@@ -84,14 +84,6 @@ async def restore(
     cms: Cms,
     if_match: IfMatch = None,
 ) -> s.ItemOut:
-    expected = if_match_version(if_match)
-    async with cms.write(request, principal) as w:
-        _, after = await ContentRepository(w.session).restore(
-            item_id,
-            version,
-            actor=w.actor,
-            expected_version=expected,
-            ip=w.ip,
-            check=check_write(principal, AuditAction.ITEM_RESTORE),
-        )
-    return item_response(response, after, principal)
+    item = Versioned(request, response, item_id, principal, cms, if_match)
+    check = check_write(principal, AuditAction.ITEM_RESTORE)
+    return await item.apply(lambda repo, journal: repo.restore(item_id, version, check=check, **journal))

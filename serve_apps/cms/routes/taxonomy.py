@@ -38,38 +38,35 @@ async def _create(
     return out
 
 
-async def _list(cms: CmsContext, kind: Kind) -> list[s.TaxonomyOut]:
-    async with cms.sessions() as session:
-        return [s.TaxonomyOut.model_validate(r) for r in await TaxonomyRepository(session).list(kind)]
+def _routes(kind: Kind, path: str) -> None:
+    """Add a kind's two routes: POST ``path`` (``create_<kind>``) and GET ``path`` (named as the path)."""
+
+    async def create(request: Request, body: s.Taxonomy, principal: Caller, cms: Cms) -> s.TaxonomyOut:
+        return await _create(cms, request, kind, body, principal)
+
+    async def listing(principal: Caller, cms: Cms) -> list[s.TaxonomyOut]:
+        async with cms.sessions() as session:
+            return [s.TaxonomyOut.model_validate(r) for r in await TaxonomyRepository(session).list(kind)]
+
+    router.add_api_route(
+        path,
+        create,
+        methods=["POST"],
+        name=f"create_{kind}",
+        response_model=s.TaxonomyOut,
+        status_code=201,
+        summary=f"Create a {kind}",
+        responses=error_responses(409),
+    )
+    router.add_api_route(
+        path,
+        listing,
+        methods=["GET"],
+        name=path[1:],
+        response_model=list[s.TaxonomyOut],
+        summary=f"Every {kind}",
+    )
 
 
-@router.post(
-    "/categories",
-    response_model=s.TaxonomyOut,
-    status_code=201,
-    summary="Create a category",
-    responses=error_responses(409),
-)
-async def create_category(request: Request, body: s.Taxonomy, principal: Caller, cms: Cms) -> s.TaxonomyOut:
-    return await _create(cms, request, "category", body, principal)
-
-
-@router.post(
-    "/tags",
-    response_model=s.TaxonomyOut,
-    status_code=201,
-    summary="Create a tag",
-    responses=error_responses(409),
-)
-async def create_tag(request: Request, body: s.Taxonomy, principal: Caller, cms: Cms) -> s.TaxonomyOut:
-    return await _create(cms, request, "tag", body, principal)
-
-
-@router.get("/categories", response_model=list[s.TaxonomyOut], summary="Every category")
-async def categories(principal: Caller, cms: Cms) -> list[s.TaxonomyOut]:
-    return await _list(cms, "category")
-
-
-@router.get("/tags", response_model=list[s.TaxonomyOut], summary="Every tag")
-async def tags(principal: Caller, cms: Cms) -> list[s.TaxonomyOut]:
-    return await _list(cms, "tag")
+_routes("category", "/categories")
+_routes("tag", "/tags")

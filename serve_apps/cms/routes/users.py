@@ -47,8 +47,7 @@ async def create_user(request: Request, body: s.UserCreate, principal: Caller, c
 
 @router.get("/users", response_model=list[s.UserOut], summary="Every user (admin)")
 async def users(request: Request, principal: Caller, cms: Cms) -> list[s.UserOut]:
-    await cms.allow_to(request, principal, PERMISSION, AuditAction.USER_LIST, "users")
-    async with cms.sessions() as session:
+    async with cms.read(request, principal, PERMISSION, AuditAction.USER_LIST, "users") as session:
         return [s.UserOut.model_validate(u) for u in await UserRepository(session).list()]
 
 

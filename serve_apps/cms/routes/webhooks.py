@@ -8,6 +8,7 @@ from dataclasses import asdict
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from cluster.ground.webhook_targets import refusal as webhook_refusal
 from serve_apps.cms import schemas as s
@@ -41,8 +42,7 @@ async def create_webhook(
 
 @router.get("/webhooks", response_model=list[s.WebhookOut], summary="Every webhook, without secrets (admin)")
 async def webhooks(request: Request, principal: Caller, cms: Cms) -> list[s.WebhookOut]:
-    await cms.allow_to(request, principal, PERMISSION, AuditAction.WEBHOOK_LIST, "webhooks")
-    async with cms.sessions() as session:
+    async with cms.read(request, principal, PERMISSION, AuditAction.WEBHOOK_LIST, "webhooks") as session:
         return [s.WebhookOut.model_validate(h) for h in await WebhookRepository(session).list()]
 
 
@@ -50,13 +50,13 @@ async def webhooks(request: Request, principal: Caller, cms: Cms) -> list[s.Webh
     "/webhooks/{webhook_id}", status_code=204, summary="Unsubscribe (admin)", responses=error_responses(404)
 )
 async def delete_webhook(request: Request, webhook_id: Id, principal: Caller, cms: Cms) -> Response:
-    target = f"webhook:{webhook_id}"
-    async with cms.write(request, principal, AuditAction.WEBHOOK_DELETE, target, permission=PERMISSION) as w:
-        repo = WebhookRepository(w.session)
-        if await repo.get(webhook_id) is None:
-            raise NotFound(f"no webhook {webhook_id}", code="webhook_not_found")
-        await repo.delete(webhook_id)
-    return Response(status_code=204)
+    missing = NotFound(f"no webhook {webhook_id}", code="webhook_not_found")
+    action, target = AuditAction.WEBHOOK_DELETE, f"webhook:{webhook_id}"
+
+    async def delete(db: AsyncSession) -> None:
+        await WebhookRepository(db).delete(webhook_id)
+
+    return await cms.remove(request, principal, PERMISSION, action, target, missing, delete)
 
 
 @router.get(
@@ -73,8 +73,7 @@ async def deliveries(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> list[s.DeliveryOut]:
     target = f"webhook:{webhook_id}"
-    await cms.allow_to(request, principal, PERMISSION, AuditAction.WEBHOOK_LOG, target)
-    async with cms.sessions() as session:
+    async with cms.read(request, principal, PERMISSION, AuditAction.WEBHOOK_LOG, target) as session:
         if await WebhookRepository(session).get(webhook_id) is None:
             raise NotFound(f"no webhook {webhook_id}", code="webhook_not_found")
         rows = await DeliveryRepository(session).log(webhook_id, limit)
