@@ -22,8 +22,8 @@ from actors.cms_scheduler import AiohttpSender, CmsScheduler, TickReport, Webhoo
 from cluster.ground.cms_signing import verify
 from cluster.ground.webhook_targets import refusal as webhook_refusal
 from storage.cms_content import ContentRepository
-from storage.cms_taxonomy import TaxonomyRepository
 from storage.cms_events import DeliveryRepository, WebhookRepository, append_event
+from storage.cms_taxonomy import TaxonomyRepository
 from storage.database import make_async_engine
 from tests.conftest import CMS_TABLES
 
