@@ -52,7 +52,5 @@ class TaxonomyRepository:
 
     async def list(self, kind: str) -> list[TaxonomyRow]:
         model: type[CmsCategory] | type[CmsTag] = CmsCategory if kind == "category" else CmsTag
-        rows: list[Any] = list(
-            (await self.session.execute(select(model).order_by(model.slug))).scalars()
-        )
+        rows: list[Any] = list((await self.session.execute(select(model).order_by(model.slug))).scalars())
         return [_taxonomy(r) for r in rows]
