@@ -22,12 +22,13 @@ import fnmatch
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 from urllib.parse import urlsplit
 
 from sqlalchemy import Insert, func, select, text, update
 from sqlalchemy import delete as sa_delete
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.cms_actions import EventType
@@ -247,8 +248,12 @@ class WebhookRepository:
 
     async def delete(self, webhook_id: int) -> None:
         """Remove a webhook and its deliveries; ``CmsNotFound`` if there is none with that id."""
-        result = await self.session.execute(sa_delete(CmsWebhook).where(CmsWebhook.id == webhook_id))
-        if not result.rowcount:  # type: ignore[attr-defined]
+        # A DML statement gives a CursorResult (Session.execute is typed as giving a Result).
+        result = cast(
+            CursorResult[Any],
+            await self.session.execute(sa_delete(CmsWebhook).where(CmsWebhook.id == webhook_id)),
+        )
+        if not result.rowcount:
             raise CmsNotFound("webhook", webhook_id)
 
 
