@@ -15,6 +15,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 from cluster.ground.constants import (
     CMS_APP_IMPORT_PATH,
     CMS_APP_NAME,
@@ -24,27 +26,27 @@ from cluster.ground.constants import (
     SEARCH_ROUTE_PREFIX,
 )
 from cluster.ground.settings import Settings
+from serve_apps.cms.args import CmsArgs
+from serve_apps.search.args import SearchArgs
 from storage.vector_files import absolute_storage_uri
 
 
+def carried(section: BaseModel, target: type[BaseModel]) -> dict[str, Any]:
+    """The fields of a settings section that an application's args have under the same name (pydantic
+    carries them; only renamed or cross-section values are spelled out by the callers)."""
+    return section.model_dump(include=set(target.model_fields) & set(type(section).model_fields))
+
+
 def search_app_args(settings: Settings, database_url: str) -> dict[str, Any]:
-    s = settings.serve
+    """The search application's args (``SearchArgs``) from settings."""
     return {
+        **carried(settings.serve, SearchArgs),
         "database_url": database_url,
         "storage_uri": absolute_storage_uri(settings.storage.uri),
         "model_name": settings.model.name,
         "device": settings.model.device,
         "namespace": settings.ray.namespace,
-        "max_ongoing_requests": s.max_ongoing_requests,
-        "ingress_replicas": s.ingress_replicas,
-        "embedder_replicas": s.embedder_replicas,
-        "embedder_num_cpus": s.embedder_num_cpus,
-        "max_batch_size": s.max_batch_size,
-        "batch_wait_timeout_s": s.batch_wait_timeout_s,
-        "max_query_chars": s.max_query_chars,
         "index_name": settings.embed.index_name,
-        "model_refresh_s": s.model_refresh_s,
-        "access_log": s.access_log,
         "log_level": settings.log_level.upper(),
         "index": settings.index.model_dump(),
         "search": settings.search.model_dump(),
@@ -162,29 +164,16 @@ def cms_admin_password(settings: Settings) -> str | None:
 
 
 def cms_app_args(settings: Settings, database_url: str) -> dict[str, Any]:
-    c = settings.cms
+    """The CMS application's args (``CmsArgs``) from settings."""
     return {
+        **carried(settings.cms, CmsArgs),
         "database_url": database_url,
         "jwt_secret": cms_jwt_secret(settings),
-        "access_ttl_s": c.access_ttl_s,
-        "refresh_ttl_s": c.refresh_ttl_s,
-        "max_body_bytes": c.max_body_bytes,
-        "rate_per_key": c.rate_per_key,
-        "rate_per_ip": c.rate_per_ip,
-        "trusted_proxies": c.trusted_proxies,
-        "replicas": c.replicas,
-        "user_code_thread": c.user_code_thread,
         "max_ongoing_requests": settings.serve.max_ongoing_requests,
         "access_log": settings.serve.access_log,
         "log_level": settings.log_level.upper(),
         "storage_uri": absolute_storage_uri(settings.storage.uri),
         "namespace": settings.ray.namespace,
-        "public_base_url": c.public_base_url,
-        "scheduler_interval_s": c.scheduler_interval_s,
-        "webhook_max_attempts": c.webhook_max_attempts,
-        "webhook_private_targets": c.webhook_private_targets,
-        "embed_on_publish": c.embed_on_publish,
-        "admin_email": c.admin_email,
         "admin_password": cms_admin_password(settings),
     }
 
