@@ -45,6 +45,7 @@ from storage.cms_models import (
     table_of,
 )
 from storage.errors import CmsNotFound, InvalidWebhook
+from storage.rows import row_to
 
 #: Cursor of the search sync (published items -> documents).
 SEARCH_SYNC_CURSOR = "search-sync"
@@ -438,17 +439,6 @@ class DeliveryRepository:
         if before_id is not None:
             stmt = stmt.where(CmsDelivery.id < before_id)
         return [
-            DeliveryLogRow(
-                id=d.id,
-                event_id=d.event_id,
-                event_type=event_type,
-                status=d.status,
-                attempts=d.attempts,
-                last_status_code=d.last_status_code,
-                last_error=d.last_error,
-                next_attempt_at=d.next_attempt_at,
-                delivered_at=d.delivered_at,
-                event_created_at=created_at,
-            )
+            row_to(DeliveryLogRow, d, event_type=event_type, event_created_at=created_at)
             for d, event_type, created_at in (await self.session.execute(stmt)).all()
         ]

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from storage.errors import SourceExists, SourceNotFound
 from storage.models import CrawlURL, Document, Source
+from storage.rows import row_to
 
 
 @dataclass(frozen=True)
@@ -32,20 +33,7 @@ class SourceRow:
 
     @classmethod
     def of(cls, source: Source) -> SourceRow:
-        return cls(
-            id=source.id,
-            name=source.name,
-            kind=source.kind,
-            uri=source.uri,
-            enabled=source.enabled,
-            language=source.language,
-            category=source.category,
-            interval_s=source.interval_s,
-            max_items=source.max_items,
-            url_patterns=tuple(source.url_patterns or ()),
-            last_collected_at=source.last_collected_at,
-            created_at=source.created_at,
-        )
+        return row_to(cls, source, url_patterns=tuple(source.url_patterns or ()))
 
 
 #: When a source is next due: its last collection plus its interval (NULL when never collected).

@@ -14,6 +14,7 @@ from jobs.embed.chunking import token_template
 from jobs.embed.encode import ModelInfo, describe_model, load_tokenizer, model_token_limit, resolve_model_path
 from jobs.embed.recipe import TextRecipe
 from storage.model_registry import DEFAULT_INDEX, ModelRow, ModelSpec
+from storage.rows import row_to
 
 
 def entry_spec(
@@ -22,14 +23,10 @@ def entry_spec(
     info = describe_model(model_ref)
     text_recipe = TextRecipe.from_json(recipe or {})
     check_recipe(info, text_recipe)
-    spec = ModelSpec(
-        name=info.name,
-        revision=info.revision,
+    spec = row_to(
+        ModelSpec,
+        info,
         path=model_ref,
-        dimension=info.dimension,
-        normalize=info.normalize,
-        max_seq_length=info.max_seq_length,
-        pooling=info.pooling,
         recipe=text_recipe.to_json(),
         recipe_key=text_recipe.key,
         index_name=index_name,
@@ -51,13 +48,4 @@ def check_recipe(info: ModelInfo, recipe: TextRecipe) -> int:
 def info_of(entry: ModelRow) -> ModelInfo:
     """What workers need to load a registered model; ``ModelNotFound`` if it is gone from this machine."""
     ref = entry.path or entry.name
-    return ModelInfo(
-        name=entry.name,
-        path=str(resolve_model_path(ref)),
-        revision=entry.revision,
-        dimension=entry.dimension,
-        normalize=entry.normalize,
-        max_seq_length=entry.max_seq_length,
-        pooling=entry.pooling,
-        ref=ref,
-    )
+    return row_to(ModelInfo, entry, path=str(resolve_model_path(ref)), ref=ref)
