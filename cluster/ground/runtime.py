@@ -31,8 +31,17 @@ _noise_filter: threading.Thread | None = None
 
 
 #: Loggers held at WARNING, on the console and in Ray's workers: at INFO they say what Pulse's own lines
-#: already say, or how a library loaded (faiss.loader: six lines in each process that imports faiss).
-NOISY_LOGGERS = ("httpx", "alembic.runtime.migration", "ray.serve", "ray.data", "faiss.loader", "pgserver")
+#: already say, or how a library loaded (faiss.loader: six lines in each process that imports faiss;
+#: sentence_transformers: a line per model load in each encoder).
+NOISY_LOGGERS = (
+    "httpx",
+    "alembic.runtime.migration",
+    "ray.serve",
+    "ray.data",
+    "faiss.loader",
+    "pgserver",
+    "sentence_transformers",
+)
 
 #: ``LogRecord`` attributes every record has; any other attribute came from ``extra=`` (or a filter).
 _RECORD_ATTRIBUTES = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
