@@ -20,10 +20,10 @@ import yaml
 
 from actors.cms_scheduler_actor import CmsSchedulerConfig, get_or_create_cms_scheduler
 from cluster.ground.constants import CMS_APP_IMPORT_PATH, CMS_SCHEDULER_NAME
-from cluster.ground.settings import get_settings
 from cluster.top.cms_embed_hook import EmbedCmsDocuments
+from cluster.top.commands.env import CommandEnv, pass_env
 from cluster.top.serve_config import cms_app_args
-from cluster.top.targets import choose_database, choose_ray
+from cluster.top.targets import choose_ray
 from jobs.embed.pipeline import EmbedJobConfig
 from serve_apps.cms.args import CmsArgs
 
@@ -76,14 +76,16 @@ def serve_config_cms_args(path: Path) -> dict[str, Any]:
     help="A Serve config (serve_apps/serve_config.yaml): use its CMS application's args. "
     "Default: the PULSE_* settings, as `pulse up` does.",
 )
-def scheduler_command(config_path: Path | None) -> None:
+@pass_env
+def scheduler_command(env: CommandEnv, config_path: Path | None) -> None:
     """Start the CMS scheduler (scheduled publishing, webhooks, search sync) if it is not running."""
-    settings = get_settings()
     if config_path is not None:
         args = serve_config_cms_args(config_path)
+        ray_target = choose_ray(env.settings)
     else:
-        args = cms_app_args(settings, choose_database(settings).url)
-    choose_ray(settings).join(settings)
+        db, ray_target = env.database_and_ray()
+        args = cms_app_args(env.settings, db.url)
+    ray_target.join(env.settings)
     namespace = CmsArgs.model_validate(args).namespace
     if start_cms_scheduler(args) is None:
         click.echo("the CMS arguments say scheduler: false; nothing started")
