@@ -29,7 +29,7 @@ from sqlalchemy import (
 from sqlalchemy import (
     text as sql_text,
 )
-from sqlalchemy.dialects.postgresql import JSONB, TSVECTOR
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TSVECTOR
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 #: SQL of the generated English full-text column (title weighted above body).
@@ -271,3 +271,133 @@ class DocumentDeletion(Base):
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)  # the deletion watermark
     document_id: Mapped[int] = mapped_column(BigInteger)
     deleted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class TrendPartition(Base):
+    """One trend clusterer's share of the documents (a language, optionally a source group), with the
+    last manifest file it applied (``watermark``) and its stream clock (latest document time seen)."""
+
+    __tablename__ = "trend_partitions"
+    __table_args__ = (UniqueConstraint("model_id", "key", name="uq_trend_partitions_model_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
+    key: Mapped[str] = mapped_column(Text)
+    model_id: Mapped[int | None] = mapped_column(ForeignKey("embedding_models.id", ondelete="CASCADE"))
+    language: Mapped[str | None] = mapped_column(String(16))
+    source_group: Mapped[str] = mapped_column(Text, server_default="default")
+    watermark: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    clock: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Topic(Base):
+    """A group of stories (the coarse level); ids are chosen by the clusterer and persist."""
+
+    __tablename__ = "topics"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    partition_id: Mapped[int | None] = mapped_column(ForeignKey("trend_partitions.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(16), server_default="active")
+    label: Mapped[str] = mapped_column(Text, server_default="")
+    keywords: Mapped[list[Any]] = mapped_column(JSONB, server_default=sql_text("'[]'::jsonb"))
+    size: Mapped[int] = mapped_column(Integer, server_default="0")
+    story_count: Mapped[int] = mapped_column(Integer, server_default="0")
+    first_seen: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_seen: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Story(Base):
+    """A story: documents about one event, with its identity status, lifecycle state and analytics."""
+
+    __tablename__ = "stories"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    partition_id: Mapped[int | None] = mapped_column(ForeignKey("trend_partitions.id", ondelete="CASCADE"))
+    topic_id: Mapped[int | None] = mapped_column(ForeignKey("topics.id", ondelete="SET NULL"))
+    language: Mapped[str | None] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), server_default="active")
+    merged_into: Mapped[int | None] = mapped_column(BigInteger)
+    state: Mapped[str] = mapped_column(String(16), server_default="emerging")
+    label: Mapped[str] = mapped_column(Text, server_default="")
+    keywords: Mapped[list[Any]] = mapped_column(JSONB, server_default=sql_text("'[]'::jsonb"))
+    representative_ids: Mapped[list[Any]] = mapped_column(JSONB, server_default=sql_text("'[]'::jsonb"))
+    size: Mapped[int] = mapped_column(Integer, server_default="0")
+    first_seen: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_seen: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    volume: Mapped[int] = mapped_column(Integer, server_default="0")
+    velocity: Mapped[float] = mapped_column(Float, server_default="0")
+    acceleration: Mapped[float] = mapped_column(Float, server_default="0")
+    score: Mapped[float] = mapped_column(Float, server_default="0")
+    burst: Mapped[bool] = mapped_column(Boolean, server_default=sql_text("false"))
+    burst_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    emerging_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    peak_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class StoryDocument(Base):
+    """Which story a document belongs to now, the first story it was given, and when."""
+
+    __tablename__ = "story_documents"
+
+    document_id: Mapped[int] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"), primary_key=True)
+    story_id: Mapped[int] = mapped_column(ForeignKey("stories.id", ondelete="CASCADE"))
+    first_story_id: Mapped[int] = mapped_column(BigInteger)
+    partition_id: Mapped[int | None] = mapped_column(ForeignKey("trend_partitions.id", ondelete="CASCADE"))
+    document_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    assigned_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    similarity: Mapped[float | None] = mapped_column(Float)
+    method: Mapped[str] = mapped_column(String(16))
+
+
+class StoryLineage(Base):
+    """A birth, merge, split or death of a story or topic (``level``). ``event_key`` makes a replayed
+    event a no-op."""
+
+    __tablename__ = "story_lineage"
+    __table_args__ = (UniqueConstraint("partition_id", "event_key", name="uq_story_lineage_event"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    partition_id: Mapped[int | None] = mapped_column(ForeignKey("trend_partitions.id", ondelete="CASCADE"))
+    level: Mapped[str] = mapped_column(String(8), server_default="story")
+    kind: Mapped[str] = mapped_column(String(8))
+    subject_id: Mapped[int] = mapped_column(BigInteger)
+    related_ids: Mapped[list[int]] = mapped_column(ARRAY(BigInteger), server_default="{}")
+    documents: Mapped[int] = mapped_column(Integer, server_default="0")
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    event_key: Mapped[str] = mapped_column(Text)
+
+
+class StoryBucket(Base):
+    """How many of a story's documents fall in one hour or day (by document time)."""
+
+    __tablename__ = "story_buckets"
+
+    story_id: Mapped[int] = mapped_column(ForeignKey("stories.id", ondelete="CASCADE"), primary_key=True)
+    granularity: Mapped[str] = mapped_column(String(4), primary_key=True)
+    bucket: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    count: Mapped[int] = mapped_column(Integer)
+
+
+class StorySummary(Base):
+    """A story's summary as generated (LLM or extractive), keyed by what it was generated from."""
+
+    __tablename__ = "story_summaries"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    story_id: Mapped[int] = mapped_column(ForeignKey("stories.id", ondelete="CASCADE"))
+    fingerprint: Mapped[str] = mapped_column(Text)
+    method: Mapped[str] = mapped_column(String(16))
+    model: Mapped[str] = mapped_column(Text, server_default="")
+    prompt_version: Mapped[str] = mapped_column(Text, server_default="")
+    summary: Mapped[str] = mapped_column(Text)
+    story_size: Mapped[int] = mapped_column(Integer, server_default="0")
+    keywords: Mapped[list[Any]] = mapped_column(JSONB, server_default=sql_text("'[]'::jsonb"))
+    input_tokens: Mapped[int] = mapped_column(Integer, server_default="0")
+    output_tokens: Mapped[int] = mapped_column(Integer, server_default="0")
+    cost_usd: Mapped[float] = mapped_column(Float, server_default="0")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

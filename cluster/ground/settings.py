@@ -434,6 +434,88 @@ class CmsSettings(BaseModel):
     )
 
 
+class SummarySettings(BaseModel):
+    base_url: str | None = Field(
+        default=None,
+        description=(
+            "OpenAI-compatible API that writes story summaries (OpenAI, vLLM, llama.cpp server...). "
+            "Unset (and no api_key): extractive summaries, no LLM."
+        ),
+    )
+    api_key: SecretStr | None = Field(
+        default=None, description="Key for base_url (local servers usually take any non-empty key)."
+    )
+    model: str = Field(default="gpt-4o-mini", description="Model name sent to the summary API.")
+    max_input_tokens: int = Field(
+        default=1500, ge=100, description="Token budget of a summary prompt (documents are cut to fit)."
+    )
+    max_output_tokens: int = Field(default=160, ge=16, description="Most tokens a summary may have.")
+    daily_cost_cap_usd: float = Field(
+        default=1.0,
+        ge=0.0,
+        description="Most USD spent on summaries per UTC day; past it, extractive summaries until midnight.",
+    )
+    input_price_per_mtok: float = Field(
+        default=0.15, ge=0.0, description="USD per million prompt tokens (for the cost cap)."
+    )
+    output_price_per_mtok: float = Field(
+        default=0.60, ge=0.0, description="USD per million completion tokens (for the cost cap)."
+    )
+    timeout_s: float = Field(default=30.0, description="Seconds a summary request may take.")
+    material_change: float = Field(
+        default=0.25,
+        ge=0.0,
+        description=(
+            "A story's summary is regenerated only when its size grew by this share or its top keywords "
+            "changed; otherwise the cached one is kept."
+        ),
+    )
+
+
+class TrendSettings(BaseModel):
+    enabled: bool = Field(default=True, description="`pulse up` starts the trend clusterer actors.")
+    source_groups: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description=(
+            "More partitions than languages: group name -> source names (JSON). Each (language, group) "
+            "gets its own clusterer actor; sources in no group share the group `default`."
+        ),
+    )
+    window_size: int = Field(
+        default=200_000, ge=100, description="Most document vectors a clusterer keeps (its window)."
+    )
+    window_days: float = Field(
+        default=30.0, gt=0, description="Days of document time a clusterer's window spans."
+    )
+    assign_threshold: float = Field(
+        default=0.55,
+        description="Cosine similarity to a story's centroid above which a new document joins it at once.",
+    )
+    recluster_every: int = Field(
+        default=1_000, ge=10, description="Documents between two re-clusters of the window."
+    )
+    recluster_hours: float = Field(
+        default=24.0,
+        gt=0,
+        description="Hours of document time between two re-clusters (whichever of the two comes first).",
+    )
+    min_story_size: int = Field(default=3, ge=2, description="Fewest documents a story has.")
+    num_cpus: float = Field(
+        default=0.05, description="CPUs reserved by each clusterer actor (a reservation, not a limit)."
+    )
+    poll_interval_s: float = Field(
+        default=10.0, description="Seconds between a clusterer's checks of the vector manifest."
+    )
+    snapshot_interval_s: float = Field(
+        default=300.0,
+        description="Seconds between a clusterer's snapshots to the storage URI when it changed (0: off).",
+    )
+    page_size: int = Field(default=20, ge=1, le=200, description="Stories per page of /v1/trends.")
+    summary: SummarySettings = Field(
+        default_factory=SummarySettings, description="Story summaries (LLM or extractive)."
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="PULSE_",
@@ -464,6 +546,7 @@ class Settings(BaseSettings):
     search: SearchSettings = Field(default_factory=SearchSettings, description="Search ranking and paging.")
     cms: CmsSettings = Field(default_factory=CmsSettings, description="The CMS (/v1/cms).")
     serve: ServeSettings = Field(default_factory=ServeSettings, description="Ray Serve HTTP API.")
+    trends: TrendSettings = Field(default_factory=TrendSettings, description="Stories, topics and trends.")
 
     @model_validator(mode="after")
     def _production_needs_real_secrets(self) -> Settings:
