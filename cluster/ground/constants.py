@@ -18,6 +18,18 @@ CMS_APP_NAME = "cms"
 CMS_ROUTE_PREFIX = "/v1/cms"
 CMS_APP_IMPORT_PATH = "serve_apps.cms.app:app_builder"
 
+#: Serve application of trends (stories and topics), its route prefix and builder.
+TRENDS_APP_NAME = "trends"
+TRENDS_ROUTE_PREFIX = "/v1"
+TRENDS_APP_IMPORT_PATH = "serve_apps.trends.app:app_builder"
+#: Prefix of the trend clusterer actors: ``pulse-trends-<model_id>-<partition key>``.
+TREND_ACTOR_PREFIX = "pulse-trends"
+#: Folder (under the storage URI's snapshots) of clusterer snapshots: ``trends-<model_id>-<key>``.
+TREND_SNAPSHOT_PREFIX = "trends"
+#: Story and topic ids are ``partition id * ID_BLOCK + n``: unique across partitions, chosen by the
+#: clusterer (so a replay writes the same ids again).
+TREND_ID_BLOCK = 1_000_000_000
+
 
 def index_actor_name(model_id: int, shard: int = 0, *, level: str = "document", shards: int = 1) -> str:
     """Name of the vector index actor of one model entry, level and shard (of ``shards``).
@@ -66,3 +78,8 @@ DEFAULT_TRUSTED_PROXIES = (
     "192.168.0.0/16",
     "fc00::/7",
 )
+
+
+def trend_actor_name(model_id: int, partition_key: str) -> str:
+    """Name of the trend clusterer actor of one model entry's partition (``en``, ``ar/wires``...)."""
+    return f"{TREND_ACTOR_PREFIX}-{model_id}-{partition_key.replace('/', '.')}"
