@@ -39,8 +39,8 @@ where A is the average number of terms per class and f(t) the frequency of t ove
 ``min_bigram_docs`` documents of the class (a single headline gives no pairs). It *carries* one of its
 words when it accounts for more than ``carry`` (half) of that word's occurrences in the class; a carried word
 is left out and the bigram ranks at the better of its and its words' weights, so a story reads
-``cambridge analytica``, not ``cambridge``, ``analytica``. ``label`` joins the first keywords, skipping
-one whose words an earlier one already shows.
+``cambridge analytica``, not ``cambridge``, ``analytica``. ``label`` joins the first keywords that show
+new words (a bigram extending an earlier single word replaces it).
 
 Ties rank the smaller term first, so the output is deterministic.
 """
@@ -298,15 +298,18 @@ def _prefer_bigrams(
 
 
 def label(keywords: Sequence[tuple[str, float]], n: int = 3) -> str:
-    """The first ``n`` keywords joined by ``", "``, skipping one whose words an earlier one shows."""
+    """The first ``n`` keywords joined by ``", "``, each showing words no earlier one shows; a bigram
+    that extends an earlier single word takes its place (``toyota``, ``toyota recall`` -> ``toyota recall``).
+    """
     chosen: list[str] = []
-    shown: set[str] = set()
     for keyword, _weight in keywords:
-        words = set(keyword.split(" "))
-        if words <= shown:
-            continue
-        chosen.append(keyword)
-        shown |= words
-        if len(chosen) == n:
-            break
+        words = keyword.split(" ")
+        shown = {word for phrase in chosen for word in phrase.split(" ")}
+        overlap = [word for word in words if word in shown]
+        if not overlap:
+            if len(chosen) == n:
+                break
+            chosen.append(keyword)
+        elif len(overlap) == 1 and len(words) > 1 and overlap[0] in chosen:
+            chosen[chosen.index(overlap[0])] = keyword
     return ", ".join(chosen)

@@ -223,6 +223,15 @@ def test_label_skips_keywords_an_earlier_one_shows() -> None:
     assert label(keywords) == "cambridge analytica, facebook, data"
     assert label(keywords, n=1) == "cambridge analytica"
     assert label([]) == ""
+    toyota = [
+        ("toyota", 0.9),
+        ("toyota recall", 0.8),
+        ("recall vehicle", 0.7),
+        ("nhtsa", 0.6),
+        ("brakes", 0.5),
+    ]
+    assert label(toyota) == "toyota recall, nhtsa, brakes"
+    assert label(toyota, n=1) == "toyota recall"
 
 
 def test_empty_classes_and_bad_arguments() -> None:
