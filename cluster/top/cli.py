@@ -11,6 +11,7 @@ pulse models    the embedding model registry: list, add, activate (background re
 pulse sources   add, list, show or remove the sources the collector reads
 pulse collect   fetch the due sources (feeds, sitemaps, pages, sites, local files) into documents
 pulse cms       CMS operations from a shell: `pulse cms admin` restores an admin (new password, audited)
+pulse trends    the stories the trend clusterers found, trendiest first (a table, or --json)
 
 The job commands (ingest, embed, collect) live in cluster.top.commands, one module each; ``python -m
 jobs.<name>`` runs the same command object. Every command except `up`, `down` and `status` first says on
@@ -32,6 +33,7 @@ from cluster.top.entry import InOrderGroup, from_shell, run_command, user_error
 from cluster.top.models_cli import models
 from cluster.top.platform import PlatformError, down, status, up
 from cluster.top.sources_cli import sources
+from cluster.top.trends_cli import trends
 
 
 @click.group("pulse", cls=InOrderGroup)
@@ -83,7 +85,7 @@ def migrate(env: CommandEnv) -> int:
     return 0
 
 
-for _command in (ingest, embed, models, sources, collect, cms):
+for _command in (ingest, embed, models, sources, collect, cms, trends):
     pulse.add_command(_command)
 
 

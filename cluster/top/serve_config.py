@@ -1,4 +1,4 @@
-"""Serve configuration: the search application's arguments from settings, and deploying it.
+"""Serve configuration: the applications' arguments from settings (search, CMS, trends), and deploying them.
 
 The application is loaded by import path (``SEARCH_APP_IMPORT_PATH``), exactly as ``serve run`` and
 ``serve deploy`` load it from ``serve_apps/serve_config.yaml``; nothing imports ``serve_apps`` directly.
@@ -24,10 +24,14 @@ from cluster.ground.constants import (
     SEARCH_APP_IMPORT_PATH,
     SEARCH_APP_NAME,
     SEARCH_ROUTE_PREFIX,
+    TRENDS_APP_IMPORT_PATH,
+    TRENDS_APP_NAME,
+    TRENDS_ROUTE_PREFIX,
 )
 from cluster.ground.settings import Settings
 from serve_apps.cms.args import CmsArgs
 from serve_apps.search.args import SearchArgs
+from serve_apps.trends.args import TrendsArgs
 from storage.vector_files import absolute_storage_uri
 
 
@@ -190,3 +194,39 @@ def deploy_cms(settings: Settings, database_url: str) -> None:
         blocking=False,
         logging_config=serve_logging_config(settings),
     )
+
+
+#: The trends API is two applications below ``TRENDS_ROUTE_PREFIX``, one per collection: Serve routes by
+#: longest route prefix, so one application at ``/v1`` itself would take search's ``/v1/search`` and
+#: ``/v1/documents`` (search is at ``/``). Name, route prefix and builder of each.
+TRENDS_APPS: tuple[tuple[str, str, str], ...] = (
+    (TRENDS_APP_NAME, f"{TRENDS_ROUTE_PREFIX}/trends", TRENDS_APP_IMPORT_PATH),
+    ("topics", f"{TRENDS_ROUTE_PREFIX}/topics", "serve_apps.trends.app:topics_app_builder"),
+)
+
+
+def trends_app_args(settings: Settings, database_url: str) -> dict[str, Any]:
+    """The trends applications' args (``TrendsArgs``) from settings."""
+    return {
+        **carried(settings.trends, TrendsArgs),
+        "database_url": database_url,
+        "max_ongoing_requests": settings.serve.max_ongoing_requests,
+        "access_log": settings.serve.access_log,
+        "log_level": settings.log_level.upper(),
+    }
+
+
+def deploy_trends(settings: Settings, database_url: str) -> None:
+    """(Re)deploy the trends applications, stories under /v1/trends and topics under /v1/topics (Serve's
+    proxy must be started)."""
+    from ray import serve
+
+    args = trends_app_args(settings, database_url)
+    for name, route_prefix, import_path in TRENDS_APPS:
+        serve.run(
+            load_builder(import_path)(args),
+            name=name,
+            route_prefix=route_prefix,
+            blocking=False,
+            logging_config=serve_logging_config(settings),
+        )

@@ -14,7 +14,6 @@ Run it with ``pulse up``, or ``serve run serve_apps.search.app:app_builder datab
 import asyncio
 import logging
 import time
-from dataclasses import asdict
 from typing import Annotated, Any, Literal
 
 import ray
@@ -33,6 +32,7 @@ from serve_apps.search.args import SearchArgs
 from serve_apps.search.model_switch import ModelSwitch, RegistryReader
 from serve_apps.search.params import Cursor, decode_cursor, encode_cursor, fingerprint, search_filter
 from serve_apps.search.query_embedder import QueryEmbedder
+from serve_apps.search.results import search_results
 from serve_apps.search.retriever import Retriever
 from serve_apps.search.schemas import (
     DocumentOut,
@@ -220,11 +220,9 @@ class SearchIngress:
     ) -> list[SearchResult]:
         t0 = time.perf_counter()
         async with self._sessions() as session:
-            docs = await fetch_summaries(session, ids)
+            results = await search_results(session, ids, scores)
         timings["db"] = time.perf_counter() - t0
-        return [
-            SearchResult(**asdict(docs[i]), score=v) for i, v in zip(ids, scores, strict=True) if i in docs
-        ]
+        return results
 
     def _report(self, response: Response, timings: dict[str, float]) -> None:
         response.headers["Server-Timing"] = ", ".join(f"{k};dur={v * 1000:.1f}" for k, v in timings.items())

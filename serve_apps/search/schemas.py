@@ -8,7 +8,16 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 
-class SearchResult(BaseModel):
+class StoryRef(BaseModel):
+    id: int = Field(description="Story id (GET /v1/trends/{id})")
+    label: str
+
+
+class DocumentSummaryOut(BaseModel):
+    """What results show of a document (search results, a story's documents)."""
+
+    model_config = ConfigDict(from_attributes=True)  # read from a storage.documents.DocumentSummary
+
     id: int = Field(description="Pulse document id")
     title: str
     url: str = Field(description="Canonical URL of the document")
@@ -16,11 +25,17 @@ class SearchResult(BaseModel):
     language: str | None = None
     source: str | None = Field(default=None, description="Name of the source it was collected from")
     category: str | None = None
+
+
+class SearchResult(DocumentSummaryOut):
     score: float = Field(
         description=(
             "Higher is better. vector: cosine similarity; keyword: BM25; hybrid: the fused score "
             "(comparable within one response only)"
         )
+    )
+    story: StoryRef | None = Field(
+        default=None, description="The story the trend clusterer put the document in; null when in none"
     )
 
 
