@@ -282,7 +282,7 @@ class TrendPartition(Base):
 
     id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
     key: Mapped[str] = mapped_column(Text)
-    model_id: Mapped[int | None] = mapped_column(ForeignKey("embedding_models.id", ondelete="CASCADE"))
+    model_id: Mapped[int] = mapped_column(ForeignKey("embedding_models.id", ondelete="CASCADE"))
     language: Mapped[str | None] = mapped_column(String(16))
     source_group: Mapped[str] = mapped_column(Text, server_default="default")
     watermark: Mapped[int] = mapped_column(BigInteger, server_default="0")

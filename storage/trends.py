@@ -40,7 +40,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import BindParameter
 
 from storage.cms_models import table_of
-from storage.models import Story, StoryBucket, StoryDocument, StoryLineage, Topic, TrendPartition
+from storage.models import Document, Story, StoryBucket, StoryDocument, StoryLineage, Topic, TrendPartition
 from storage.rows import row_to
 
 logger = logging.getLogger(__name__)
@@ -562,3 +562,9 @@ def update_topic_text(session: Session, rows: Sequence[TopicText]) -> None:
     _update_by_id(
         session, Topic, [{"id": r.id, "label": r.label, "keywords": _keywords_json(r.keywords)} for r in rows]
     )
+
+
+def document_languages(session: Session) -> list[str | None]:
+    """The languages documents are stored with (``None`` for documents without one)."""
+    rows = session.execute(select(Document.language).distinct()).scalars().all()
+    return sorted(rows, key=lambda lang: lang or "")

@@ -20,8 +20,12 @@ CMS_APP_IMPORT_PATH = "serve_apps.cms.app:app_builder"
 
 #: Serve application of trends (stories and topics), its route prefix and builder.
 TRENDS_APP_NAME = "trends"
-TRENDS_ROUTE_PREFIX = "/v1"
+TRENDS_ROUTE_PREFIX = "/v1/trends"
 TRENDS_APP_IMPORT_PATH = "serve_apps.trends.app:app_builder"
+#: Serve application of topics (same module; a second app so search keeps /v1/search by prefix).
+TOPICS_APP_NAME = "topics"
+TOPICS_ROUTE_PREFIX = "/v1/topics"
+TOPICS_APP_IMPORT_PATH = "serve_apps.trends.app:topics_app_builder"
 #: Prefix of the trend clusterer actors: ``pulse-trends-<model_id>-<partition key>``.
 TREND_ACTOR_PREFIX = "pulse-trends"
 #: Folder (under the storage URI's snapshots) of clusterer snapshots: ``trends-<model_id>-<key>``.

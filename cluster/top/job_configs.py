@@ -14,6 +14,7 @@ from cluster.ground.settings import Settings
 from jobs.collect.fetch import FetchPolicy
 from jobs.collect.pipeline import CollectJobConfig
 from jobs.embed.pipeline import EmbedJobConfig
+from jobs.recluster.communities import CommunityParams
 from storage.database import make_engine, make_session_factory, session_scope
 from storage.model_registry import ModelRegistry
 from storage.vector_files import absolute_storage_uri
@@ -81,3 +82,8 @@ def embed_target(model: str | None, database_url: str, settings: Settings) -> di
     finally:
         engine.dispose()
     return {"model_id": active.id} if active else {}
+
+
+def community_params(settings: Settings) -> CommunityParams:
+    """The re-cluster's parameters (the clusterer actors' periodic one and `pulse recluster`)."""
+    return CommunityParams(min_size=settings.trends.min_story_size)

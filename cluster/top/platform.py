@@ -27,6 +27,9 @@ from cluster.ground.constants import (
     INDEX_ACTOR_PREFIX,
     KEYWORD_ACTOR_PREFIX,
     SEARCH_APP_NAME,
+    TOPICS_APP_NAME,
+    TREND_ACTOR_PREFIX,
+    TRENDS_APP_NAME,
 )
 from cluster.ground.local_node import stop_node
 from cluster.ground.runtime import worker_logging
@@ -37,8 +40,16 @@ from cluster.top.cms_scheduler import start_cms_scheduler
 from cluster.top.database import DatabaseChoice, stop_embedded
 from cluster.top.job_configs import embed_config, embed_target
 from cluster.top.platform_state import RAY_CURRENT_CLUSTER_FILE, PlatformState, local_ray_address
-from cluster.top.serve_config import cms_app_args, deploy_cms, deploy_search, free_port, ingress_env
+from cluster.top.serve_config import (
+    cms_app_args,
+    deploy_cms,
+    deploy_search,
+    deploy_trends,
+    free_port,
+    ingress_env,
+)
 from cluster.top.targets import choose_database, choose_ray
+from cluster.top.trends import start_trends
 from jobs.embed.notify import notify_index
 from jobs.embed.pipeline import run_embed
 from jobs.ingest.loader import ingest_file
@@ -178,6 +189,10 @@ def up(settings: Settings, console: Console, *, ingest_sample: bool = True) -> P
 
     deploy_search(settings, db.url)
     deploy_cms(settings, db.url)
+    deploy_trends(settings, db.url)
+    trends = start_trends(settings, db.url)  # get-or-create; they follow the manifest themselves
+    if trends:
+        console.print(f"[bold]trends[/]: {len(trends)} clusterer(s) following the vectors")
     start_cms_scheduler(cms_app_args(settings, db.url))  # get-or-create; replicas never start it
     resumed = resume_activations(embed_config(settings, db.url), settings.ray.namespace)
     if resumed:
@@ -195,6 +210,7 @@ def up(settings: Settings, console: Console, *, ingest_sample: bool = True) -> P
         f"{ready.get('vectors')} vectors, model {ready.get('model')}"
     )
     console.print(f"  search:    {state.api_url}/v1/search?q=students+march+against+gun+violence")
+    console.print(f"  trends:    {state.api_url}/v1/trends?until=2018-03-31")
     console.print(f"  API docs:  {state.api_url}/docs")
     console.print(
         f"  CMS:       {state.api_url}/v1/cms/docs (admin {settings.cms.admin_email}; password in "
@@ -221,13 +237,15 @@ def down(settings: Settings, console: Console) -> None:
         from ray import serve
 
         try:
-            serve.delete(SEARCH_APP_NAME)
-            serve.delete(CMS_APP_NAME)
+            for app in (SEARCH_APP_NAME, CMS_APP_NAME, TRENDS_APP_NAME, TOPICS_APP_NAME):
+                serve.delete(app)
             serve.shutdown()  # type: ignore[no-untyped-call]
         except Exception as exc:  # Serve not running is fine
             logger.debug("serve shutdown: %s", exc)
         for entry in ray.util.list_named_actors(all_namespaces=True):
-            if entry["name"].startswith((INDEX_ACTOR_PREFIX, KEYWORD_ACTOR_PREFIX, CMS_SCHEDULER_NAME)):
+            if entry["name"].startswith(
+                (INDEX_ACTOR_PREFIX, KEYWORD_ACTOR_PREFIX, CMS_SCHEDULER_NAME, TREND_ACTOR_PREFIX)
+            ):
                 ray.kill(ray.get_actor(entry["name"], namespace=entry["namespace"]), no_restart=True)
         ray.shutdown()  # type: ignore[no-untyped-call]
         console.print("[bold]serve[/]: search application and index actors stopped")

@@ -24,6 +24,9 @@ from cluster.ground.constants import (
     SEARCH_APP_IMPORT_PATH,
     SEARCH_APP_NAME,
     SEARCH_ROUTE_PREFIX,
+    TOPICS_APP_IMPORT_PATH,
+    TOPICS_APP_NAME,
+    TOPICS_ROUTE_PREFIX,
     TRENDS_APP_IMPORT_PATH,
     TRENDS_APP_NAME,
     TRENDS_ROUTE_PREFIX,
@@ -200,8 +203,8 @@ def deploy_cms(settings: Settings, database_url: str) -> None:
 #: longest route prefix, so one application at ``/v1`` itself would take search's ``/v1/search`` and
 #: ``/v1/documents`` (search is at ``/``). Name, route prefix and builder of each.
 TRENDS_APPS: tuple[tuple[str, str, str], ...] = (
-    (TRENDS_APP_NAME, f"{TRENDS_ROUTE_PREFIX}/trends", TRENDS_APP_IMPORT_PATH),
-    ("topics", f"{TRENDS_ROUTE_PREFIX}/topics", "serve_apps.trends.app:topics_app_builder"),
+    (TRENDS_APP_NAME, TRENDS_ROUTE_PREFIX, TRENDS_APP_IMPORT_PATH),
+    (TOPICS_APP_NAME, TOPICS_ROUTE_PREFIX, TOPICS_APP_IMPORT_PATH),
 )
 
 

@@ -6,15 +6,19 @@ from typing import Any
 
 import ray
 
-from cluster.ground.constants import is_index_actor_of
+from cluster.ground.constants import TREND_ACTOR_PREFIX, is_index_actor_of
 from jobs.embed.pipeline import EmbedSummary
 
 
 def index_actors(model_id: int, namespace: str) -> list[Any]:
-    """Handles of a model entry's running index actors: every level and shard, and the keyword index."""
+    """Handles of the actors following a model entry's manifest: every index level and shard, the keyword
+    index and the trend clusterers."""
     handles = []
     for item in ray.util.list_named_actors(all_namespaces=True):
-        if item["namespace"] == namespace and is_index_actor_of(item["name"], model_id):
+        follows = is_index_actor_of(item["name"], model_id) or item["name"].startswith(
+            f"{TREND_ACTOR_PREFIX}-{model_id}-"
+        )
+        if item["namespace"] == namespace and follows:
             try:
                 handles.append(ray.get_actor(item["name"], namespace=namespace))
             except ValueError:

@@ -16,7 +16,20 @@ from cluster.top.entry import EXIT_INTERRUPTED, EXIT_USER_ERROR, run_command
 from jobs.errors import JobError
 from storage.errors import DatabaseUnavailable
 
-COMMANDS = ["up", "down", "status", "migrate", "ingest", "embed", "models", "sources", "collect", "cms"]
+COMMANDS = [
+    "up",
+    "down",
+    "status",
+    "migrate",
+    "ingest",
+    "embed",
+    "models",
+    "sources",
+    "collect",
+    "cms",
+    "trends",
+    "recluster",
+]
 
 #: Each job command's options: the union of what `pulse <job>` and `python -m jobs.<job>` had apart.
 JOB_OPTIONS = {

@@ -109,4 +109,6 @@ def test_committed_serve_config_logs_as_pulse_up_does(monkeypatch: pytest.Monkey
     ServeDeploySchema.model_validate(config)
     expected = serve_logging_config(Settings(_env_file=None))  # type: ignore[call-arg]
     assert config["logging_config"] == expected
-    assert [app["logging_config"] for app in config["applications"]] == [expected, expected]
+    assert [app["logging_config"] for app in config["applications"]] == [expected] * len(
+        config["applications"]
+    )

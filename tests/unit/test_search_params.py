@@ -78,9 +78,15 @@ def test_metadata_table_matches_by_document_id() -> None:
 
 def test_committed_serve_config_is_valid_for_the_builder() -> None:
     from serve_apps.cms.args import CmsArgs
+    from serve_apps.trends.args import TrendsArgs
 
     config = yaml.safe_load((ROOT / "serve_apps" / "serve_config.yaml").read_text())
-    search, cms = config["applications"]
+    apps = {app["name"]: app for app in config["applications"]}
+    assert sorted(apps) == ["cms", "search", "topics", "trends"]
+    search, cms = apps["search"], apps["cms"]
     args = SearchArgs.model_validate(search["args"])
     assert args.index.shards >= 1 and args.search.default_mode in ("vector", "keyword", "hybrid")
     assert CmsArgs.model_validate(cms["args"]).scheduler and cms["route_prefix"] == "/v1/cms"
+    for name in ("trends", "topics"):
+        TrendsArgs.model_validate(apps[name]["args"])
+        assert apps[name]["route_prefix"] == f"/v1/{name}"

@@ -26,7 +26,12 @@ def upgrade() -> None:
         "trend_partitions",
         sa.Column("id", sa.Integer, sa.Identity(), primary_key=True),
         sa.Column("key", sa.Text, nullable=False),
-        sa.Column("model_id", sa.Integer, sa.ForeignKey("embedding_models.id", ondelete="CASCADE")),
+        sa.Column(
+            "model_id",
+            sa.Integer,
+            sa.ForeignKey("embedding_models.id", ondelete="CASCADE"),
+            nullable=False,
+        ),
         sa.Column("language", sa.String(16)),
         sa.Column("source_group", sa.Text, nullable=False, server_default="default"),
         sa.Column("watermark", sa.BigInteger, nullable=False, server_default="0"),
@@ -103,6 +108,7 @@ def upgrade() -> None:
         sa.CheckConstraint("method IN ('assign', 'recluster', 'job')", name="ck_story_documents_method"),
     )
     op.create_index("ix_story_documents_story_time", "story_documents", ["story_id", "document_time"])
+    op.create_index("ix_story_documents_partition", "story_documents", ["partition_id"])
     op.create_table(
         "story_lineage",
         sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),

@@ -1,0 +1,575 @@
+"""``TrendClusterer``: the incremental story clusterer of one partition (plain class, no Ray).
+
+It holds a **window** of recent document vectors (at most ``window_size``, spanning ``window_days`` of
+document time) and, for each, the story it belongs to (or none yet).
+
+- **Immediate assignment** (``add``): a new document joins the story whose centroid is most similar,
+  when that similarity is at least ``assign_threshold``; otherwise it waits, unassigned. Unassigned
+  documents that are close to each other (a connected group of at least ``min_story_size`` at
+  ``birth_threshold``) become a new story at once, so an event is seen within its first documents.
+- **Re-cluster** (``recluster``, every ``recluster_every`` documents or ``recluster_hours`` of document
+  time): Leiden on the window's kNN graph (``jobs.recluster.communities``), started from the current stories,
+  at a fine resolution for stories and a coarse one for topics. The new communities are
+  **matched** to the stories they replace (``actors.trend_matching``): ids persist; births, merges,
+  splits and deaths are recorded as lineage. A document the re-cluster leaves as noise keeps the story
+  it had (it was assigned above the threshold); one whose story merged follows the survivor.
+- **Topics**: each story's topic is the topic most of its window documents fall in at the coarse
+  resolution; topic ids are matched the same way.
+
+Ids are ``id_base + n`` with ``n`` counted here (the partition's block; ``cluster.ground.constants``),
+so replaying the same documents from a snapshot gives the same ids. Triggers use document time and
+counts, never the wall clock, for the same reason. ``drain()`` hands the changes since the last call
+to the caller, which writes them (``storage.trends``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from actors.trend_matching import Matching, match
+
+#: A re-cluster: (window vectors, current stories (-1: none)) -> (story communities, topic communities),
+#: each 0..m-1 with -1 for noise. ``jobs.recluster.communities.window_communities`` bound to its
+#: parameters; injected so the core stays testable and the actor needs no import of the job.
+Communities = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+logger = logging.getLogger(__name__)
+
+DAY = 86_400
+
+
+@dataclass(frozen=True)
+class ClustererParams:
+    window_size: int = 200_000
+    window_days: float = 30.0
+    assign_threshold: float = 0.55
+    birth_threshold: float = 0.6
+    recluster_every: int = 1_000
+    recluster_hours: float = 24.0
+    min_story_size: int = 3
+    birth_pool: int = 5_000  #: most recent unassigned documents considered for an immediate birth
+    sticky: bool = True  #: a re-cluster moves documents and merges stories only for a reason
+    move_margin: float = 0.2  #: sticky: how much closer the new story must be for a document to move
+    merge_threshold: float = 0.8  #: sticky: centroid similarity two stories need to merge
+
+
+@dataclass(frozen=True)
+class Lineage:
+    level: str  # story | topic
+    kind: str  # birth | merge | split | death
+    subject: int
+    related: tuple[int, ...]
+    documents: int
+    at: int  # epoch seconds (document time)
+    key: str  # unique per partition: replays write it once
+
+
+@dataclass
+class ClusterDelta:
+    """Changes since the last ``drain``: what storage must write."""
+
+    assignments: dict[int, tuple[int, float | None, str, int]] = field(default_factory=dict)
+    #: document -> (story, similarity, method, document time)
+    unassigned: set[int] = field(default_factory=set)
+    stories: dict[int, tuple[int | None, str, int | None]] = field(default_factory=dict)
+    #: story -> (topic, status, merged_into)
+    topics: dict[int, tuple[str, int]] = field(default_factory=dict)  #: topic -> (status, story count)
+    lineage: list[Lineage] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.assignments or self.unassigned or self.stories or self.topics or self.lineage)
+
+
+@dataclass
+class _Story:
+    centroid_sum: np.ndarray
+    count: int  # documents in the window
+    topic: int | None = None
+    status: str = "active"
+    merged_into: int | None = None
+
+
+class TrendClusterer:
+    def __init__(
+        self, params: ClustererParams, communities: Communities, *, id_base: int = 0, dim: int = 384
+    ) -> None:
+        self.params = params
+        self._communities = communities
+        self.id_base = id_base
+        self.dim = dim
+        self._ids = np.empty(0, np.int64)
+        self._vecs = np.empty((0, dim), np.float32)
+        self._times = np.empty(0, np.int64)
+        self._story = np.empty(0, np.int64)
+        self._stories: dict[int, _Story] = {}
+        self._topics: dict[int, int] = {}  # topic -> story count
+        self._next_story = 1
+        self._next_topic = 1
+        self._since_recluster = 0
+        self._last_recluster_time: int | None = None
+        self.clock: int | None = None  # latest document time seen (epoch s)
+        self.reclusters = 0
+        self.last_recluster_s = 0.0
+        self._delta = ClusterDelta()
+        self._centroids: np.ndarray | None = None
+        self._centroid_ids = np.empty(0, np.int64)
+
+    # ------------------------------------------------------------------------------------ queries
+    @property
+    def size(self) -> int:
+        return len(self._ids)
+
+    @property
+    def unassigned(self) -> int:
+        return int((self._story < 0).sum())
+
+    def story_of(self, doc_ids: np.ndarray) -> np.ndarray:
+        pos = {int(d): i for i, d in enumerate(self._ids)}
+        return np.asarray([self._story[pos[int(d)]] if int(d) in pos else -1 for d in doc_ids], np.int64)
+
+    def window(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(document ids, vectors, times, stories) of the window (views; do not modify)."""
+        return self._ids, self._vecs, self._times, self._story
+
+    def active_stories(self) -> list[int]:
+        return sorted(s for s, st in self._stories.items() if st.status == "active")
+
+    def topic_of(self, story: int) -> int | None:
+        st = self._stories.get(story)
+        return st.topic if st else None
+
+    # ------------------------------------------------------------------------------------ ingest
+    def add(self, doc_ids: np.ndarray, vectors: np.ndarray, times: np.ndarray, *, batch: int = 256) -> None:
+        """Take documents in stream order: assign, grow the window, re-cluster when due."""
+        doc_ids = np.asarray(doc_ids, np.int64)
+        vectors = np.ascontiguousarray(vectors, np.float32)
+        times = np.asarray(times, np.int64)
+        known = set(self._ids.tolist())
+        fresh = np.asarray([int(d) not in known for d in doc_ids], bool)
+        doc_ids, vectors, times = doc_ids[fresh], vectors[fresh], times[fresh]
+        for start in range(0, len(doc_ids), batch):
+            stop = start + batch
+            self._add_batch(doc_ids[start:stop], vectors[start:stop], times[start:stop])
+            if self.recluster_due():
+                self.recluster()
+
+    def _add_batch(self, doc_ids: np.ndarray, vectors: np.ndarray, times: np.ndarray) -> None:
+        n = len(doc_ids)
+        labels = np.full(n, -1, np.int64)
+        sims = np.zeros(n, np.float32)
+        centroids, cids = self._centroid_matrix()
+        if len(cids):
+            all_sims = vectors @ centroids.T
+            best = all_sims.argmax(axis=1)
+            sims = all_sims[np.arange(n), best]
+            ok = sims >= self.params.assign_threshold
+            labels[ok] = cids[best[ok]]
+        self._ids = np.concatenate([self._ids, doc_ids])
+        self._vecs = np.concatenate([self._vecs, vectors])
+        self._times = np.concatenate([self._times, times])
+        self._story = np.concatenate([self._story, labels])
+        for i in np.flatnonzero(labels >= 0):
+            s = int(labels[i])
+            story = self._stories[s]
+            story.centroid_sum += vectors[i]
+            story.count += 1
+            self._delta.assignments[int(doc_ids[i])] = (s, float(sims[i]), "assign", int(times[i]))
+        self._centroids = None
+        self._since_recluster += n
+        latest = int(times.max(initial=np.iinfo(np.int64).min))
+        self.clock = latest if self.clock is None else max(self.clock, latest)
+        if self._last_recluster_time is None and n:
+            self._last_recluster_time = int(times.min())
+        self._births()
+        self._evict()
+
+    def _centroid_matrix(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._centroids is None:
+            live = [(s, st) for s, st in self._stories.items() if st.status == "active" and st.count > 0]
+            self._centroid_ids = np.asarray([s for s, _ in live], np.int64)
+            if live:
+                mat = np.stack([st.centroid_sum for _, st in live]).astype(np.float32)
+                mat /= np.maximum(np.linalg.norm(mat, axis=1, keepdims=True), 1e-12)
+            else:
+                mat = np.empty((0, self.dim), np.float32)
+            self._centroids = mat
+        return self._centroids, self._centroid_ids
+
+    def _births(self) -> None:
+        """Groups of close unassigned documents become stories at once."""
+        pool = np.flatnonzero(self._story < 0)[-self.params.birth_pool :]
+        if len(pool) < self.params.min_story_size:
+            return
+        x = self._vecs[pool]
+        adjacency = (x @ x.T) >= self.params.birth_threshold
+        np.fill_diagonal(adjacency, False)
+        degree = adjacency.sum(axis=1)
+        candidates = degree >= self.params.min_story_size - 1
+        if not candidates.any():
+            return
+        from scipy.sparse import csr_matrix
+        from scipy.sparse.csgraph import connected_components
+
+        sub = np.flatnonzero(candidates)
+        _, comp = connected_components(csr_matrix(adjacency[np.ix_(sub, sub)]), directed=False)
+        for c in np.unique(comp):
+            members = pool[sub[comp == c]]
+            if len(members) < self.params.min_story_size:
+                continue
+            sid = self._new_story_id()
+            centroid = self._vecs[members].sum(axis=0)
+            self._stories[sid] = _Story(centroid_sum=centroid, count=len(members))
+            unit = centroid / max(float(np.linalg.norm(centroid)), 1e-12)
+            member_sims = self._vecs[members] @ unit
+            for row, sim in zip(members, member_sims, strict=True):
+                self._story[row] = sid
+                self._delta.assignments[int(self._ids[row])] = (
+                    sid,
+                    float(sim),
+                    "assign",
+                    int(self._times[row]),
+                )
+            self._delta.stories[sid] = (None, "active", None)
+            at = int(self._times[members].max())
+            self._delta.lineage.append(
+                Lineage("story", "birth", sid, (), len(members), at, f"story:birth:{sid}")
+            )
+            self._centroids = None
+
+    def _evict(self) -> None:
+        """Drop documents older than the window's span, then the oldest past its size."""
+        if self.clock is None or not len(self._ids):
+            return
+        keep = self._times >= self.clock - int(self.params.window_days * DAY)
+        over = int(keep.sum()) - self.params.window_size
+        if over > 0:
+            order = np.argsort(self._times[keep], kind="stable")
+            kept_rows = np.flatnonzero(keep)
+            keep[kept_rows[order[:over]]] = False
+        if keep.all():
+            return
+        gone = self._story[~keep]
+        for s, c in zip(*np.unique(gone[gone >= 0], return_counts=True), strict=True):
+            story = self._stories[int(s)]
+            story.centroid_sum -= self._vecs[~keep][gone == s].sum(axis=0)
+            story.count -= int(c)
+            if story.count <= 0:
+                # All its documents left the window: the story ends (its rows stay in storage).
+                del self._stories[int(s)]
+                at = int(self.clock)
+                self._delta.lineage.append(
+                    Lineage("story", "death", int(s), (), 0, at, f"story:death:{int(s)}")
+                )
+                self._delta.stories[int(s)] = (story.topic, "dead", None)
+        self._ids, self._vecs = self._ids[keep], self._vecs[keep]
+        self._times, self._story = self._times[keep], self._story[keep]
+        self._centroids = None
+
+    # ---------------------------------------------------------------------------------- re-cluster
+    def recluster_due(self) -> bool:
+        if self._since_recluster >= self.params.recluster_every:
+            return True
+        if self.clock is None or self._last_recluster_time is None or self._since_recluster == 0:
+            return False
+        return self.clock - self._last_recluster_time >= self.params.recluster_hours * 3600
+
+    def compute_communities(self) -> tuple[np.ndarray, np.ndarray]:
+        """Story and topic communities of the window (the expensive part; a job may run it)."""
+        return self._communities(self._vecs, self._story)
+
+    def recluster(self) -> None:
+        started = time.perf_counter()
+        stories, topics = self.compute_communities()
+        self.apply_communities(self._ids.copy(), stories, topics, method="recluster")
+        self.last_recluster_s = time.perf_counter() - started
+
+    def apply_communities(
+        self, doc_ids: np.ndarray, stories: np.ndarray, topics: np.ndarray, *, method: str
+    ) -> None:
+        """Adopt a partition of (some of) the window computed elsewhere, matched to the current ids.
+
+        Documents in a community take the id it carries; documents left as noise keep their story.
+        With ``sticky``, an assigned document moves only when the story it would move to is clearly
+        closer (``move_margin`` of cosine similarity) and a merge is accepted only between stories
+        whose centroids are ``merge_threshold`` alike: ids change for a reason, not for the noise of
+        a re-cluster. New stories (births, splits) need ``min_story_size`` documents.
+        """
+        pos = {int(d): i for i, d in enumerate(self._ids)}
+        rows = np.asarray([pos.get(int(d), -1) for d in doc_ids], np.int64)
+        inside = rows >= 0
+        rows, stories, topics = rows[inside], np.asarray(stories)[inside], np.asarray(topics)[inside]
+        at = int(self.clock or 0)
+        old = self._story[rows]
+        m = match(old, stories, new_id=self._new_story_id, min_size=self.params.min_story_size)
+        old_units = self._units(self._story)
+        if self.params.sticky:
+            m.merges = self._close_merges(m.merges, old_units)
+            m.dissolved = []
+        merged_into = m.merged_into()
+        proposed = self._story.copy()
+        assigned = stories >= 0
+        proposed[rows[assigned]] = m.ids[stories[assigned]]
+        for s, survivor in merged_into.items():
+            proposed[proposed == s] = survivor
+        for s in m.dissolved:
+            proposed[proposed == s] = -1
+        if self.params.sticky:
+            self._stay_unless_closer(proposed, old_units, set(merged_into))
+        new_ids = set(m.births) | {sid for sid, _ in m.splits}
+        for sid in list(new_ids):
+            members = proposed == sid
+            if int(members.sum()) < self.params.min_story_size:
+                proposed[members] = self._story[members]
+                new_ids.discard(sid)
+        m.births = [sid for sid in m.births if sid in new_ids]
+        m.splits = [(sid, parent) for sid, parent in m.splits if sid in new_ids]
+        self._record_story_lineage(m, old, proposed, at)
+        self._set_stories(proposed, method)
+        for s, survivor in merged_into.items():
+            topic = self._stories[s].topic if s in self._stories else None
+            self._delta.stories[s] = (topic, "merged", survivor)
+            self._stories.pop(s, None)
+        for s in m.dissolved:
+            topic = self._stories[s].topic if s in self._stories else None
+            self._delta.stories[s] = (topic, "dead", None)
+            self._stories.pop(s, None)
+        self._assign_topics(rows, topics, at)
+        self._since_recluster = 0
+        self._last_recluster_time = self.clock
+        self.reclusters += 1
+        self._centroids = None
+
+    def _units(self, labels: np.ndarray) -> dict[int, np.ndarray]:
+        """Unit centroid of each story of ``labels`` (rows of the window)."""
+        out: dict[int, np.ndarray] = {}
+        valid = labels >= 0
+        if not valid.any():
+            return out
+        ids, inverse = np.unique(labels[valid], return_inverse=True)
+        sums = np.zeros((len(ids), self.dim), np.float32)
+        np.add.at(sums, inverse, self._vecs[valid])
+        sums /= np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
+        return dict(zip(ids.tolist(), sums, strict=True))
+
+    def _close_merges(
+        self, merges: list[tuple[int, list[int]]], units: dict[int, np.ndarray]
+    ) -> list[tuple[int, list[int]]]:
+        kept = []
+        threshold = self.params.merge_threshold
+        for survivor, merged in merges:
+            if survivor not in units:
+                continue
+            close = [s for s in merged if s in units and float(units[s] @ units[survivor]) >= threshold]
+            if close:
+                kept.append((survivor, close))
+        return kept
+
+    def _stay_unless_closer(
+        self, proposed: np.ndarray, old_units: dict[int, np.ndarray], merged: set[int]
+    ) -> None:
+        rows = np.flatnonzero((proposed != self._story) & (self._story >= 0) & (proposed >= 0))
+        rows = np.asarray([r for r in rows if int(self._story[r]) not in merged], np.int64)
+        if not len(rows):
+            return
+        new_units = self._units(proposed)
+        for row in rows:
+            was, now = int(self._story[row]), int(proposed[row])
+            if was not in old_units or now not in new_units:
+                continue
+            x = self._vecs[row]
+            if float(x @ new_units[now]) < float(x @ old_units[was]) + self.params.move_margin:
+                proposed[row] = was
+
+    def _set_stories(self, new_story: np.ndarray, method: str) -> None:
+        changed = np.flatnonzero(new_story != self._story)
+        unit_cache: dict[int, np.ndarray] = {}
+        for s in np.unique(new_story[new_story >= 0]):
+            s = int(s)
+            members = new_story == s
+            total = self._vecs[members].sum(axis=0)
+            story = self._stories.get(s)
+            if story is None:
+                story = self._stories[s] = _Story(total, int(members.sum()))
+                self._delta.stories[s] = (None, "active", None)
+            story.centroid_sum, story.count = total, int(members.sum())
+            unit_cache[s] = total / max(float(np.linalg.norm(total)), 1e-12)
+        for row in changed:
+            doc = int(self._ids[row])
+            s = int(new_story[row])
+            if s < 0:
+                self._delta.assignments.pop(doc, None)
+                self._delta.unassigned.add(doc)
+            else:
+                sim = float(self._vecs[row] @ unit_cache[s])
+                self._delta.unassigned.discard(doc)
+                self._delta.assignments[doc] = (s, sim, method, int(self._times[row]))
+        for s in {int(x) for x in self._story[changed] if x >= 0} - set(unit_cache):
+            if s in self._stories:
+                self._stories[s].count = 0
+                self._stories[s].centroid_sum = np.zeros(self.dim, np.float32)
+        self._story = new_story
+
+    def _record_story_lineage(self, m: Matching, old: np.ndarray, new: np.ndarray, at: int) -> None:
+        for sid in m.births:
+            n = int((new == sid).sum())
+            self._delta.lineage.append(Lineage("story", "birth", sid, (), n, at, f"story:birth:{sid}"))
+        for sid, parent in m.splits:
+            n = int((new == sid).sum())
+            self._delta.lineage.append(
+                Lineage("story", "split", sid, (parent,), n, at, f"story:split:{sid}:{parent}")
+            )
+        for survivor, merged in m.merges:
+            n = int(np.isin(old, merged).sum())
+            key = f"story:merge:{survivor}:{','.join(map(str, merged))}"
+            self._delta.lineage.append(Lineage("story", "merge", survivor, tuple(merged), n, at, key))
+        for s in m.dissolved:
+            n = int((old == s).sum())
+            self._delta.lineage.append(Lineage("story", "death", s, (), n, at, f"story:death:{s}"))
+
+    def _assign_topics(self, rows: np.ndarray, topics: np.ndarray, at: int) -> None:
+        """Each story's topic: the coarse community most of its documents fall in; ids matched."""
+        story = self._story[rows]
+        old_topic = np.asarray(
+            [
+                self._stories[int(s)].topic
+                if s >= 0 and int(s) in self._stories and self._stories[int(s)].topic is not None
+                else -1
+                for s in story
+            ],
+            np.int64,
+        )
+        keep = story >= 0
+        m = match(
+            old_topic[keep], topics[keep], new_id=self._new_topic_id, min_size=self.params.min_story_size
+        )
+        for tid in m.births:
+            self._delta.lineage.append(Lineage("topic", "birth", tid, (), 0, at, f"topic:birth:{tid}"))
+        for tid, parent in m.splits:
+            self._delta.lineage.append(
+                Lineage("topic", "split", tid, (parent,), 0, at, f"topic:split:{tid}:{parent}")
+            )
+        for survivor, merged in m.merges:
+            key = f"topic:merge:{survivor}:{','.join(map(str, merged))}"
+            self._delta.lineage.append(Lineage("topic", "merge", survivor, tuple(merged), 0, at, key))
+            for t in merged:
+                self._topics.pop(t, None)
+                self._delta.topics[t] = ("merged", 0)
+        for t in m.dissolved:
+            self._topics.pop(t, None)
+            self._delta.topics[t] = ("dead", 0)
+            self._delta.lineage.append(Lineage("topic", "death", t, (), 0, at, f"topic:death:{t}"))
+        # story -> most common matched topic among its documents
+        topic_ids = np.where(topics[keep] >= 0, m.ids[np.maximum(topics[keep], 0)], -1)
+        counts: dict[int, dict[int, int]] = {}
+        for s, t in zip(story[keep].tolist(), topic_ids.tolist(), strict=True):
+            if t >= 0:
+                counts.setdefault(s, {}).setdefault(t, 0)
+                counts[s][t] += 1
+        story_count: dict[int, int] = {}
+        for s, st in self._stories.items():
+            if st.status != "active":
+                continue
+            choice = counts.get(s)
+            topic = max(choice.items(), key=lambda kv: (kv[1], -kv[0]))[0] if choice else st.topic
+            if topic != st.topic:
+                st.topic = topic
+                self._delta.stories[s] = (topic, "active", None)
+            if st.topic is not None:
+                story_count[st.topic] = story_count.get(st.topic, 0) + 1
+        for t, c in story_count.items():
+            if self._topics.get(t) != c:
+                self._delta.topics[t] = ("active", c)
+            self._topics[t] = c
+        for s, (topic, status, into) in list(self._delta.stories.items()):
+            if topic is None and s in self._stories:
+                self._delta.stories[s] = (self._stories[s].topic, status, into)
+
+    # ---------------------------------------------------------------------------------- ids, delta
+    def _new_story_id(self) -> int:
+        sid = self.id_base + self._next_story
+        self._next_story += 1
+        return sid
+
+    def _new_topic_id(self) -> int:
+        tid = self.id_base + self._next_topic
+        self._next_topic += 1
+        return tid
+
+    def drain(self) -> ClusterDelta:
+        delta, self._delta = self._delta, ClusterDelta()
+        for s, st in self._stories.items():  # a story born since the last drain names its topic
+            if s in delta.stories and delta.stories[s][0] is None and st.topic is not None:
+                delta.stories[s] = (st.topic, st.status, st.merged_into)
+        return delta
+
+    # ------------------------------------------------------------------------------------ snapshot
+    def snapshot(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Arrays and a JSON-able description of the whole state (pending changes excluded: the
+        caller snapshots after writing them)."""
+        sids = sorted(self._stories)
+        arrays: dict[str, np.ndarray] = {
+            "ids": self._ids,
+            "vectors": self._vecs,
+            "times": self._times,
+            "story": self._story,
+            "story_ids": np.asarray(sids, np.int64),
+            "story_sums": (
+                np.stack([self._stories[s].centroid_sum for s in sids]).astype(np.float32)
+                if sids
+                else np.empty((0, self.dim), np.float32)
+            ),
+            "story_counts": np.asarray([self._stories[s].count for s in sids], np.int64),
+            "story_topics": np.asarray(
+                [-1 if self._stories[s].topic is None else self._stories[s].topic for s in sids], np.int64
+            ),
+            "topic_ids": np.asarray(sorted(self._topics), np.int64),
+            "topic_counts": np.asarray([self._topics[t] for t in sorted(self._topics)], np.int64),
+        }
+        info: dict[str, Any] = {
+            "id_base": self.id_base,
+            "dim": self.dim,
+            "next_story": self._next_story,
+            "next_topic": self._next_topic,
+            "since_recluster": self._since_recluster,
+            "last_recluster_time": self._last_recluster_time,
+            "clock": self.clock,
+            "reclusters": self.reclusters,
+        }
+        return arrays, info
+
+    @classmethod
+    def restore(
+        cls,
+        params: ClustererParams,
+        communities: Communities,
+        arrays: dict[str, np.ndarray],
+        info: dict[str, Any],
+    ) -> TrendClusterer:
+        self = cls(params, communities, id_base=int(info["id_base"]), dim=int(info["dim"]))
+        self._ids = arrays["ids"].astype(np.int64)
+        self._vecs = arrays["vectors"].astype(np.float32)
+        self._times = arrays["times"].astype(np.int64)
+        self._story = arrays["story"].astype(np.int64)
+        for s, total, count, topic in zip(
+            arrays["story_ids"].tolist(),
+            arrays["story_sums"],
+            arrays["story_counts"].tolist(),
+            arrays["story_topics"].tolist(),
+            strict=True,
+        ):
+            self._stories[s] = _Story(total.astype(np.float32), count, None if topic < 0 else topic)
+        self._topics = dict(zip(arrays["topic_ids"].tolist(), arrays["topic_counts"].tolist(), strict=True))
+        self._next_story = int(info["next_story"])
+        self._next_topic = int(info["next_topic"])
+        self._since_recluster = int(info["since_recluster"])
+        self._last_recluster_time = info["last_recluster_time"]
+        self.clock = info["clock"]
+        self.reclusters = int(info["reclusters"])
+        return self
