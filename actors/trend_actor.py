@@ -43,6 +43,9 @@ from storage.vector_source import ManifestVectorSource
 
 logger = logging.getLogger(__name__)
 
+#: Documents a catch-up takes at once (sorted by document time before they reach the clusterer).
+CATCH_UP_BATCH = 20_000
+
 
 @dataclass(frozen=True)
 class TrendActorConfig:
@@ -180,24 +183,42 @@ class TrendService:
         )
 
     def _catch_up(self) -> int:
+        """Take every manifest file after the watermark, in batches of about ``CATCH_UP_BATCH``
+        documents, each sorted by document time: files arrive in embedding order, not in time order
+        (a backfill of months embeds newest and oldest side by side)."""
         added = 0
         with self._lock:
+            pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+            buffered = 0
+            last = self._watermark
             for update in self._source.updates_after(self._watermark):
+                last = update.watermark
                 if len(update.document_ids) and update.meta is not None:
                     mine = self._mine(list(update.meta.languages), list(update.meta.sources))
-                    ids = update.document_ids[mine]
-                    vectors = update.vectors[mine]
                     published = np.asarray(update.meta.published)[mine]
-                    now = int(time.time())
-                    times = np.where(published == NO_DATE, now, published).astype(np.int64)
-                    order = np.argsort(times, kind="stable")
-                    self._clusterer.add(ids[order], vectors[order], times[order])
-                    added += len(ids)
-                self._watermark = update.watermark
-                self._flush()
+                    times = np.where(published == NO_DATE, int(time.time()), published).astype(np.int64)
+                    pending.append((update.document_ids[mine], update.vectors[mine], times))
+                    buffered += int(mine.sum())
+                if buffered >= CATCH_UP_BATCH:
+                    added += self._take(pending, last)
+                    pending, buffered = [], 0
+            if pending or last != self._watermark:
+                added += self._take(pending, last)
             if self._dirty and self._snapshot_due():
                 self._snapshot()
         return added
+
+    def _take(self, pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]], watermark: int) -> int:
+        if pending:
+            ids = np.concatenate([p[0] for p in pending])
+            vectors = np.concatenate([p[1] for p in pending if len(p[0])] or [np.empty((0, 0), np.float32)])
+            times = np.concatenate([p[2] for p in pending])
+            order = np.argsort(times, kind="stable")
+            if len(ids):
+                self._clusterer.add(ids[order], vectors[order], times[order])
+        self._watermark = watermark
+        self._flush()
+        return sum(len(p[0]) for p in pending)
 
     def _flush(self) -> None:
         delta = self._clusterer.drain()
@@ -263,8 +284,10 @@ class TrendService:
         return self._snapshot_name
 
     @ray.method
-    def window(self, since: int | None, until: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(document ids, vectors, current stories) of the window rows with time in [since, until]."""
+    def window(
+        self, since: int | None, until: int | None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(document ids, vectors, current stories, times) of the window rows with time in [since, until]."""
         with self._lock:
             ids, vectors, times, labels = self._clusterer.window()
             keep = np.ones(len(ids), bool)
@@ -272,7 +295,7 @@ class TrendService:
                 keep &= times >= since
             if until is not None:
                 keep &= times <= until
-            return ids[keep].copy(), vectors[keep].copy(), labels[keep].copy()
+            return ids[keep].copy(), vectors[keep].copy(), labels[keep].copy(), times[keep].copy()
 
     @ray.method
     def apply_communities(self, doc_ids: np.ndarray, stories: np.ndarray, topics: np.ndarray) -> int:

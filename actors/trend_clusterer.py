@@ -34,10 +34,11 @@ import numpy as np
 
 from actors.trend_matching import Matching, match
 
-#: A re-cluster: (window vectors, current stories (-1: none)) -> (story communities, topic communities),
+#: A re-cluster: (window vectors, current stories (-1: none), document times (epoch s)) ->
+#: (story communities, topic communities),
 #: each 0..m-1 with -1 for noise. ``jobs.recluster.communities.window_communities`` bound to its
 #: parameters; injected so the core stays testable and the actor needs no import of the job.
-Communities = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+Communities = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 logger = logging.getLogger(__name__)
 
@@ -54,9 +55,10 @@ class ClustererParams:
     recluster_hours: float = 24.0
     min_story_size: int = 3
     birth_pool: int = 5_000  #: most recent unassigned documents considered for an immediate birth
+    story_gap_days: float = 3.0  #: a document joins (or founds with others) only stories this recent
     sticky: bool = True  #: a re-cluster moves documents and merges stories only for a reason
     move_margin: float = 0.2  #: sticky: how much closer the new story must be for a document to move
-    merge_threshold: float = 0.8  #: sticky: centroid similarity two stories need to merge
+    merge_threshold: float = 0.85  #: sticky: centroid similarity two stories need to merge
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,7 @@ class ClusterDelta:
 class _Story:
     centroid_sum: np.ndarray
     count: int  # documents in the window
+    last: int = 0  # time of its latest document (epoch s)
     topic: int | None = None
     status: str = "active"
     merged_into: int | None = None
@@ -120,6 +123,7 @@ class TrendClusterer:
         self._delta = ClusterDelta()
         self._centroids: np.ndarray | None = None
         self._centroid_ids = np.empty(0, np.int64)
+        self._centroid_last = np.empty(0, np.int64)
 
     # ------------------------------------------------------------------------------------ queries
     @property
@@ -165,6 +169,12 @@ class TrendClusterer:
         labels = np.full(n, -1, np.int64)
         sims = np.zeros(n, np.float32)
         centroids, cids = self._centroid_matrix()
+        gap = int(self.params.story_gap_days * DAY)
+        recent = self._centroid_last >= (int(times.min()) - gap if n else 0)
+        if recent.any():
+            centroids, cids = centroids[recent], cids[recent]
+        else:
+            cids = cids[:0]
         if len(cids):
             all_sims = vectors @ centroids.T
             best = all_sims.argmax(axis=1)
@@ -180,6 +190,7 @@ class TrendClusterer:
             story = self._stories[s]
             story.centroid_sum += vectors[i]
             story.count += 1
+            story.last = max(story.last, int(times[i]))
             self._delta.assignments[int(doc_ids[i])] = (s, float(sims[i]), "assign", int(times[i]))
         self._centroids = None
         self._since_recluster += n
@@ -194,6 +205,7 @@ class TrendClusterer:
         if self._centroids is None:
             live = [(s, st) for s, st in self._stories.items() if st.status == "active" and st.count > 0]
             self._centroid_ids = np.asarray([s for s, _ in live], np.int64)
+            self._centroid_last = np.asarray([st.last for _, st in live], np.int64)
             if live:
                 mat = np.stack([st.centroid_sum for _, st in live]).astype(np.float32)
                 mat /= np.maximum(np.linalg.norm(mat, axis=1, keepdims=True), 1e-12)
@@ -204,7 +216,8 @@ class TrendClusterer:
 
     def _births(self) -> None:
         """Groups of close unassigned documents become stories at once."""
-        pool = np.flatnonzero(self._story < 0)[-self.params.birth_pool :]
+        horizon = (self.clock or 0) - int(self.params.story_gap_days * DAY)
+        pool = np.flatnonzero((self._story < 0) & (self._times >= horizon))[-self.params.birth_pool :]
         if len(pool) < self.params.min_story_size:
             return
         x = self._vecs[pool]
@@ -225,7 +238,8 @@ class TrendClusterer:
                 continue
             sid = self._new_story_id()
             centroid = self._vecs[members].sum(axis=0)
-            self._stories[sid] = _Story(centroid_sum=centroid, count=len(members))
+            last = int(self._times[members].max())
+            self._stories[sid] = _Story(centroid_sum=centroid, count=len(members), last=last)
             unit = centroid / max(float(np.linalg.norm(centroid)), 1e-12)
             member_sims = self._vecs[members] @ unit
             for row, sim in zip(members, member_sims, strict=True):
@@ -282,7 +296,7 @@ class TrendClusterer:
 
     def compute_communities(self) -> tuple[np.ndarray, np.ndarray]:
         """Story and topic communities of the window (the expensive part; a job may run it)."""
-        return self._communities(self._vecs, self._story)
+        return self._communities(self._vecs, self._story, self._times)
 
     def recluster(self) -> None:
         started = time.perf_counter()
@@ -399,6 +413,7 @@ class TrendClusterer:
                 story = self._stories[s] = _Story(total, int(members.sum()))
                 self._delta.stories[s] = (None, "active", None)
             story.centroid_sum, story.count = total, int(members.sum())
+            story.last = int(self._times[members].max())
             unit_cache[s] = total / max(float(np.linalg.norm(total)), 1e-12)
         for row in changed:
             doc = int(self._ids[row])
@@ -526,6 +541,7 @@ class TrendClusterer:
                 else np.empty((0, self.dim), np.float32)
             ),
             "story_counts": np.asarray([self._stories[s].count for s in sids], np.int64),
+            "story_lasts": np.asarray([self._stories[s].last for s in sids], np.int64),
             "story_topics": np.asarray(
                 [-1 if self._stories[s].topic is None else self._stories[s].topic for s in sids], np.int64
             ),
@@ -557,14 +573,15 @@ class TrendClusterer:
         self._vecs = arrays["vectors"].astype(np.float32)
         self._times = arrays["times"].astype(np.int64)
         self._story = arrays["story"].astype(np.int64)
-        for s, total, count, topic in zip(
+        for s, total, count, last, topic in zip(
             arrays["story_ids"].tolist(),
             arrays["story_sums"],
             arrays["story_counts"].tolist(),
+            arrays["story_lasts"].tolist(),
             arrays["story_topics"].tolist(),
             strict=True,
         ):
-            self._stories[s] = _Story(total.astype(np.float32), count, None if topic < 0 else topic)
+            self._stories[s] = _Story(total.astype(np.float32), count, last, None if topic < 0 else topic)
         self._topics = dict(zip(arrays["topic_ids"].tolist(), arrays["topic_counts"].tolist(), strict=True))
         self._next_story = int(info["next_story"])
         self._next_topic = int(info["next_topic"])

@@ -244,7 +244,8 @@ def story_conditions(flt: StoryFilter) -> list[ColumnElement[bool]]:
 
 
 def _keywords(row: Story | Topic) -> list[str]:
-    return [str(k) for k in row.keywords or ()]
+    """The keyword terms, strongest first (stored as ``{"term", "weight"}`` by ``storage.trends``)."""
+    return [str(k["term"]) if isinstance(k, dict) else str(k) for k in row.keywords or ()]
 
 
 def _story_row(row: Story) -> StoryRow:

@@ -76,11 +76,11 @@ def run_recluster(config: ReclusterConfig) -> list[PartitionResult]:
     started = {}
     pending = {}
     for name, actor in actors:
-        ids, vectors, labels = ray.get(actor.window.remote(config.since, config.until))
+        ids, vectors, labels, times = ray.get(actor.window.remote(config.since, config.until))
         if not len(ids):
             continue
         started[name] = time.perf_counter()
-        pending[name] = (actor, ids, task.remote(vectors, labels, config.params))
+        pending[name] = (actor, ids, task.remote(vectors, labels, times, config.params))
     results = []
     for name, (actor, ids, ref) in pending.items():
         stories, topics = ray.get(ref)

@@ -70,12 +70,20 @@ def neighbours(vectors: np.ndarray, params: GraphParams) -> Neighbours:
     return Neighbours(ids[keep].reshape(n, k), sims[keep].reshape(n, k).astype(np.float32))
 
 
-def knn_graph(nb: Neighbours) -> ig.Graph:
-    """Undirected weighted graph of the neighbour lists (an edge kept once, weight = similarity > 0)."""
+def knn_graph(nb: Neighbours, *, times: np.ndarray | None = None, time_scale_s: float = 0.0) -> ig.Graph:
+    """Undirected weighted graph of the neighbour lists (an edge kept once, weight = similarity > 0).
+
+    With ``times`` and ``time_scale_s``, an edge's weight decays with the time between its documents
+    (``exp(-|dt| / time_scale_s)``): documents about the same thing weeks apart are less likely one event.
+    """
     n, k = nb.ids.shape
     rows = np.repeat(np.arange(n, dtype=np.int64), k)
     cols = nb.ids.ravel()
-    weights = nb.sims.ravel()
+    weights = nb.sims.ravel().astype(np.float64)
+    if times is not None and time_scale_s > 0:
+        t = np.asarray(times, dtype=np.float64)
+        gap = np.abs(t[rows] - t[np.maximum(cols, 0)])
+        weights = weights * np.exp(-gap / time_scale_s)
     ok = (cols >= 0) & (weights > 0)
     rows, cols, weights = rows[ok], cols[ok], weights[ok]
     a, b = np.minimum(rows, cols), np.maximum(rows, cols)
@@ -151,15 +159,22 @@ class CommunityParams:
     story_resolution: float = 2.0
     topic_resolution: float = 0.5
     min_size: int = 3
+    #: stories only: edges decay with the time between their documents (0: no decay)
+    time_scale_days: float = 3.0
 
 
 def window_communities(
-    vectors: np.ndarray, current: np.ndarray, params: CommunityParams
+    vectors: np.ndarray, current: np.ndarray, times: np.ndarray, params: CommunityParams
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(story communities, topic communities) of a window, the stories' Leiden started from ``current``."""
-    graph = knn_graph(neighbours(vectors, params.graph))
+    """(story communities, topic communities) of a window, the stories' Leiden started from ``current``.
+
+    Stories are cut from the time-decayed graph (events are bounded in time), topics from the plain one.
+    """
+    nb = neighbours(vectors, params.graph)
+    graph = knn_graph(nb)
+    story_graph = knn_graph(nb, times=times, time_scale_s=params.time_scale_days * 86_400)
     stories = communities(
-        graph,
+        story_graph,
         resolution=params.story_resolution,
         min_size=params.min_size,
         seed=params.graph.seed,

@@ -36,7 +36,9 @@ REAL: Communities = functools.partial(window_communities, params=CommunityParams
 def fixed(stories: list[int], topics: list[int] | None = None) -> Communities:
     """A re-cluster that answers a constructed partition (for lineage on a constructed case)."""
 
-    def communities(vectors: np.ndarray, current: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def communities(
+        vectors: np.ndarray, current: np.ndarray, times: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         s = np.asarray(stories, np.int64)
         return s, np.asarray(topics if topics is not None else [0 if x >= 0 else -1 for x in stories])
 
