@@ -500,6 +500,32 @@ class TrendSettings(BaseModel):
         description="Hours of document time between two re-clusters (whichever of the two comes first).",
     )
     min_story_size: int = Field(default=3, ge=2, description="Fewest documents a story has.")
+    story_gap_days: float = Field(
+        default=3.0,
+        gt=0,
+        description=(
+            "A document joins only stories with a document in the last this many days (of document time); "
+            "older stories are over."
+        ),
+    )
+    merge_threshold: float = Field(
+        default=0.85,
+        description="Centroid cosine similarity two stories need before a re-cluster may merge them.",
+    )
+    story_resolution: float = Field(
+        default=2.0, gt=0, description="Leiden resolution of stories (higher: smaller, more stories)."
+    )
+    topic_resolution: float = Field(
+        default=0.5, gt=0, description="Leiden resolution of topics (lower: fewer, broader topics)."
+    )
+    time_scale_days: float = Field(
+        default=3.0,
+        ge=0,
+        description=(
+            "Days over which the link between two similar documents fades when stories are cut "
+            "(exp(-days apart / this); 0: time ignored)."
+        ),
+    )
     num_cpus: float = Field(
         default=0.05, description="CPUs reserved by each clusterer actor (a reservation, not a limit)."
     )

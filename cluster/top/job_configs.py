@@ -86,4 +86,10 @@ def embed_target(model: str | None, database_url: str, settings: Settings) -> di
 
 def community_params(settings: Settings) -> CommunityParams:
     """The re-cluster's parameters (the clusterer actors' periodic one and `pulse recluster`)."""
-    return CommunityParams(min_size=settings.trends.min_story_size)
+    t = settings.trends
+    return CommunityParams(
+        story_resolution=t.story_resolution,
+        topic_resolution=t.topic_resolution,
+        min_size=t.min_story_size,
+        time_scale_days=t.time_scale_days,
+    )

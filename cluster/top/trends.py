@@ -32,6 +32,8 @@ def clusterer_params(settings: Settings) -> ClustererParams:
         recluster_every=t.recluster_every,
         recluster_hours=t.recluster_hours,
         min_story_size=t.min_story_size,
+        story_gap_days=t.story_gap_days,
+        merge_threshold=t.merge_threshold,
     )
 
 
