@@ -45,6 +45,8 @@ logger = logging.getLogger(__name__)
 
 #: Documents a catch-up takes at once (sorted by document time before they reach the clusterer).
 CATCH_UP_BATCH = 20_000
+#: Documents fed between two writes (and refreshes of the stories they touched).
+FLUSH_EVERY = 1_000
 
 
 @dataclass(frozen=True)
@@ -209,16 +211,25 @@ class TrendService:
         return added
 
     def _take(self, pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]], watermark: int) -> int:
+        """Feed the pending documents in time order, writing after every ``FLUSH_EVERY`` of them (so
+        stories are described while their documents are in the window); the watermark advances with
+        the last write (a crash before it replays the batch, which writes the same rows again)."""
+        total = 0
         if pending:
             ids = np.concatenate([p[0] for p in pending])
-            vectors = np.concatenate([p[1] for p in pending if len(p[0])] or [np.empty((0, 0), np.float32)])
-            times = np.concatenate([p[2] for p in pending])
-            order = np.argsort(times, kind="stable")
-            if len(ids):
-                self._clusterer.add(ids[order], vectors[order], times[order])
+            total = len(ids)
+            if total:
+                vectors = np.concatenate([p[1] for p in pending if len(p[0])])
+                times = np.concatenate([p[2] for p in pending])
+                order = np.argsort(times, kind="stable")
+                for start in range(0, total, FLUSH_EVERY):
+                    rows = order[start : start + FLUSH_EVERY]
+                    self._clusterer.add(ids[rows], vectors[rows], times[rows])
+                    if start + FLUSH_EVERY < total:
+                        self._flush()
         self._watermark = watermark
         self._flush()
-        return sum(len(p[0]) for p in pending)
+        return total
 
     def _flush(self) -> None:
         delta = self._clusterer.drain()

@@ -38,8 +38,9 @@ logger = logging.getLogger(__name__)
 TEXTS_PER_STORY = 60
 #: Days before the clock within which a story's lifecycle is recomputed even without new documents.
 LIFECYCLE_HORIZON_DAYS = 14
-#: Most summaries written per refresh (largest changed stories first); the rest wait for the next.
-SUMMARIES_PER_REFRESH = 20
+#: Most LLM summaries asked per refresh (largest changed stories first; extractive ones are not
+#: limited); the rest wait until their story changes again.
+LLM_SUMMARIES_PER_REFRESH = 20
 
 
 class StoryRefresher:
@@ -73,14 +74,16 @@ class StoryRefresher:
             series = story_series(session, story_ids=live, granularity="day")
             states = lifecycle_of_many(series, now=clock, params=self._lifecycle)
             update_analytics(session, [StoryAnalytics(id=sid, **asdict(lc)) for sid, lc in states.items()])
-            texts = member_texts(session, story_ids=touched, per_story=TEXTS_PER_STORY)
+            # Keywords and representatives of the stories with documents in the window (one that just
+            # left it, e.g. at its death, keeps what it had).
+            reps = self._representatives(touched, window)
+            texts = member_texts(session, story_ids=sorted(reps), per_story=TEXTS_PER_STORY)
         docs = {
             sid: [KeywordDoc(f"{t.title}. {t.text[:300]}", t.language) for t in rows]
             for sid, rows in texts.items()
             if rows
         }
         keywords = story_keywords(docs) if docs else {}
-        reps = self._representatives(touched, window)
         with session_scope(self._sessions) as session:
             update_story_text(
                 session,
@@ -101,7 +104,7 @@ class StoryRefresher:
                 session, [TopicText(id=t, label=label(kw), keywords=kw) for t, kw in topic_keywords.items()]
             )
         if self._summarizer is not None:
-            self._summaries(touched, keywords, texts, reps)
+            self._summaries(sorted(reps), keywords, texts, reps)
 
     @staticmethod
     def _representatives(
@@ -130,7 +133,9 @@ class StoryRefresher:
         assert self._summarizer is not None
         ranked = sorted((sid for sid in touched if texts.get(sid)), key=lambda s: -len(texts[s]))
         briefs = []
-        for sid in ranked[:SUMMARIES_PER_REFRESH]:
+        if self._summarizer.config.uses_llm:
+            ranked = ranked[:LLM_SUMMARIES_PER_REFRESH]
+        for sid in ranked:
             rows = texts[sid]
             rank = {doc: i for i, doc in enumerate(reps.get(sid, []))}
             ordered = sorted(rows, key=lambda t: rank.get(t.document_id, len(rank)))

@@ -329,6 +329,10 @@ class StorySummarizer:
     def prompt_version(self) -> str:
         return self._template.version
 
+    @property
+    def config(self) -> SummaryConfig:
+        return self._config
+
     def summarize_many(self, briefs: Iterable[StoryBrief]) -> list[SummaryRow]:
         """``summarize`` for each brief, in order."""
         return [self.summarize(brief) for brief in briefs]

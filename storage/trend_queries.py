@@ -65,7 +65,7 @@ class StoryFilter:
     """Which stories a listing shows; an empty field does not filter."""
 
     states: tuple[str, ...] = ()
-    statuses: tuple[str, ...] = ("active",)
+    statuses: tuple[str, ...] = ("active", "dead")
     topic_id: int | None = None
     language: str | None = None
     source: str | None = None  # stories having a document from the source of this name

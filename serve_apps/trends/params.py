@@ -54,7 +54,12 @@ MAX_CURSOR = 1000
 Cursor = Annotated[str | None, Query(max_length=MAX_CURSOR, description="next_cursor of the previous page")]
 Statuses = Annotated[
     list[Status],
-    Query(description="Identity statuses shown (repeat for several); default active only"),
+    Query(
+        description=(
+            "Identity statuses shown (repeat for several); default active and dead (ended: every "
+            "document left the window), not merged"
+        )
+    ),
 ]
 
 
@@ -79,7 +84,7 @@ def story_filter(
         list[StoryState],
         Query(description="Lifecycle states shown (repeat for several); default all"),
     ] = [],  # noqa: B006 (FastAPI copies defaults)
-    status: Statuses = ["active"],  # noqa: B006
+    status: Statuses = ["active", "dead"],  # noqa: B006
     topic: Annotated[int | None, Query(ge=1, le=MAX_ID, description="Only stories of this topic")] = None,
     source: Annotated[
         str | None, Query(min_length=1, description="Only stories with a document from this source (name)")
