@@ -259,6 +259,8 @@ def window_child(folder: Path) -> dict[str, Any]:
     )
     sums = np.asarray(membership @ x, np.float32)
     counts = np.bincount(members, minlength=len(sids))
+    lasts = np.zeros(len(sids), np.int64)
+    np.maximum.at(lasts, members, times[in_story])
     arrays = {
         "ids": np.arange(held, dtype=np.int64) + 1,
         "vectors": x,
@@ -267,6 +269,7 @@ def window_child(folder: Path) -> dict[str, Any]:
         "story_ids": sids + 1,
         "story_sums": sums,
         "story_counts": counts.astype(np.int64),
+        "story_lasts": lasts,
         "story_topics": np.full(len(sids), -1, np.int64),
         "topic_ids": np.empty(0, np.int64),
         "topic_counts": np.empty(0, np.int64),
@@ -345,14 +348,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.part in ("recluster", "memory", "all"):
         x, texts, described = hundred_thousand()
         with tempfile.TemporaryDirectory(prefix="pulse-trend-speed-") as tmp:
-            recluster, stories = recluster_part(x, described)
-            if args.part != "memory":
-                result["recluster"] = recluster
+            if args.part == "memory":  # the window's stories from a re-cluster of the real vectors only
+                x = x[: described["real"]]
+                _, stories = recluster_part(x, described)
+            else:
+                result["recluster"], stories = recluster_part(x, described)
                 if not args.no_bertopic:
-                    recluster.update(bertopic_part(x, texts, Path(tmp)))
-                    theirs = recluster.get("bertopic_s") or recluster.get("bertopic_s_at_least")
+                    result["recluster"].update(bertopic_part(x, texts, Path(tmp)))
+                    theirs = result["recluster"].get("bertopic_s") or result["recluster"].get(
+                        "bertopic_s_at_least"
+                    )
                     if theirs:
-                        recluster["ratio_bertopic_pulse"] = round(theirs / recluster["pulse_s"], 2)
+                        result["recluster"]["ratio_bertopic_pulse"] = round(
+                            theirs / result["recluster"]["pulse_s"], 2
+                        )
             if args.part in ("memory", "all"):
                 result["memory"] = memory_part(x, stories, Path(tmp))
     result["seconds"] = round(time.perf_counter() - started, 1)
