@@ -679,6 +679,11 @@ def main(argv: list[str] | None = None) -> int:
         default=False,
         help="also measure through `pulse ingest` + GET /v1/trends (a private platform per data set)",
     )
+    parser.add_argument(
+        "--front-door-sets",
+        default=None,
+        help="front door: only these data sets (comma-separated: bbc, huffpost, tweets; default: the parts')",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the front door's databases and folders")
     parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of the front door's Ray node")
     parser.add_argument(
@@ -713,6 +718,8 @@ def main(argv: list[str] | None = None) -> int:
     status = 0
     if args.front_door:
         names = [n for p in parts for n in {"topics": ["bbc", "huffpost"], "stories": ["tweets"]}.get(p, [])]
+        if args.front_door_sets:
+            names = [n for n in names if n in args.front_door_sets.split(",")]
         result["front_door"] = front_door(
             names, result, keep=args.keep, num_cpus=args.num_cpus, settle_s=args.settle_s
         )
