@@ -20,6 +20,7 @@ from serve_apps.search.results import search_results
 from storage.database import make_async_engine
 from storage.models import (
     Document,
+    EmbeddingModel,
     Source,
     Story,
     StoryBucket,
@@ -88,8 +89,11 @@ def seed_trends(engine: Any) -> Seeded:
     with Session(engine, expire_on_commit=False) as s, s.begin():
         wire = Source(name="wire", kind="feed", category="world")
         blog = Source(name="blog", kind="feed")
-        en_part = TrendPartition(key="en", language="en")
-        ar_part = TrendPartition(key="ar", language="ar")
+        model = EmbeddingModel(name="all-MiniLM-L6-v2", revision="r1", dimension=384)
+        s.add(model)
+        s.flush()
+        en_part = TrendPartition(key="en", language="en", model_id=model.id)
+        ar_part = TrendPartition(key="ar", language="ar", model_id=model.id)
         s.add_all([wire, blog, en_part, ar_part])
         s.flush()
         base_en, base_ar = en_part.id * TREND_ID_BLOCK, ar_part.id * TREND_ID_BLOCK
@@ -146,7 +150,16 @@ def seed_trends(engine: Any) -> Seeded:
             first_seen=T0,
             last_seen=T0,
         )
-        dead = Story(id=base_en + 51, partition_id=en_part.id, language="en", status="dead", score=99.0)
+        dead = Story(
+            id=base_en + 51,
+            partition_id=en_part.id,
+            language="en",
+            status="dead",
+            state="dormant",
+            score=99.0,
+            first_seen=T0 - timedelta(days=30),
+            last_seen=T0 - timedelta(days=29),
+        )
         ar = Story(
             id=base_ar + 1,
             partition_id=ar_part.id,
@@ -275,10 +288,10 @@ def test_story_pages_follow_the_sort_without_repeats_or_gaps(
     seeded: Seeded, database_url: str, sort: str
 ) -> None:
     pages = all_pages(database_url, StoryFilter(), sort, limit=4)
-    assert [len(p) for p in pages] == [4, 4, 2]
+    assert [len(p) for p in pages] == [4, 4, 3]
     ids = [i for p in pages for i in p]
-    # Active stories only (the merged and dead ones score highest but are not shown).
-    assert sorted(ids) == sorted([*seeded.en, seeded.ar])
+    # Active and ended (dead) stories; the merged one scores highest but is not shown.
+    assert sorted(ids) == sorted([*seeded.en, seeded.ar, seeded.dead])
     key = {
         "score": lambda s: s.score,
         "volume": lambda s: s.volume,
@@ -305,7 +318,8 @@ def test_story_filters(seeded: Seeded, database_url: str) -> None:
     assert ids(StoryFilter(statuses=("merged", "dead"))) == {seeded.merged, seeded.dead}
     # last_seen >= since and first_seen <= until: English story n spans days n to n+1.
     assert ids(StoryFilter(language="en", since=T0 + timedelta(days=8))) == {en[7], en[8]}
-    assert ids(StoryFilter(language="en", until=T0 + timedelta(days=1))) == {en[0], en[1]}
+    # an ended story of an earlier month is a story of that time too
+    assert ids(StoryFilter(language="en", until=T0 + timedelta(days=1))) == {en[0], en[1], seeded.dead}
     window = StoryFilter(language="en", since=T0 + timedelta(days=3), until=T0 + timedelta(days=3))
     assert ids(window) == {en[2], en[3]}
     every = {*en, seeded.ar}

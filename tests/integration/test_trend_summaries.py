@@ -25,7 +25,7 @@ from actors.trend_summaries import (
 )
 from cluster.ground.settings import SummarySettings
 from storage.database import make_async_engine, make_session_factory, session_scope
-from storage.models import Story, StorySummary, TrendPartition
+from storage.models import EmbeddingModel, Story, StorySummary, TrendPartition
 from storage.trend_summaries import latest_summaries, latest_summary, read_latest_summaries, spent_since
 from tests import openai_fake
 from tests.openai_fake import FakeOpenAI
@@ -47,7 +47,10 @@ class Clock:
 
 def add_stories(factory: sessionmaker[Session]) -> None:
     with session_scope(factory) as session:
-        partition = TrendPartition(key="en/default", language="en")
+        model = EmbeddingModel(name="all-MiniLM-L6-v2", revision="r1", dimension=384)
+        session.add(model)
+        session.flush()
+        partition = TrendPartition(key="en/default", language="en", model_id=model.id)
         session.add(partition)
         session.flush()
         session.add_all(Story(id=i, partition_id=partition.id, language="en") for i in (STORY, OTHER, QUIET))
