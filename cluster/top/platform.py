@@ -190,9 +190,9 @@ def up(settings: Settings, console: Console, *, ingest_sample: bool = True) -> P
     deploy_search(settings, db.url)
     deploy_cms(settings, db.url)
     deploy_trends(settings, db.url)
-    trends = start_trends(settings, db.url)  # get-or-create; they follow the manifest themselves
-    if trends:
-        console.print(f"[bold]trends[/]: {len(trends)} clusterer(s) following the vectors")
+    if settings.trends.enabled:
+        trends = start_trends(settings, db.url)  # the supervisor starts any clusterer missing, now and later
+        console.print(f"[bold]trends[/]: {len(trends)} clusterer(s) started, the supervisor starts new ones")
     start_cms_scheduler(cms_app_args(settings, db.url))  # get-or-create; replicas never start it
     resumed = resume_activations(embed_config(settings, db.url), settings.ray.namespace)
     if resumed:
