@@ -121,6 +121,7 @@ def test_search_finds_the_2018_student_gun_violence_protests(api: str) -> None:
         "source",
         "category",
         "score",
+        "story",  # the trend story it belongs to, or null
     }
     assert body["mode"] == "hybrid" and body["partial"] is False and body["shards"]["total"] == 3
     assert {"embed", "vector", "keyword", "fuse", "db"} <= set(body["timings_ms"])
