@@ -155,8 +155,7 @@ class TrendClusterer:
         doc_ids = np.asarray(doc_ids, np.int64)
         vectors = np.ascontiguousarray(vectors, np.float32)
         times = np.asarray(times, np.int64)
-        known = set(self._ids.tolist())
-        fresh = np.asarray([int(d) not in known for d in doc_ids], bool)
+        fresh = ~np.isin(doc_ids, self._ids)  # a replayed document is not taken twice
         doc_ids, vectors, times = doc_ids[fresh], vectors[fresh], times[fresh]
         for start in range(0, len(doc_ids), batch):
             stop = start + batch
