@@ -32,6 +32,7 @@ from storage.index_snapshots import SnapshotStore
 from storage.trends import (
     DEFAULT_SOURCE_GROUP,
     Assignment,
+    DocumentTopicUpsert,
     LineageEvent,
     StoryUpsert,
     TopicUpsert,
@@ -105,6 +106,10 @@ def to_storage(delta: ClusterDelta, *, watermark: int, clock: int | None, langua
             for d, (s, sim, method, at) in sorted(delta.assignments.items())
         ),
         unassigned=tuple(sorted(delta.unassigned)),
+        document_topics=tuple(
+            DocumentTopicUpsert(document_id=d, topic_id=None if t < 0 else t, document_time=utc(at))
+            for d, (t, at) in sorted(delta.document_topics.items())
+        ),
         lineage=tuple(
             LineageEvent(
                 level=e.level,  # type: ignore[arg-type]

@@ -13,8 +13,11 @@ document time) and, for each, the story it belongs to (or none yet).
   **matched** to the stories they replace (``actors.trend_matching``): ids persist; births, merges,
   splits and deaths are recorded as lineage. A document the re-cluster leaves as noise keeps the story
   it had (it was assigned above the threshold); one whose story merged follows the survivor.
-- **Topics**: each story's topic is the topic most of its window documents fall in at the coarse
-  resolution; topic ids are matched the same way.
+- **Topics**: every document of the window has a topic, the coarse community it falls in at the last
+  re-cluster (between two, a new document takes its story's topic, or the topic whose centroid at the
+  last re-cluster is nearest when it has no story yet); topic ids are
+  matched the same way as stories'. A story's topic is the topic most of its documents have. Topics
+  are broad subjects (politics, sport), so a document in no story (one of a kind) has one all the same.
 
 Ids are ``id_base + n`` with ``n`` counted here (the partition's block; ``cluster.ground.constants``),
 so replaying the same documents from a snapshot gives the same ids. Triggers use document time and
@@ -83,10 +86,19 @@ class ClusterDelta:
     #: story -> (topic, status, merged_into)
     topics: dict[int, tuple[str, int]] = field(default_factory=dict)  #: topic -> (status, story count)
     lineage: list[Lineage] = field(default_factory=list)
+    #: document -> (topic, document time); topic -1: the document has none any more
+    document_topics: dict[int, tuple[int, int]] = field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
-        return not (self.assignments or self.unassigned or self.stories or self.topics or self.lineage)
+        return not (
+            self.assignments
+            or self.unassigned
+            or self.stories
+            or self.topics
+            or self.lineage
+            or self.document_topics
+        )
 
 
 @dataclass
@@ -111,6 +123,7 @@ class TrendClusterer:
         self._vecs = np.empty((0, dim), np.float32)
         self._times = np.empty(0, np.int64)
         self._story = np.empty(0, np.int64)
+        self._topic = np.empty(0, np.int64)  # each document's topic (-1: none yet)
         self._stories: dict[int, _Story] = {}
         self._topics: dict[int, int] = {}  # topic -> story count
         self._next_story = 1
@@ -122,6 +135,8 @@ class TrendClusterer:
         self.last_recluster_s = 0.0
         self._delta = ClusterDelta()
         self._centroids: np.ndarray | None = None
+        #: (topic ids, unit centroids) at the last re-cluster, for new documents in no story
+        self._topic_centroids: tuple[np.ndarray, np.ndarray] | None = None
         self._centroid_ids = np.empty(0, np.int64)
         self._centroid_last = np.empty(0, np.int64)
 
@@ -148,6 +163,10 @@ class TrendClusterer:
     def topic_of(self, story: int) -> int | None:
         st = self._stories.get(story)
         return st.topic if st else None
+
+    def document_topics(self) -> np.ndarray:
+        """Each window document's topic (-1: none yet), rows as ``window()``'s (a view)."""
+        return self._topic
 
     # ------------------------------------------------------------------------------------ ingest
     def add(self, doc_ids: np.ndarray, vectors: np.ndarray, times: np.ndarray, *, batch: int = 256) -> None:
@@ -184,13 +203,19 @@ class TrendClusterer:
         self._vecs = np.concatenate([self._vecs, vectors])
         self._times = np.concatenate([self._times, times])
         self._story = np.concatenate([self._story, labels])
+        topics = np.full(n, -1, np.int64)
         for i in np.flatnonzero(labels >= 0):
             s = int(labels[i])
             story = self._stories[s]
+            if story.topic is not None:
+                topics[i] = story.topic
+                self._delta.document_topics[int(doc_ids[i])] = (story.topic, int(times[i]))
             story.centroid_sum += vectors[i]
             story.count += 1
             story.last = max(story.last, int(times[i]))
             self._delta.assignments[int(doc_ids[i])] = (s, float(sims[i]), "assign", int(times[i]))
+        self._topic_of_rest(topics, vectors, doc_ids, times)
+        self._topic = np.concatenate([self._topic, topics])
         self._centroids = None
         self._since_recluster += n
         latest = int(times.max(initial=np.iinfo(np.int64).min))
@@ -199,6 +224,27 @@ class TrendClusterer:
             self._last_recluster_time = int(times.min())
         self._births()
         self._evict()
+
+    def _topic_of_rest(
+        self, topics: np.ndarray, vectors: np.ndarray, doc_ids: np.ndarray, times: np.ndarray
+    ) -> None:
+        """New documents without a topic from their story: the topic with the nearest centroid."""
+        rest = np.flatnonzero(topics < 0)
+        if not len(rest):
+            return
+        if self._topic_centroids is None:
+            known = self._topic >= 0  # the window before this batch (its rows come first)
+            ids, inverse = np.unique(self._topic[known], return_inverse=True)
+            sums = np.zeros((len(ids), self.dim), np.float32)
+            np.add.at(sums, inverse, self._vecs[: len(known)][known])
+            sums /= np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
+            self._topic_centroids = (ids, sums)
+        ids, units = self._topic_centroids
+        if not len(ids):
+            return
+        topics[rest] = ids[(vectors[rest] @ units.T).argmax(axis=1)]
+        for i in rest.tolist():
+            self._delta.document_topics[int(doc_ids[i])] = (int(topics[i]), int(times[i]))
 
     def _centroid_matrix(self) -> tuple[np.ndarray, np.ndarray]:
         if self._centroids is None:
@@ -283,6 +329,7 @@ class TrendClusterer:
                 self._delta.stories[int(s)] = (story.topic, "dead", None)
         self._ids, self._vecs = self._ids[keep], self._vecs[keep]
         self._times, self._story = self._times[keep], self._story[keep]
+        self._topic = self._topic[keep]
         self._centroids = None
 
     # ---------------------------------------------------------------------------------- re-cluster
@@ -448,9 +495,12 @@ class TrendClusterer:
             self._delta.lineage.append(Lineage("story", "death", s, (), n, at, f"story:death:{s}"))
 
     def _assign_topics(self, rows: np.ndarray, topics: np.ndarray, at: int) -> None:
-        """Each story's topic: the coarse community most of its documents fall in; ids matched."""
+        """Each document's topic: its coarse community, ids matched to the topics the documents had (a
+        document without one yet counts with its story's). Each story's topic: the one most of its
+        documents have."""
         story = self._story[rows]
-        old_topic = np.asarray(
+        old_topic = self._topic[rows].copy()
+        story_topic = np.asarray(
             [
                 self._stories[int(s)].topic
                 if s >= 0 and int(s) in self._stories and self._stories[int(s)].topic is not None
@@ -459,39 +509,50 @@ class TrendClusterer:
             ],
             np.int64,
         )
-        keep = story >= 0
-        m = match(
-            old_topic[keep], topics[keep], new_id=self._new_topic_id, min_size=self.params.min_story_size
-        )
+        old_topic = np.where(old_topic >= 0, old_topic, story_topic)
+        m = match(old_topic, topics, new_id=self._new_topic_id, min_size=self.params.min_story_size)
         for tid in m.births:
             self._delta.lineage.append(Lineage("topic", "birth", tid, (), 0, at, f"topic:birth:{tid}"))
         for tid, parent in m.splits:
             self._delta.lineage.append(
                 Lineage("topic", "split", tid, (parent,), 0, at, f"topic:split:{tid}:{parent}")
             )
+        gone: dict[int, int] = {}
         for survivor, merged in m.merges:
             key = f"topic:merge:{survivor}:{','.join(map(str, merged))}"
             self._delta.lineage.append(Lineage("topic", "merge", survivor, tuple(merged), 0, at, key))
             for t in merged:
+                gone[t] = survivor
                 self._topics.pop(t, None)
                 self._delta.topics[t] = ("merged", 0)
         for t in m.dissolved:
+            gone[t] = -1
             self._topics.pop(t, None)
             self._delta.topics[t] = ("dead", 0)
             self._delta.lineage.append(Lineage("topic", "death", t, (), 0, at, f"topic:death:{t}"))
-        # story -> most common matched topic among its documents
-        topic_ids = np.where(topics[keep] >= 0, m.ids[np.maximum(topics[keep], 0)], -1)
+        # Documents: their community's id; noise keeps its topic unless that topic is gone.
+        new_topic = self._topic.copy()
+        new_topic[rows] = np.where(topics >= 0, m.ids[np.maximum(topics, 0)], old_topic)
+        for t, survivor in gone.items():
+            new_topic[new_topic == t] = survivor
+        for row in np.flatnonzero(new_topic != self._topic):
+            self._delta.document_topics[int(self._ids[row])] = (int(new_topic[row]), int(self._times[row]))
+        self._topic = new_topic
+        self._topic_centroids = None
+        # Stories: the topic most of their documents have.
         counts: dict[int, dict[int, int]] = {}
-        for s, t in zip(story[keep].tolist(), topic_ids.tolist(), strict=True):
-            if t >= 0:
+        for s, t in zip(self._story.tolist(), new_topic.tolist(), strict=True):
+            if s >= 0 and t >= 0:
                 counts.setdefault(s, {}).setdefault(t, 0)
                 counts[s][t] += 1
-        story_count: dict[int, int] = {}
+        story_count: dict[int, int] = {int(t): 0 for t in np.unique(new_topic[new_topic >= 0])}
         for s, st in self._stories.items():
             if st.status != "active":
                 continue
             choice = counts.get(s)
             topic = max(choice.items(), key=lambda kv: (kv[1], -kv[0]))[0] if choice else st.topic
+            if topic is not None and gone.get(topic, topic) != topic:
+                topic = gone[topic] if gone[topic] >= 0 else None
             if topic != st.topic:
                 st.topic = topic
                 self._delta.stories[s] = (topic, "active", None)
@@ -533,6 +594,7 @@ class TrendClusterer:
             "vectors": self._vecs,
             "times": self._times,
             "story": self._story,
+            "topic": self._topic,
             "story_ids": np.asarray(sids, np.int64),
             "story_sums": (
                 np.stack([self._stories[s].centroid_sum for s in sids]).astype(np.float32)
@@ -582,6 +644,13 @@ class TrendClusterer:
         ):
             self._stories[s] = _Story(total.astype(np.float32), count, last, None if topic < 0 else topic)
         self._topics = dict(zip(arrays["topic_ids"].tolist(), arrays["topic_counts"].tolist(), strict=True))
+        if "topic" in arrays:
+            self._topic = arrays["topic"].astype(np.int64)
+        else:  # a snapshot from before document topics: each document starts with its story's
+            self._topic = np.asarray(
+                [self._stories[int(s)].topic or -1 if int(s) in self._stories else -1 for s in self._story],
+                np.int64,
+            )
         self._next_story = int(info["next_story"])
         self._next_topic = int(info["next_topic"])
         self._since_recluster = int(info["since_recluster"])

@@ -14,7 +14,7 @@ earlier window a share of two buckets. This assumes documents spread evenly with
 exact when ``now`` is a bucket's end, and the total is kept. Only the last ``params.history`` windows
 are read (before a story's first document they hold zeros). Times reported (``burst_at``, ``peak_at``)
 are ends of these windows: when the rule first held. ``emerging_at`` is the start of the first bucket
-that has a document.
+that has a document (of the young buckets, for a story new by its share of documents there).
 
 **Quantities** (y: documents per window, oldest first; the last is the window ending at ``now``):
 
@@ -39,7 +39,9 @@ that has a document.
 | state | rule |
 | --- | --- |
 | dormant | no document in the last ``dormant_buckets`` buckets (the current one included) |
-| emerging | first document within the last ``young_buckets`` buckets, and rising or bursting |
+| emerging | new, and rising or bursting. New: its first document within the last ``young_buckets`` |
+| | buckets, or at least ``young_share`` of its documents there (a story a re-cluster cuts out of |
+| | the window may carry a few older documents; it is still new if most of it is) |
 | growing | rising and above its baseline (r > m); a burst that stops rising is peaking |
 | peaking | the rate is at least ``near_peak`` of the peak (at or near its maximum, not rising) |
 | fading | otherwise: not rising and below ``near_peak`` of the peak, the rate falling from it |
@@ -91,6 +93,7 @@ class LifecycleParams:
     min_burst_rate: float = 4.0  # documents per bucket
     flat: float = 0.05  # relative velocity under which the rate is flat
     young_buckets: int = 3
+    young_share: float = 0.8  # share of a story's documents in its young buckets that makes it new
     dormant_buckets: int = 3
     near_peak: float = 0.8
     half_life: float = 1.0  # buckets
@@ -105,6 +108,8 @@ class LifecycleParams:
                 f"history must be at least 3 windows and window between 1 and history; "
                 f"got history {self.history}, window {self.window}"
             )
+        if not 0 < self.young_share <= 1:
+            raise ValueError(f"young_share must be in (0, 1]; got {self.young_share}")
         if not (0 < self.alpha <= 1 and 0 < self.baseline_alpha <= 1):
             raise ValueError(
                 f"alpha and baseline_alpha must be in (0, 1]; got {self.alpha}, {self.baseline_alpha}"
@@ -172,6 +177,10 @@ def _one(
     if not raw:
         return Lifecycle("dormant", 0, 0.0, 0.0, 0.0, False, None, None, None)
     first, last = min(raw), max(raw)
+    recent = [i for i in raw if now_index - i < p.young_buckets]
+    young = sum(raw[i] for i in recent) / sum(raw.values())
+    # A story new by its share of recent documents emerged with its young buckets.
+    emerged = first if now_index - first < p.young_buckets or young < p.young_share else min(recent)
     y = _windows(raw, now_index=now_index, phase=phase, history=p.history)
     rate = _ewma_matrix(p.history, p.alpha) @ y
     mean, std = _baseline(y, p.baseline_alpha)
@@ -197,7 +206,7 @@ def _one(
     state: State
     if now_index - last >= p.dormant_buckets:
         state = "dormant"
-    elif now_index - first < p.young_buckets and (rising or burst):
+    elif (rising or burst) and (now_index - first < p.young_buckets or young >= p.young_share):
         state = "emerging"
     elif rising and rate[-1] > mean[-1]:
         state = "growing"
@@ -216,7 +225,7 @@ def _one(
         score=score,
         burst=burst,
         burst_at=burst_at,
-        emerging_at=starts[first],
+        emerging_at=starts[emerged],
         peak_at=peak_at,
     )
 

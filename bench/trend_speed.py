@@ -160,7 +160,10 @@ def recluster_part(x: np.ndarray, described: dict[str, Any]) -> tuple[dict[str, 
     return {
         "vectors": described,
         "times": f"spread evenly over {params.window_days:g} days",
-        "graph": f"k={graph.k}, {'exact' if len(x) <= graph.exact_max else 'HNSW'}, threads={graph.threads}",
+        "graph": (
+            f"k={graph.k} (stories), {community.topic_k} (topics), "
+            f"{'exact' if len(x) <= graph.exact_max else 'HNSW'}, threads={graph.threads}"
+        ),
         "pulse_s": round(seconds, 1),
         "stories": int(stories.max() + 1),
         "topics": int(topics.max() + 1),

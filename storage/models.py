@@ -353,6 +353,18 @@ class StoryDocument(Base):
     method: Mapped[str] = mapped_column(String(16))
 
 
+class DocumentTopic(Base):
+    """Which topic a document belongs to now (every document the clusterer has placed, in a story or not)."""
+
+    __tablename__ = "document_topics"
+
+    document_id: Mapped[int] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"), primary_key=True)
+    topic_id: Mapped[int] = mapped_column(ForeignKey("topics.id", ondelete="CASCADE"))
+    partition_id: Mapped[int | None] = mapped_column(ForeignKey("trend_partitions.id", ondelete="CASCADE"))
+    document_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    assigned_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
 class StoryLineage(Base):
     """A birth, merge, split or death of a story or topic (``level``). ``event_key`` makes a replayed
     event a no-op."""

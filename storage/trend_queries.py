@@ -23,6 +23,7 @@ from storage.documents import DocumentSummary, fetch_summaries
 from storage.index_feed import category_column
 from storage.models import (
     Document,
+    DocumentTopic,
     Source,
     Story,
     StoryBucket,
@@ -166,6 +167,16 @@ class StoryDocumentRow:
     document_time: datetime
     similarity: float | None
     method: str
+    assigned_at: datetime
+
+
+@dataclass(frozen=True)
+class TopicDocumentRow:
+    """A document of a topic and the story it is in (if any)."""
+
+    document: DocumentSummary
+    document_time: datetime
+    story_id: int | None
     assigned_at: datetime
 
 
@@ -346,6 +357,42 @@ async def story_documents(
         return row_to(StoryDocumentRow, assigned, document=documents[assigned.document_id])
 
     return _page(rows, limit, item)
+
+
+async def topic_documents(
+    session: AsyncSession, topic_id: int, *, after: After | None, limit: int
+) -> Page[TopicDocumentRow]:
+    """A page of the topic's documents, newest first (by document time, then id)."""
+    key = DocumentTopic.document_time
+    stmt = (
+        select(
+            DocumentTopic,
+            StoryDocument.story_id.label("story_id"),
+            key.label("sort_key"),
+            DocumentTopic.document_id.label("id"),
+        )
+        .outerjoin(StoryDocument, StoryDocument.document_id == DocumentTopic.document_id)
+        .where(DocumentTopic.topic_id == topic_id, *_keyset(key, DocumentTopic.document_id, after))
+        .order_by(key.desc(), DocumentTopic.document_id.desc())
+        .limit(limit + 1)
+    )
+    rows = (await session.execute(stmt)).all()
+    documents = await fetch_summaries(session, [row.id for row in rows[:limit]])
+
+    def item(row: Any) -> TopicDocumentRow:
+        placed: DocumentTopic = row.DocumentTopic
+        return TopicDocumentRow(
+            document=documents[placed.document_id],
+            document_time=placed.document_time,
+            story_id=row.story_id,
+            assigned_at=placed.assigned_at,
+        )
+
+    return _page(rows, limit, item)
+
+
+async def topic_exists(session: AsyncSession, topic_id: int) -> bool:
+    return (await session.execute(select(Topic.id).where(Topic.id == topic_id))).first() is not None
 
 
 async def story_exists(session: AsyncSession, story_id: int) -> bool:

@@ -1,13 +1,14 @@
-"""The trends store: clusterer partitions, stories and topics, document -> story assignments, lineage,
+"""The trends store: clusterer partitions, stories and topics, document -> story and document -> topic
+assignments, lineage,
 per-story counts per hour and day, and the fields the clusterer derives (analytics, labels, keywords).
 
 One trend clusterer per partition (a language, optionally a source group, of one embedding model entry)
 chooses story and topic ids (``partition id * TREND_ID_BLOCK + n``) and sends what changed as a
 ``TrendDelta``. ``apply_delta`` writes it in the caller's transaction as idempotent upserts: a replay
-after a restart writes the same rows again, and rewrites nothing where nothing differs. It then recomputes,
-from ``story_documents``, what membership determines: each touched story's size, first and last document
-time and hour/day buckets (UTC), and its topics' sizes and first/last times. The partition's watermark
-(last manifest file applied) and clock (latest document time seen) only move forward.
+after a restart writes the same rows again, and rewrites nothing where nothing differs. It then recomputes
+what membership determines: from ``story_documents`` each touched story's size, first and last document
+time and hour/day buckets (UTC); from ``document_topics`` its topics' sizes and first/last times. The
+partition's watermark (last manifest file applied) and clock (latest document time seen) only move forward.
 
 ``stories.updated_at`` and ``topics.updated_at`` move when identity (topic, status, merge) or membership
 changes, not when analytics or labels are rewritten.
@@ -16,7 +17,7 @@ A story's identity status: ``active``; ``merged`` (into ``merged_into``); ``dead
 in the window). Its lifecycle state, from its series of counts (decided by the clusterer's lifecycle
 rules, ``actors/trend_lifecycle.py``; stored here):
 
-- ``emerging``: its first document is recent and its rate is rising;
+- ``emerging``: it is new (its first document, or most of its documents, recent) and its rate is rising;
 - ``growing``: its rate is rising and above its baseline;
 - ``peaking``: its rate is at or near its highest;
 - ``fading``: its rate is falling, below its peak;
@@ -141,6 +142,15 @@ class Assignment:
 
 
 @dataclass(frozen=True)
+class DocumentTopicUpsert:
+    """Document ``document_id`` belongs to topic ``topic_id`` (``None``: to none any more)."""
+
+    document_id: int
+    topic_id: int | None
+    document_time: datetime
+
+
+@dataclass(frozen=True)
 class LineageEvent:
     """A birth, merge, split or death; ``event_key`` (unique in the partition) makes a replay a no-op."""
 
@@ -163,6 +173,7 @@ class TrendDelta:
     assignments: tuple[Assignment, ...] = ()
     unassigned: tuple[int, ...] = ()
     lineage: tuple[LineageEvent, ...] = ()
+    document_topics: tuple[DocumentTopicUpsert, ...] = ()
     watermark: int = 0
     clock: datetime | None = None
 
@@ -203,12 +214,14 @@ def apply_delta(session: Session, *, partition_id: int, delta: TrendDelta) -> fr
     _upsert_stories(session, partition_id, stories)
     left = _upsert_assignments(session, partition_id, assignments)
     left |= _unassign(session, partition_id, delta.unassigned)
+    topic_documents = _upsert_document_topics(session, partition_id, delta.document_topics)
+    topic_documents |= _follow_topic_merges(session, delta.lineage)
     _insert_lineage(session, partition_id, delta.lineage)
     _advance(session, partition_id, delta.watermark, delta.clock)
     touched = frozenset({*story_ids, *(a.story_id for a in assignments), *left})
     _recount_stories(session, touched)
     _recount_buckets(session, touched)
-    _recount_topics(session, {*(t.id for t in delta.topics), *former_topics}, touched)
+    _recount_topics(session, {*(t.id for t in delta.topics), *former_topics, *topic_documents}, touched)
     return touched
 
 
@@ -314,6 +327,71 @@ def _unassign(session: Session, partition_id: int, document_ids: Sequence[int]) 
     return {int(story_id) for story_id in left}
 
 
+def _upsert_document_topics(
+    session: Session, partition_id: int, rows: Sequence[DocumentTopicUpsert]
+) -> set[int]:
+    """Set (or, with no topic, remove) the documents' topics; returns the topics they joined or left.
+
+    Documents deleted since, or topics not written (yet), are skipped, not an FK error."""
+    rows = list({r.document_id: r for r in rows}.values())
+    if not rows:
+        return set()
+    for r in rows:
+        _require_zone(r.document_time, f"document {r.document_id} time")
+    columns = {"partition": partition_id, **_arrays(rows)}
+    left = session.execute(
+        text(
+            "SELECT DISTINCT dt.topic_id FROM document_topics dt "
+            "JOIN unnest(CAST(:document_id AS bigint[]), CAST(:topic_id AS bigint[])) "
+            "AS a(document_id, topic_id) "
+            "ON dt.document_id = a.document_id WHERE dt.topic_id IS DISTINCT FROM a.topic_id"
+        ),
+        columns,
+    ).scalars()
+    touched = {int(t) for t in left} | {r.topic_id for r in rows if r.topic_id is not None}
+    gone = [r.document_id for r in rows if r.topic_id is None]
+    if gone:
+        session.execute(
+            text(
+                "DELETE FROM document_topics WHERE partition_id = :partition "
+                "AND document_id = ANY(CAST(:documents AS bigint[]))"
+            ),
+            {"partition": partition_id, "documents": gone},
+        )
+    session.execute(
+        text(
+            "INSERT INTO document_topics (document_id, topic_id, partition_id, document_time) "
+            "SELECT a.document_id, a.topic_id, :partition, a.document_time FROM unnest("
+            "CAST(:document_id AS bigint[]), CAST(:topic_id AS bigint[]), "
+            "CAST(:document_time AS timestamptz[])) AS a(document_id, topic_id, document_time) "
+            "WHERE a.topic_id IS NOT NULL "
+            "AND EXISTS (SELECT 1 FROM documents d WHERE d.id = a.document_id) "
+            "AND EXISTS (SELECT 1 FROM topics t WHERE t.id = a.topic_id) "
+            "ON CONFLICT (document_id) DO UPDATE SET topic_id = excluded.topic_id, "
+            "partition_id = excluded.partition_id, assigned_at = now() "
+            "WHERE document_topics.topic_id <> excluded.topic_id"
+        ),
+        columns,
+    )
+    return touched
+
+
+def _follow_topic_merges(session: Session, events: Sequence[LineageEvent]) -> set[int]:
+    """Documents of merged topics, those that left the clusterer's window too, join the survivor."""
+    touched: set[int] = set()
+    for e in events:
+        if e.level == "topic" and e.kind == "merge" and e.related_ids:
+            session.execute(
+                text(
+                    "UPDATE document_topics SET topic_id = :survivor, assigned_at = now() "
+                    "WHERE topic_id = ANY(CAST(:merged AS bigint[]))"
+                ),
+                {"survivor": e.subject_id, "merged": list(e.related_ids)},
+            )
+            touched |= {e.subject_id, *e.related_ids}
+    return touched
+
+
 def _insert_lineage(session: Session, partition_id: int, events: Sequence[LineageEvent]) -> None:
     if not events:
         return
@@ -383,19 +461,19 @@ def _recount_buckets(session: Session, story_ids: frozenset[int]) -> None:
 
 
 def _recount_topics(session: Session, topic_ids: set[int], story_ids: frozenset[int]) -> None:
-    """Size (documents of its stories) and first/last document time of the given topics and of the
-    touched stories' topics."""
+    """Size (its documents, ``document_topics``) and first/last document time of the given topics and
+    of the touched stories' topics."""
     if not topic_ids and not story_ids:
         return
     session.execute(
         text(
             "UPDATE topics t SET size = agg.size, first_seen = agg.first_seen, last_seen = agg.last_seen, "
             "updated_at = now() FROM ("
-            "SELECT k.id, coalesce(sum(s.size), 0) AS size, min(s.first_seen) AS first_seen, "
-            "max(s.last_seen) AS last_seen FROM ("
+            "SELECT k.id, count(dt.document_id) AS size, min(dt.document_time) AS first_seen, "
+            "max(dt.document_time) AS last_seen FROM ("
             "SELECT unnest(CAST(:topics AS bigint[])) AS id UNION "
             "SELECT topic_id FROM stories WHERE id = ANY(CAST(:stories AS bigint[])) AND topic_id IS NOT NULL"
-            ") AS k LEFT JOIN stories s ON s.topic_id = k.id GROUP BY k.id"
+            ") AS k LEFT JOIN document_topics dt ON dt.topic_id = k.id GROUP BY k.id"
             ") AS agg WHERE t.id = agg.id AND (t.size, t.first_seen, t.last_seen) "
             "IS DISTINCT FROM (agg.size, agg.first_seen, agg.last_seen)"
         ),

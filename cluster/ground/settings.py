@@ -516,7 +516,13 @@ class TrendSettings(BaseModel):
         default=2.0, gt=0, description="Leiden resolution of stories (higher: smaller, more stories)."
     )
     topic_resolution: float = Field(
-        default=0.5, gt=0, description="Leiden resolution of topics (lower: fewer, broader topics)."
+        default=1.0, gt=0, description="Leiden resolution of topics (lower: fewer, broader topics)."
+    )
+    topic_neighbours: int = Field(
+        default=30,
+        ge=2,
+        le=200,
+        description="Neighbours per document in the graph topics are cut from (more: broader topics).",
     )
     time_scale_days: float = Field(
         default=3.0,

@@ -90,6 +90,7 @@ def community_params(settings: Settings) -> CommunityParams:
     return CommunityParams(
         story_resolution=t.story_resolution,
         topic_resolution=t.topic_resolution,
+        topic_k=t.topic_neighbours,
         min_size=t.min_story_size,
         time_scale_days=t.time_scale_days,
     )

@@ -21,7 +21,7 @@ the actor, as actors may not import jobs).
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import faiss
 import igraph as ig
@@ -158,7 +158,9 @@ class CommunityParams:
 
     graph: GraphParams = field(default_factory=GraphParams)
     story_resolution: float = 2.0
-    topic_resolution: float = 0.5
+    topic_resolution: float = 1.0
+    #: topics: neighbours per document in their graph (broader than the stories' ``graph.k``)
+    topic_k: int = 30
     min_size: int = 3
     #: stories only: edges decay with the time between their documents (0: no decay)
     time_scale_days: float = 3.0
@@ -171,8 +173,11 @@ def window_communities(
 
     Stories are cut from the time-decayed graph (events are bounded in time), topics from the plain one.
     """
-    nb = neighbours(vectors, params.graph)
-    graph = knn_graph(nb)
+    wide = neighbours(vectors, replace(params.graph, k=max(params.graph.k, params.topic_k)))
+    # The neighbour lists are sorted by similarity: the stories' graph takes the first ``graph.k``.
+    nb = Neighbours(wide.ids[:, : params.graph.k], wide.sims[:, : params.graph.k])
+    topic_nb = Neighbours(wide.ids[:, : params.topic_k], wide.sims[:, : params.topic_k])
+    graph = knn_graph(topic_nb)
     story_graph = knn_graph(nb, times=times, time_scale_s=params.time_scale_days * 86_400)
     stories = communities(
         story_graph,

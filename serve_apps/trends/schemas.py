@@ -93,13 +93,27 @@ class StoryDocumentPageOut(BaseModel):
     next_cursor: str | None = Field(description=NEXT_CURSOR)
 
 
+class TopicDocumentOut(DocumentSummaryOut):
+    document_time: datetime = Field(
+        description="The time the clusterer placed it at (published, else fetched)"
+    )
+    story_id: int | None = Field(description="The story it is in; null: in none (one of a kind)")
+    assigned_at: datetime = Field(description="When it was last given this topic")
+
+
+class TopicDocumentPageOut(BaseModel):
+    topic_id: int
+    items: list[TopicDocumentOut] = Field(description="Newest first (document time)")
+    next_cursor: str | None = Field(description=NEXT_CURSOR)
+
+
 class TopicOut(_Out):
     id: int
     language: str | None = Field(description="Language of the topic's partition")
     status: str = Field(description="active, merged or dead")
     label: str
     keywords: list[str] = Field(description="Strongest first")
-    size: int = Field(description="Documents in its stories")
+    size: int = Field(description="Its documents (in its stories or in none)")
     story_count: int
     first_seen: datetime | None
     last_seen: datetime | None

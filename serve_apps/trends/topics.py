@@ -1,4 +1,4 @@
-"""Routes of the topics application (``/v1/topics``): a page of topics, one topic whole.
+"""Routes of the topics application (``/v1/topics``): a page of topics, one topic whole, its documents.
 
 The list route's path is ``""`` (the application is mounted at ``/v1/topics``), and ``"/"`` too, outside
 the OpenAPI document.
@@ -15,8 +15,25 @@ from serve_apps.errors import NotFound, error_responses
 from serve_apps.inputs import Id
 from serve_apps.trends.context import Limit, Trends, read_page
 from serve_apps.trends.params import Cursor, GranularityParam, topic_filter
-from serve_apps.trends.schemas import TopicDetailOut, TopicOut, TopicPageOut
-from storage.trend_queries import TopicFilter, TopicSort, get_topic, list_topics
+from serve_apps.trends.schemas import (
+    TopicDetailOut,
+    TopicDocumentOut,
+    TopicDocumentPageOut,
+    TopicOut,
+    TopicPageOut,
+)
+from storage.trend_queries import (
+    TopicFilter,
+    TopicSort,
+    get_topic,
+    list_topics,
+    topic_documents,
+    topic_exists,
+)
+
+
+def _missing(topic_id: int) -> NotFound:
+    return NotFound(f"no topic {topic_id}; GET /v1/topics lists the topics", code="topic_not_found")
 
 
 def add_routes(api: FastAPI) -> None:
@@ -66,7 +83,24 @@ def add_routes(api: FastAPI) -> None:
                 session, topic_id, stories=trends.args.topic_stories, granularity=granularity
             )
         if detail is None:
-            raise NotFound(f"no topic {topic_id}; GET /v1/topics lists the topics", code="topic_not_found")
+            raise _missing(topic_id)
         return TopicDetailOut.model_validate(
             {**asdict(detail), **asdict(detail.topic), "granularity": granularity}, from_attributes=True
         )
+
+    @api.get(
+        "/{topic_id}/documents",
+        response_model=TopicDocumentPageOut,
+        summary="A topic's documents (in its stories or in none), newest first, with the story of each",
+        responses=error_responses(404),
+    )
+    async def documents(
+        trends: Trends, topic_id: Id, limit: Limit = None, cursor: Cursor = None
+    ) -> TopicDocumentPageOut:
+        listing = trends.listing("topic-documents", topic_id, "time", limit, cursor)
+        async with trends.sessions() as session:
+            if not await topic_exists(session, topic_id):
+                raise _missing(topic_id)
+            page = await topic_documents(session, topic_id, after=listing.after, limit=listing.limit)
+        items = [TopicDocumentOut.model_validate({**asdict(d.document), **asdict(d)}) for d in page.items]
+        return TopicDocumentPageOut(topic_id=topic_id, items=items, next_cursor=listing.next_cursor(page))

@@ -144,6 +144,13 @@ def test_a_story_its_documents_and_topics(world: Seeded) -> None:
     topic = ok(f"{TOPICS}/{world.topic_en}")
     assert [s["id"] for s in topic["stories"]] == [world.en[8], world.en[7]]  # topic_stories 2
     assert [b["count"] for b in topic["series"]] == [2, 5]
+    # A topic's documents: those of its stories and the one of a kind in none, newest first.
+    members = [d for page in every_page(f"{TOPICS}/{world.topic_en}/documents", limit=7) for d in page]
+    assert members[0] == world.lone and sorted(members[1:]) == sorted(
+        d for sid in world.en for d in world.documents[sid]
+    )
+    newest = ok(f"{TOPICS}/{world.topic_en}/documents", limit=2)["items"]
+    assert newest[0]["story_id"] is None and newest[1]["story_id"] == world.en[-1]
 
 
 def error(resp: httpx.Response, status: int, code: str) -> str:
@@ -157,6 +164,7 @@ def test_unknown_ids_are_404(world: Seeded) -> None:
     assert "no story 424242" in error(get(f"{TRENDS}/424242"), 404, "story_not_found")
     error(get(f"{TRENDS}/424242/documents"), 404, "story_not_found")
     assert "no topic 424242" in error(get(f"{TOPICS}/424242"), 404, "topic_not_found")
+    error(get(f"{TOPICS}/424242/documents"), 404, "topic_not_found")
 
 
 def test_bad_input_is_422_in_the_one_shape(world: Seeded) -> None:
@@ -181,6 +189,8 @@ def test_bad_input_is_422_in_the_one_shape(world: Seeded) -> None:
         (TOPICS, {"sort": "score"}, "sort"),
         (TOPICS, {"since": "soon"}, "since"),
         (f"{TOPICS}/abc", {}, "topic_id"),
+        (f"{TOPICS}/{world.topic_en}/documents", {"cursor": "e30"}, "cursor"),
+        (f"{TOPICS}/{world.topic_en}/documents", {"limit": 0}, "limit"),
     ]
     for url, params, field in cases:
         message = error(get(url, **params), 422, "invalid_request")

@@ -20,6 +20,7 @@ from serve_apps.search.results import search_results
 from storage.database import make_async_engine
 from storage.models import (
     Document,
+    DocumentTopic,
     EmbeddingModel,
     Source,
     Story,
@@ -39,6 +40,7 @@ from storage.trend_queries import (
     list_topics,
     stories_of_documents,
     story_documents,
+    topic_documents,
 )
 from tests.conftest import TABLES
 
@@ -49,6 +51,7 @@ TREND_TABLES = (
     "story_buckets",
     "story_lineage",
     "story_documents",
+    "document_topics",
     "stories",
     "topics",
     "trend_partitions",
@@ -80,6 +83,7 @@ class Seeded:
     topic_en: int
     topic_ar: int
     documents: dict[int, list[int]]  # story id -> its document ids, oldest first
+    lone: int  # an English document in no story, in topic_en
 
 
 def seed_trends(engine: Any) -> Seeded:
@@ -202,7 +206,34 @@ def seed_trends(engine: Any) -> Seeded:
                         method="assign",
                     )
                 )
+                if story_row.topic_id is not None:
+                    s.add(
+                        DocumentTopic(
+                            document_id=doc.id,
+                            topic_id=story_row.topic_id,
+                            partition_id=story_row.partition_id,
+                            document_time=doc.published_at,
+                        )
+                    )
             story_row.representative_ids = list(reversed(documents[story_id][:2]))
+        lone = Document(
+            canonical_url="https://example.com/lone",
+            title="one of a kind",
+            text="text",
+            content_hash="lone",
+            source_id=wire.id,
+            published_at=T0 + timedelta(days=20),
+        )
+        s.add(lone)
+        s.flush()
+        s.add(
+            DocumentTopic(
+                document_id=lone.id,
+                topic_id=topic_en.id,
+                partition_id=en_part.id,
+                document_time=T0 + timedelta(days=20),
+            )
+        )
         first = en[0]
         for granularity, buckets in (
             ("day", [(T0, 2), (T0 + timedelta(days=1), 1)]),
@@ -248,7 +279,7 @@ def seed_trends(engine: Any) -> Seeded:
                 ),
             ]
         )
-    return Seeded(en, merged.id, dead.id, ar.id, topic_en.id, topic_ar.id, documents)
+    return Seeded(en, merged.id, dead.id, ar.id, topic_en.id, topic_ar.id, documents, lone.id)
 
 
 @pytest.fixture
@@ -421,6 +452,20 @@ def test_topics_listing_and_one_topic_whole(seeded: Seeded, database_url: str) -
     # The sum of its stories' day counts: story 0 (2, 1) and story 1 (4 on day 1).
     assert [(b.bucket, b.count) for b in topic.series] == [(T0, 2), (T0 + timedelta(days=1), 5)]
     assert run(database_url, lambda s: get_topic(s, 42, stories=3)) is None
+
+
+def test_a_topics_documents_in_its_stories_or_in_none(seeded: Seeded, database_url: str) -> None:
+    first = run(database_url, lambda s: topic_documents(s, seeded.topic_en, after=None, limit=2))
+    assert [d.document.id for d in first.items] == [seeded.lone, seeded.documents[seeded.en[-1]][2]]
+    assert [d.story_id for d in first.items] == [None, seeded.en[-1]] and first.next_after is not None
+    rest = run(database_url, lambda s: topic_documents(s, seeded.topic_en, after=first.next_after, limit=100))
+    everything = [d.document.id for d in [*first.items, *rest.items]]
+    assert sorted(everything) == sorted(
+        [seeded.lone, *(d for sid in seeded.en for d in seeded.documents[sid])]
+    )
+    assert rest.next_after is None
+    arabic = run(database_url, lambda s: topic_documents(s, seeded.topic_ar, after=None, limit=10))
+    assert [d.document.id for d in arabic.items] == seeded.documents[seeded.ar][::-1]
 
 
 def test_each_search_result_names_its_story(seeded: Seeded, engine, database_url: str) -> None:  # type: ignore[no-untyped-def]

@@ -14,6 +14,7 @@ from storage.documents import DocumentRecord, DocumentRepository
 from storage.models import EmbeddingModel
 from storage.trends import (
     Assignment,
+    DocumentTopicUpsert,
     LineageEvent,
     MemberText,
     StoryAnalytics,
@@ -36,7 +37,15 @@ from storage.trends import (
 )
 
 T0 = datetime(2024, 3, 1, 22, 0, tzinfo=UTC)
-TREND_TABLES = ("trend_partitions", "topics", "stories", "story_documents", "story_lineage", "story_buckets")
+TREND_TABLES = (
+    "trend_partitions",
+    "topics",
+    "stories",
+    "story_documents",
+    "document_topics",
+    "story_lineage",
+    "story_buckets",
+)
 
 
 def make_partition(session: Session, key: str = "en") -> int:
@@ -120,6 +129,9 @@ def test_replaying_a_delta_writes_nothing_new(session: Session) -> None:
         assignments=tuple(
             assign(d, s1 if i < 3 else s2, T0 + timedelta(minutes=i)) for i, d in enumerate(docs)
         ),
+        document_topics=tuple(
+            DocumentTopicUpsert(d, topic, T0 + timedelta(minutes=i)) for i, d in enumerate(docs)
+        ),
         lineage=(
             LineageEvent("story", "birth", s1, (), 3, T0, f"birth:{s1}"),
             LineageEvent("topic", "birth", topic, (s1, s2), 4, T0, f"birth:t{topic}"),
@@ -188,9 +200,17 @@ def test_unassigned_documents_leave_their_story(session: Session) -> None:
             stories=(story(s1, topic),),
             topics=(TopicUpsert(topic, "active", 1),),
             assignments=tuple(assign(d, s1, t) for d, t in zip(docs, times, strict=True)),
+            document_topics=tuple(DocumentTopicUpsert(d, topic, t) for d, t in zip(docs, times, strict=True)),
         ),
     )
-    touched = apply_delta(session, partition_id=pid, delta=TrendDelta(unassigned=(docs[2], docs[1])))
+    left = TrendDelta(
+        unassigned=(docs[2], docs[1]),
+        document_topics=(
+            DocumentTopicUpsert(docs[2], None, times[2]),
+            DocumentTopicUpsert(docs[1], None, times[1]),
+        ),
+    )
+    touched = apply_delta(session, partition_id=pid, delta=left)
     assert touched == {s1}
     assert buckets(session, s1, "hour") == {T0: 1}
     assert story_row(session, s1)[:3] == (1, T0, T0)
@@ -307,17 +327,34 @@ def test_topics_stories_and_active_reads(session: Session) -> None:
                 assign(docs[1], s2, T0 + timedelta(days=2)),
                 assign(docs[2], s3, T0 + timedelta(days=3)),
             ),
+            document_topics=(
+                DocumentTopicUpsert(docs[0], t1, T0),
+                DocumentTopicUpsert(docs[1], t1, T0 + timedelta(days=2)),
+                DocumentTopicUpsert(docs[2], t2, T0 + timedelta(days=3)),
+                DocumentTopicUpsert(docs[3], t2, T0 + timedelta(days=4)),  # in no story
+            ),
         ),
     )
     assert story_ids_of_topic(session, topic_id=t1) == [s1, s2]
+    topics = session.execute(text("SELECT id, size, first_seen, last_seen FROM topics ORDER BY id")).all()
+    assert [tuple(t) for t in topics] == [
+        (t1, 2, T0, T0 + timedelta(days=2)),
+        (t2, 2, T0 + timedelta(days=3), T0 + timedelta(days=4)),
+    ]
     assert stories_active_since(session, partition_id=pid, since=T0 + timedelta(days=1)) == [s2, s3]
-    # s2 moves to t2 and s1 merges into s2: t1 is recounted although the delta does not name it.
+    # s2 moves to t2 with its documents and s1 merges into s2; the one of a kind leaves its topic:
+    # t1 is recounted although the delta does not name it.
     apply_delta(
         session,
         partition_id=pid,
         delta=TrendDelta(
             stories=(story(s2, t2), story(s1, t1, "merged", s2)),
             assignments=(assign(docs[0], s2, T0),),
+            document_topics=(
+                DocumentTopicUpsert(docs[0], t2, T0),
+                DocumentTopicUpsert(docs[1], t2, T0 + timedelta(days=2)),
+                DocumentTopicUpsert(docs[3], None, T0 + timedelta(days=4)),
+            ),
         ),
     )
     sizes = dict(session.execute(text("SELECT id, size FROM topics")).all())
@@ -393,6 +430,10 @@ def test_fifty_thousand_assignments_in_one_delta(session: Session) -> None:
             assign(d, stories[i % 500], T0 + timedelta(minutes=i % (14 * 24 * 60)))
             for i, d in enumerate(docs)
         ),
+        document_topics=tuple(
+            DocumentTopicUpsert(d, topics[(i % 500) % 10], T0 + timedelta(minutes=i % (14 * 24 * 60)))
+            for i, d in enumerate(docs)
+        ),
         watermark=1,
     )
     assert apply_delta(session, partition_id=pid, delta=delta) == set(stories)
@@ -405,3 +446,34 @@ def test_fifty_thousand_assignments_in_one_delta(session: Session) -> None:
         )
     ).one()
     assert tuple(totals) == (n, n, n, n, n)
+
+
+def test_a_topic_merge_moves_all_its_documents(session: Session) -> None:
+    pid = make_partition(session)
+    docs = make_documents(session, 3)
+    t1, t2 = ids(pid, 1), ids(pid, 2)
+    apply_delta(
+        session,
+        partition_id=pid,
+        delta=TrendDelta(
+            topics=(TopicUpsert(t1, "active", 0), TopicUpsert(t2, "active", 0)),
+            document_topics=(
+                DocumentTopicUpsert(docs[0], t1, T0),
+                DocumentTopicUpsert(docs[1], t2, T0),
+                DocumentTopicUpsert(docs[2], t2, T0 + timedelta(days=40)),
+            ),
+        ),
+    )
+    # t2 merges into t1; docs[1] has left the clusterer's window, so no document topic names it.
+    merge = LineageEvent("topic", "merge", t1, (t2,), 0, T0 + timedelta(days=40), f"topic:merge:{t1}:{t2}")
+    delta = TrendDelta(
+        topics=(TopicUpsert(t2, "merged", 0),),
+        document_topics=(DocumentTopicUpsert(docs[2], t1, T0 + timedelta(days=40)),),
+        lineage=(merge,),
+    )
+    for _ in range(2):  # a replay changes nothing
+        apply_delta(session, partition_id=pid, delta=delta)
+        rows = dict(session.execute(text("SELECT document_id, topic_id FROM document_topics")).all())
+        assert rows == dict.fromkeys(docs, t1)
+        sizes = dict(session.execute(text("SELECT id, size FROM topics")).all())
+        assert sizes == {t1: 3, t2: 0}

@@ -124,7 +124,7 @@ def test_a_split_is_recorded_when_a_story_holds_two_events() -> None:
     c.params = params()  # sticky again: a document moves only to a clearly closer story
     c.recluster()  # the real re-cluster tells them apart again
     delta = c.drain()
-    splits = [e for e in delta.lineage if e.kind == "split"]
+    splits = [e for e in delta.lineage if e.level == "story" and e.kind == "split"]
     assert len(splits) == 1 and splits[0].related == (joined,)
     assert len(set(c.story_of(a).tolist()) | set(c.story_of(b).tolist())) == 2
     assert joined in set(c.story_of(a).tolist()) | set(c.story_of(b).tolist())  # one half keeps the id
@@ -140,3 +140,26 @@ def test_a_story_whose_documents_leave_the_window_dies() -> None:
     assert ("death", story) in [(e.kind, e.subject) for e in delta.lineage]
     assert delta.stories[story][1] == "dead"
     assert c.story_of(a).tolist() == [-1] * 4  # out of the window
+
+
+def test_every_document_has_a_topic_in_a_story_or_not() -> None:
+    c = TrendClusterer(params(), fixed([0, 0, 0, -1], [0, 0, 0, 0]), dim=DIM)
+    story_docs = feed(c, group(0, 3, seed=1), start=1)
+    (lone,) = feed(c, group(5, 1, seed=2), start=4)  # one of a kind: no story
+    (story,) = set(c.story_of(story_docs).tolist())
+    c.drain()
+    c.recluster()
+    delta = c.drain()
+    (topic,) = {t for t, _ in delta.document_topics.values()}
+    assert sorted(delta.document_topics) == [*story_docs.tolist(), int(lone)]
+    assert delta.stories[story][0] == topic and delta.topics[topic] == ("active", 1)
+    assert c.story_of(np.asarray([lone])).tolist() == [-1]
+    # A new document in no story takes the topic with the nearest centroid at once.
+    (newcomer,) = feed(c, group(6, 1, seed=3), start=5)
+    assert c.drain().document_topics == {int(newcomer): (topic, 1_500_000_000)}
+    # Document topics survive a snapshot; a re-cluster that finds the same topic changes nothing.
+    arrays, info = c.snapshot()
+    again = TrendClusterer.restore(c.params, fixed([0, 0, 0, -1, -1], [0, 0, 0, 0, 0]), arrays, info)
+    assert again.document_topics().tolist() == [topic] * 5
+    again.recluster()
+    assert again.drain().document_topics == {}

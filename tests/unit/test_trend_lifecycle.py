@@ -33,6 +33,18 @@ def test_a_young_rising_story_is_emerging() -> None:
     assert result.velocity > 0
 
 
+def test_a_story_cut_with_a_few_older_documents_is_emerging_when_most_of_it_is_new() -> None:
+    counts = [2] + [0] * 10 + [4, 12]  # two stray older mentions, then the event
+    result = of(counts)
+    assert result.state == "emerging"
+    assert result.emerging_at == START + 11 * DAY  # the first of its young days
+    mostly_old = of([6, 5, 4] + [0] * 8 + [1, 4])
+    assert mostly_old.state != "emerging"
+    assert mostly_old.emerging_at == START
+    with pytest.raises(ValueError, match="young_share"):
+        LifecycleParams(young_share=0)
+
+
 def test_one_then_three_documents_is_no_burst() -> None:
     result = of([1, 3])
     assert result.burst is False and result.burst_at is None
