@@ -60,8 +60,11 @@ class ClustererParams:
     birth_pool: int = 5_000  #: most recent unassigned documents considered for an immediate birth
     story_gap_days: float = 3.0  #: a document joins (or founds with others) only stories this recent
     sticky: bool = True  #: a re-cluster moves documents and merges stories only for a reason
-    move_margin: float = 0.2  #: sticky: how much closer the new story must be for a document to move
-    merge_threshold: float = 0.85  #: sticky: centroid similarity two stories need to merge
+    move_margin: float = 0.3  #: sticky: how much closer the new story must be for a document to move
+    #: sticky: a split is taken whole (no margin) when its centroid and the rest of its parent's are
+    #: less alike than this: two events one story held
+    split_threshold: float = 0.4
+    merge_threshold: float = 0.9  #: sticky: centroid similarity two stories need to merge
 
 
 @dataclass(frozen=True)
@@ -357,9 +360,10 @@ class TrendClusterer:
 
         Documents in a community take the id it carries; documents left as noise keep their story.
         With ``sticky``, an assigned document moves only when the story it would move to is clearly
-        closer (``move_margin`` of cosine similarity) and a merge is accepted only between stories
-        whose centroids are ``merge_threshold`` alike: ids change for a reason, not for the noise of
-        a re-cluster. New stories (births, splits) need ``min_story_size`` documents.
+        closer (``move_margin`` of cosine similarity) or is a split far from the rest of its parent
+        (centroids under ``split_threshold`` alike: two events one story held), and a merge is accepted
+        only between stories whose centroids are ``merge_threshold`` alike: ids change for a reason, not
+        for the noise of a re-cluster. New stories (births, splits) need ``min_story_size`` documents.
         """
         pos = {int(d): i for i, d in enumerate(self._ids)}
         rows = np.asarray([pos.get(int(d), -1) for d in doc_ids], np.int64)
@@ -380,9 +384,9 @@ class TrendClusterer:
             proposed[proposed == s] = survivor
         for s in m.dissolved:
             proposed[proposed == s] = -1
-        if self.params.sticky:
-            self._stay_unless_closer(proposed, old_units, set(merged_into))
         new_ids = set(m.births) | {sid for sid, _ in m.splits}
+        if self.params.sticky:
+            self._stay_unless_closer(proposed, old_units, set(merged_into), dict(m.splits))
         for sid in list(new_ids):
             members = proposed == sid
             if int(members.sum()) < self.params.min_story_size:
@@ -432,18 +436,32 @@ class TrendClusterer:
         return kept
 
     def _stay_unless_closer(
-        self, proposed: np.ndarray, old_units: dict[int, np.ndarray], merged: set[int]
+        self,
+        proposed: np.ndarray,
+        old_units: dict[int, np.ndarray],
+        merged: set[int],
+        splits: dict[int, int],
     ) -> None:
         rows = np.flatnonzero((proposed != self._story) & (self._story >= 0) & (proposed >= 0))
         rows = np.asarray([r for r in rows if int(self._story[r]) not in merged], np.int64)
         if not len(rows):
             return
         new_units = self._units(proposed)
+        # Splits apart from the rest of their parent: taken whole.
+        apart = {
+            (parent, sid)
+            for sid, parent in splits.items()
+            if sid in new_units
+            and parent in new_units
+            and float(new_units[sid] @ new_units[parent]) < self.params.split_threshold
+        }
         for row in rows:
             was, now = int(self._story[row]), int(proposed[row])
             if was not in old_units or now not in new_units:
                 continue
             x = self._vecs[row]
+            if (was, now) in apart:
+                continue
             if float(x @ new_units[now]) < float(x @ old_units[was]) + self.params.move_margin:
                 proposed[row] = was
 

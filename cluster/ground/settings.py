@@ -509,8 +509,23 @@ class TrendSettings(BaseModel):
         ),
     )
     merge_threshold: float = Field(
-        default=0.85,
+        default=0.9,
         description="Centroid cosine similarity two stories need before a re-cluster may merge them.",
+    )
+    move_margin: float = Field(
+        default=0.3,
+        ge=0,
+        description=(
+            "How much closer (cosine similarity) another story must be before a re-cluster moves a "
+            "document into it (higher: steadier ids)."
+        ),
+    )
+    split_threshold: float = Field(
+        default=0.4,
+        description=(
+            "A re-cluster splits a story whole when the new part's centroid and the rest's are less alike "
+            "than this (two events one story held), whatever the move margin."
+        ),
     )
     story_resolution: float = Field(
         default=2.0, gt=0, description="Leiden resolution of stories (higher: smaller, more stories)."

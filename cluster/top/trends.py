@@ -37,6 +37,8 @@ def clusterer_params(settings: Settings) -> ClustererParams:
         min_story_size=t.min_story_size,
         story_gap_days=t.story_gap_days,
         merge_threshold=t.merge_threshold,
+        move_margin=t.move_margin,
+        split_threshold=t.split_threshold,
     )
 
 
