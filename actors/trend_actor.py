@@ -257,7 +257,8 @@ class TrendService:
             self._refresher.refresh(
                 touched=touched,
                 topics={t for t, _ in delta.topics.items()}
-                | {t for t, _, _ in delta.stories.values() if t is not None},
+                | {t for t, _, _ in delta.stories.values() if t is not None}
+                | {t for t, _ in delta.document_topics.values() if t >= 0},
                 clock=utc(self._clusterer.clock),
                 window=(ids, vectors, labels),
             )

@@ -25,8 +25,8 @@ from storage.trends import (
     TopicText,
     member_texts,
     stories_active_since,
-    story_ids_of_topic,
     story_series,
+    topic_member_texts,
     update_analytics,
     update_story_text,
     update_topic_text,
@@ -36,6 +36,8 @@ logger = logging.getLogger(__name__)
 
 #: Documents per story read for keywords (the most recent).
 TEXTS_PER_STORY = 60
+#: A topic's keywords are read from its newest this many documents.
+TOPIC_MEMBERS = 300
 #: Days before the clock within which a story's lifecycle is recomputed even without new documents.
 LIFECYCLE_HORIZON_DAYS = 14
 #: Most LLM summaries asked per refresh (largest changed stories first; extractive ones are not
@@ -93,12 +95,9 @@ class StoryRefresher:
                 ],
             )
             topic_docs: dict[int, list[KeywordDoc]] = {}
-            for tid in sorted(set(topics)):
-                members = story_ids_of_topic(session, topic_id=tid)
-                rows = member_texts(session, story_ids=members, per_story=10)
-                topic_docs[tid] = [
-                    KeywordDoc(f"{t.title}. {t.text[:300]}", t.language) for ts in rows.values() for t in ts
-                ]
+            newest = topic_member_texts(session, topic_ids=sorted(set(topics)), per_topic=TOPIC_MEMBERS)
+            for tid, rows in newest.items():
+                topic_docs[tid] = [KeywordDoc(f"{t.title}. {t.text[:300]}", t.language) for t in rows]
             topic_keywords = story_keywords({t: d for t, d in topic_docs.items() if d})
             update_topic_text(
                 session, [TopicText(id=t, label=label(kw), keywords=kw) for t, kw in topic_keywords.items()]

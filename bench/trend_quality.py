@@ -651,6 +651,16 @@ def front_door_labels(api_url: str, corpus: Corpus, source: str, *, settle_s: fl
     }
 
 
+def summary_line(output: str, command: str) -> str | None:
+    """The command's closing summary (its last line naming it; Ray's warnings may come after)."""
+    lines = [
+        line.strip()
+        for line in output.splitlines()
+        if line.strip().startswith((f"{command} ", f"{command}:"))
+    ]
+    return lines[-1] if lines else None
+
+
 def front_door_one(
     name: str, core: dict[str, Any] | None, *, keep: bool, num_cpus: int | None, settle_s: float
 ) -> dict[str, Any]:
@@ -664,8 +674,8 @@ def front_door_one(
         path = platform.folder / f"{source}.jsonl"
         path.write_text("".join(json.dumps(r) + "\n" for r in ingest_rows(corpus)), encoding="utf-8")
         platform.up("--no-sample")
-        out["ingest"] = platform.pulse("ingest", str(path), "--source", source).strip().splitlines()[-1:]
-        out["embed"] = platform.pulse("embed").strip().splitlines()[-1:]
+        out["ingest"] = summary_line(platform.pulse("ingest", str(path), "--source", source), "ingest")
+        out["embed"] = summary_line(platform.pulse("embed"), "embed")
         got = front_door_labels(platform.api_url, corpus, source, settle_s=settle_s)
         out["commands_s"] = dict(platform.timings)
     labels = got["topics"] if level == "topics" else got["stories"]

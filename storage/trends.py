@@ -520,22 +520,39 @@ def member_texts(
     A lateral join with LIMIT, not a window over all members: it reads ``per_story`` rows of each
     story from the (story_id, document_time) index however large the story is.
     """
-    members: dict[int, list[MemberText]] = {int(i): [] for i in story_ids}
-    if not members or per_story <= 0:
+    return _newest_members(session, "story_documents", "story_id", story_ids, per_story)
+
+
+def topic_member_texts(
+    session: Session, *, topic_ids: Iterable[int], per_topic: int
+) -> dict[int, list[MemberText]]:
+    """The ``per_topic`` most recent documents of each topic (in its stories or in none), newest first."""
+    return _newest_members(session, "document_topics", "topic_id", topic_ids, per_topic)
+
+
+def _newest_members(
+    session: Session,
+    table: Literal["story_documents", "document_topics"],
+    key: Literal["story_id", "topic_id"],
+    ids: Iterable[int],
+    per: int,
+) -> dict[int, list[MemberText]]:
+    members: dict[int, list[MemberText]] = {int(i): [] for i in ids}
+    if not members or per <= 0:
         return members
     rows = session.execute(
         text(
-            "SELECT k.id AS story_id, d.id, d.title, left(d.text, :chars) AS text, d.language, "
+            "SELECT k.id AS key, d.id, d.title, left(d.text, :chars) AS text, d.language, "
             "m.document_time FROM unnest(CAST(:ids AS bigint[])) AS k(id) CROSS JOIN LATERAL ("
-            "SELECT sd.document_id, sd.document_time FROM story_documents sd WHERE sd.story_id = k.id "
-            "ORDER BY sd.document_time DESC, sd.document_id DESC LIMIT :per_story"
+            f"SELECT t.document_id, t.document_time FROM {table} t WHERE t.{key} = k.id "
+            "ORDER BY t.document_time DESC, t.document_id DESC LIMIT :per"
             ") AS m JOIN documents d ON d.id = m.document_id "
             "ORDER BY k.id, m.document_time DESC, m.document_id DESC"
         ),
-        {"ids": sorted(members), "chars": MEMBER_TEXT_CHARS, "per_story": per_story},
+        {"ids": sorted(members), "chars": MEMBER_TEXT_CHARS, "per": per},
     )
     for r in rows:
-        members[int(r.story_id)].append(MemberText(int(r.id), r.title, r.text, r.language, r.document_time))
+        members[int(r.key)].append(MemberText(int(r.id), r.title, r.text, r.language, r.document_time))
     return members
 
 
@@ -553,11 +570,6 @@ def assignments_of(session: Session, *, partition_id: int) -> dict[int, int]:
         )
     )
     return {int(document_id): int(story_id) for document_id, story_id in rows}
-
-
-def story_ids_of_topic(session: Session, *, topic_id: int) -> list[int]:
-    """The stories of a topic (any status), by id."""
-    return list(session.scalars(select(Story.id).where(Story.topic_id == topic_id).order_by(Story.id)))
 
 
 # ------------------------------------------------------------------------------------- derived fields

@@ -29,8 +29,8 @@ from storage.trends import (
     load_partition,
     member_texts,
     stories_active_since,
-    story_ids_of_topic,
     story_series,
+    topic_member_texts,
     update_analytics,
     update_story_text,
     update_topic_text,
@@ -335,7 +335,11 @@ def test_topics_stories_and_active_reads(session: Session) -> None:
             ),
         ),
     )
-    assert story_ids_of_topic(session, topic_id=t1) == [s1, s2]
+    newest = topic_member_texts(session, topic_ids=[t1, t2], per_topic=10)
+    assert {t: [m.document_id for m in ms] for t, ms in newest.items()} == {
+        t1: [docs[1], docs[0]],
+        t2: [docs[3], docs[2]],
+    }
     topics = session.execute(text("SELECT id, size, first_seen, last_seen FROM topics ORDER BY id")).all()
     assert [tuple(t) for t in topics] == [
         (t1, 2, T0, T0 + timedelta(days=2)),
