@@ -22,7 +22,8 @@ import numpy as np
 import ray
 from ray.actor import ActorClass, ActorProxy
 
-from actors.trend_clusterer import ClusterDelta, ClustererParams, Communities, TrendClusterer
+from actors.trend_clusterer import ClustererParams, Communities, TrendClusterer
+from actors.trend_delta import ClusterDelta
 from actors.trend_refresh import StoryRefresher, utc
 from actors.trend_summaries import StorySummarizer, SummaryConfig
 from cluster.ground.constants import TREND_ID_BLOCK, TREND_SNAPSHOT_PREFIX, trend_actor_name

@@ -30,12 +30,16 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from actors.trend_matching import Matching, match
+from actors.trend_delta import ClusterDelta, Lineage, StoryState
+from actors.trend_matching import match
+from actors.trend_sticky import close_merges, stay_unless_closer, story_lineage, unit_centroids
+from actors.trend_topics import TopicLevel
+from actors.trend_window import WindowArrays
 
 #: A re-cluster: (window vectors, current stories (-1: none), document times (epoch s)) ->
 #: (story communities, topic communities),
@@ -46,6 +50,8 @@ Communities = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, n
 logger = logging.getLogger(__name__)
 
 DAY = 86_400
+#: Documents ``add`` assigns at a time (then births, eviction and the re-cluster check).
+BATCH = 256
 
 
 @dataclass(frozen=True)
@@ -67,53 +73,6 @@ class ClustererParams:
     merge_threshold: float = 0.9  #: sticky: centroid similarity two stories need to merge
 
 
-@dataclass(frozen=True)
-class Lineage:
-    level: str  # story | topic
-    kind: str  # birth | merge | split | death
-    subject: int
-    related: tuple[int, ...]
-    documents: int
-    at: int  # epoch seconds (document time)
-    key: str  # unique per partition: replays write it once
-
-
-@dataclass
-class ClusterDelta:
-    """Changes since the last ``drain``: what storage must write."""
-
-    assignments: dict[int, tuple[int, float | None, str, int]] = field(default_factory=dict)
-    #: document -> (story, similarity, method, document time)
-    unassigned: set[int] = field(default_factory=set)
-    stories: dict[int, tuple[int | None, str, int | None]] = field(default_factory=dict)
-    #: story -> (topic, status, merged_into)
-    topics: dict[int, tuple[str, int]] = field(default_factory=dict)  #: topic -> (status, story count)
-    lineage: list[Lineage] = field(default_factory=list)
-    #: document -> (topic, document time); topic -1: the document has none any more
-    document_topics: dict[int, tuple[int, int]] = field(default_factory=dict)
-
-    @property
-    def empty(self) -> bool:
-        return not (
-            self.assignments
-            or self.unassigned
-            or self.stories
-            or self.topics
-            or self.lineage
-            or self.document_topics
-        )
-
-
-@dataclass
-class _Story:
-    centroid_sum: np.ndarray
-    count: int  # documents in the window
-    last: int = 0  # time of its latest document (epoch s)
-    topic: int | None = None
-    status: str = "active"
-    merged_into: int | None = None
-
-
 class TrendClusterer:
     def __init__(
         self, params: ClustererParams, communities: Communities, *, id_base: int = 0, dim: int = 384
@@ -122,15 +81,10 @@ class TrendClusterer:
         self._communities = communities
         self.id_base = id_base
         self.dim = dim
-        self._ids = np.empty(0, np.int64)
-        self._vecs = np.empty((0, dim), np.float32)
-        self._times = np.empty(0, np.int64)
-        self._story = np.empty(0, np.int64)
-        self._topic = np.empty(0, np.int64)  # each document's topic (-1: none yet)
-        self._stories: dict[int, _Story] = {}
-        self._topics: dict[int, int] = {}  # topic -> story count
+        #: the window's documents: ids, vectors, times, story and topic (-1: none yet) of each
+        self._w = WindowArrays(dim, limit=params.window_size + BATCH)
+        self._stories: dict[int, StoryState] = {}
         self._next_story = 1
-        self._next_topic = 1
         self._since_recluster = 0
         self._last_recluster_time: int | None = None
         self.clock: int | None = None  # latest document time seen (epoch s)
@@ -138,27 +92,26 @@ class TrendClusterer:
         self.last_recluster_s = 0.0
         self._delta = ClusterDelta()
         self._centroids: np.ndarray | None = None
-        #: (topic ids, unit centroids) at the last re-cluster, for new documents in no story
-        self._topic_centroids: tuple[np.ndarray, np.ndarray] | None = None
+        self._topic_level = TopicLevel(id_base=id_base, min_size=params.min_story_size)
         self._centroid_ids = np.empty(0, np.int64)
         self._centroid_last = np.empty(0, np.int64)
 
     # ------------------------------------------------------------------------------------ queries
     @property
     def size(self) -> int:
-        return len(self._ids)
+        return len(self._w.ids)
 
     @property
     def unassigned(self) -> int:
-        return int((self._story < 0).sum())
+        return int((self._w.story < 0).sum())
 
     def story_of(self, doc_ids: np.ndarray) -> np.ndarray:
-        pos = {int(d): i for i, d in enumerate(self._ids)}
-        return np.asarray([self._story[pos[int(d)]] if int(d) in pos else -1 for d in doc_ids], np.int64)
+        pos = {int(d): i for i, d in enumerate(self._w.ids)}
+        return np.asarray([self._w.story[pos[int(d)]] if int(d) in pos else -1 for d in doc_ids], np.int64)
 
     def window(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(document ids, vectors, times, stories) of the window (views; do not modify)."""
-        return self._ids, self._vecs, self._times, self._story
+        return self._w.ids, self._w.vecs, self._w.times, self._w.story
 
     def active_stories(self) -> list[int]:
         return sorted(s for s, st in self._stories.items() if st.status == "active")
@@ -169,15 +122,15 @@ class TrendClusterer:
 
     def document_topics(self) -> np.ndarray:
         """Each window document's topic (-1: none yet), rows as ``window()``'s (a view)."""
-        return self._topic
+        return self._w.topic
 
     # ------------------------------------------------------------------------------------ ingest
-    def add(self, doc_ids: np.ndarray, vectors: np.ndarray, times: np.ndarray, *, batch: int = 256) -> None:
+    def add(self, doc_ids: np.ndarray, vectors: np.ndarray, times: np.ndarray, *, batch: int = BATCH) -> None:
         """Take documents in stream order: assign, grow the window, re-cluster when due."""
         doc_ids = np.asarray(doc_ids, np.int64)
         vectors = np.ascontiguousarray(vectors, np.float32)
         times = np.asarray(times, np.int64)
-        fresh = ~np.isin(doc_ids, self._ids)  # a replayed document is not taken twice
+        fresh = ~np.isin(doc_ids, self._w.ids)  # a replayed document is not taken twice
         doc_ids, vectors, times = doc_ids[fresh], vectors[fresh], times[fresh]
         for start in range(0, len(doc_ids), batch):
             stop = start + batch
@@ -202,10 +155,6 @@ class TrendClusterer:
             sims = all_sims[np.arange(n), best]
             ok = sims >= self.params.assign_threshold
             labels[ok] = cids[best[ok]]
-        self._ids = np.concatenate([self._ids, doc_ids])
-        self._vecs = np.concatenate([self._vecs, vectors])
-        self._times = np.concatenate([self._times, times])
-        self._story = np.concatenate([self._story, labels])
         topics = np.full(n, -1, np.int64)
         for i in np.flatnonzero(labels >= 0):
             s = int(labels[i])
@@ -217,8 +166,12 @@ class TrendClusterer:
             story.count += 1
             story.last = max(story.last, int(times[i]))
             self._delta.assignments[int(doc_ids[i])] = (s, float(sims[i]), "assign", int(times[i]))
-        self._topic_of_rest(topics, vectors, doc_ids, times)
-        self._topic = np.concatenate([self._topic, topics])
+        rest = np.flatnonzero(topics < 0)
+        if len(rest):  # in no story (or one without a topic yet): the nearest topic
+            topics[rest] = self._topic_level.nearest(self._w, vectors[rest])
+            for i in rest[topics[rest] >= 0].tolist():
+                self._delta.document_topics[int(doc_ids[i])] = (int(topics[i]), int(times[i]))
+        self._w.append(doc_ids, vectors, times, labels, topics)
         self._centroids = None
         self._since_recluster += n
         latest = int(times.max(initial=np.iinfo(np.int64).min))
@@ -227,27 +180,6 @@ class TrendClusterer:
             self._last_recluster_time = int(times.min())
         self._births()
         self._evict()
-
-    def _topic_of_rest(
-        self, topics: np.ndarray, vectors: np.ndarray, doc_ids: np.ndarray, times: np.ndarray
-    ) -> None:
-        """New documents without a topic from their story: the topic with the nearest centroid."""
-        rest = np.flatnonzero(topics < 0)
-        if not len(rest):
-            return
-        if self._topic_centroids is None:
-            known = self._topic >= 0  # the window before this batch (its rows come first)
-            ids, inverse = np.unique(self._topic[known], return_inverse=True)
-            sums = np.zeros((len(ids), self.dim), np.float32)
-            np.add.at(sums, inverse, self._vecs[: len(known)][known])
-            sums /= np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
-            self._topic_centroids = (ids, sums)
-        ids, units = self._topic_centroids
-        if not len(ids):
-            return
-        topics[rest] = ids[(vectors[rest] @ units.T).argmax(axis=1)]
-        for i in rest.tolist():
-            self._delta.document_topics[int(doc_ids[i])] = (int(topics[i]), int(times[i]))
 
     def _centroid_matrix(self) -> tuple[np.ndarray, np.ndarray]:
         if self._centroids is None:
@@ -265,10 +197,10 @@ class TrendClusterer:
     def _births(self) -> None:
         """Groups of close unassigned documents become stories at once."""
         horizon = (self.clock or 0) - int(self.params.story_gap_days * DAY)
-        pool = np.flatnonzero((self._story < 0) & (self._times >= horizon))[-self.params.birth_pool :]
+        pool = np.flatnonzero((self._w.story < 0) & (self._w.times >= horizon))[-self.params.birth_pool :]
         if len(pool) < self.params.min_story_size:
             return
-        x = self._vecs[pool]
+        x = self._w.vecs[pool]
         adjacency = (x @ x.T) >= self.params.birth_threshold
         np.fill_diagonal(adjacency, False)
         degree = adjacency.sum(axis=1)
@@ -285,21 +217,21 @@ class TrendClusterer:
             if len(members) < self.params.min_story_size:
                 continue
             sid = self._new_story_id()
-            centroid = self._vecs[members].sum(axis=0)
-            last = int(self._times[members].max())
-            self._stories[sid] = _Story(centroid_sum=centroid, count=len(members), last=last)
+            centroid = self._w.vecs[members].sum(axis=0)
+            last = int(self._w.times[members].max())
+            self._stories[sid] = StoryState(centroid_sum=centroid, count=len(members), last=last)
             unit = centroid / max(float(np.linalg.norm(centroid)), 1e-12)
-            member_sims = self._vecs[members] @ unit
+            member_sims = self._w.vecs[members] @ unit
             for row, sim in zip(members, member_sims, strict=True):
-                self._story[row] = sid
-                self._delta.assignments[int(self._ids[row])] = (
+                self._w.story[row] = sid
+                self._delta.assignments[int(self._w.ids[row])] = (
                     sid,
                     float(sim),
                     "assign",
-                    int(self._times[row]),
+                    int(self._w.times[row]),
                 )
             self._delta.stories[sid] = (None, "active", None)
-            at = int(self._times[members].max())
+            at = int(self._w.times[members].max())
             self._delta.lineage.append(
                 Lineage("story", "birth", sid, (), len(members), at, f"story:birth:{sid}")
             )
@@ -307,20 +239,20 @@ class TrendClusterer:
 
     def _evict(self) -> None:
         """Drop documents older than the window's span, then the oldest past its size."""
-        if self.clock is None or not len(self._ids):
+        if self.clock is None or not len(self._w.ids):
             return
-        keep = self._times >= self.clock - int(self.params.window_days * DAY)
+        keep = self._w.times >= self.clock - int(self.params.window_days * DAY)
         over = int(keep.sum()) - self.params.window_size
         if over > 0:
-            order = np.argsort(self._times[keep], kind="stable")
+            order = np.argsort(self._w.times[keep], kind="stable")
             kept_rows = np.flatnonzero(keep)
             keep[kept_rows[order[:over]]] = False
         if keep.all():
             return
-        gone = self._story[~keep]
+        gone = self._w.story[~keep]
         for s, c in zip(*np.unique(gone[gone >= 0], return_counts=True), strict=True):
             story = self._stories[int(s)]
-            story.centroid_sum -= self._vecs[~keep][gone == s].sum(axis=0)
+            story.centroid_sum -= self._w.vecs[~keep][gone == s].sum(axis=0)
             story.count -= int(c)
             if story.count <= 0:
                 # All its documents left the window: the story ends (its rows stay in storage).
@@ -330,9 +262,7 @@ class TrendClusterer:
                     Lineage("story", "death", int(s), (), 0, at, f"story:death:{int(s)}")
                 )
                 self._delta.stories[int(s)] = (story.topic, "dead", None)
-        self._ids, self._vecs = self._ids[keep], self._vecs[keep]
-        self._times, self._story = self._times[keep], self._story[keep]
-        self._topic = self._topic[keep]
+        self._w.keep(keep)
         self._centroids = None
 
     # ---------------------------------------------------------------------------------- re-cluster
@@ -345,12 +275,12 @@ class TrendClusterer:
 
     def compute_communities(self) -> tuple[np.ndarray, np.ndarray]:
         """Story and topic communities of the window (the expensive part; a job may run it)."""
-        return self._communities(self._vecs, self._story, self._times)
+        return self._communities(self._w.vecs, self._w.story, self._w.times)
 
     def recluster(self) -> None:
         started = time.perf_counter()
         stories, topics = self.compute_communities()
-        self.apply_communities(self._ids.copy(), stories, topics, method="recluster")
+        self.apply_communities(self._w.ids.copy(), stories, topics, method="recluster")
         self.last_recluster_s = time.perf_counter() - started
 
     def apply_communities(
@@ -365,19 +295,19 @@ class TrendClusterer:
         only between stories whose centroids are ``merge_threshold`` alike: ids change for a reason, not
         for the noise of a re-cluster. New stories (births, splits) need ``min_story_size`` documents.
         """
-        pos = {int(d): i for i, d in enumerate(self._ids)}
+        pos = {int(d): i for i, d in enumerate(self._w.ids)}
         rows = np.asarray([pos.get(int(d), -1) for d in doc_ids], np.int64)
         inside = rows >= 0
         rows, stories, topics = rows[inside], np.asarray(stories)[inside], np.asarray(topics)[inside]
         at = int(self.clock or 0)
-        old = self._story[rows]
+        old = self._w.story[rows]
         m = match(old, stories, new_id=self._new_story_id, min_size=self.params.min_story_size)
-        old_units = self._units(self._story)
+        old_units = unit_centroids(self._w.vecs, self._w.story)
         if self.params.sticky:
-            m.merges = self._close_merges(m.merges, old_units)
+            m.merges = close_merges(m.merges, old_units, threshold=self.params.merge_threshold)
             m.dissolved = []
         merged_into = m.merged_into()
-        proposed = self._story.copy()
+        proposed = self._w.story.copy()
         assigned = stories >= 0
         proposed[rows[assigned]] = m.ids[stories[assigned]]
         for s, survivor in merged_into.items():
@@ -386,15 +316,24 @@ class TrendClusterer:
             proposed[proposed == s] = -1
         new_ids = set(m.births) | {sid for sid, _ in m.splits}
         if self.params.sticky:
-            self._stay_unless_closer(proposed, old_units, set(merged_into), dict(m.splits))
+            stay_unless_closer(
+                self._w.vecs,
+                self._w.story,
+                proposed,
+                old_units=old_units,
+                merged=set(merged_into),
+                splits=dict(m.splits),
+                move_margin=self.params.move_margin,
+                split_threshold=self.params.split_threshold,
+            )
         for sid in list(new_ids):
             members = proposed == sid
             if int(members.sum()) < self.params.min_story_size:
-                proposed[members] = self._story[members]
+                proposed[members] = self._w.story[members]
                 new_ids.discard(sid)
         m.births = [sid for sid in m.births if sid in new_ids]
         m.splits = [(sid, parent) for sid, parent in m.splits if sid in new_ids]
-        self._record_story_lineage(m, old, proposed, at)
+        self._delta.lineage.extend(story_lineage(m, old, proposed, at))
         self._set_stories(proposed, method)
         for s, survivor in merged_into.items():
             topic = self._stories[s].topic if s in self._stories else None
@@ -404,196 +343,47 @@ class TrendClusterer:
             topic = self._stories[s].topic if s in self._stories else None
             self._delta.stories[s] = (topic, "dead", None)
             self._stories.pop(s, None)
-        self._assign_topics(rows, topics, at)
+        self._topic_level.recut(self._w, rows, topics, stories=self._stories, delta=self._delta, at=at)
         self._since_recluster = 0
         self._last_recluster_time = self.clock
         self.reclusters += 1
         self._centroids = None
 
-    def _units(self, labels: np.ndarray) -> dict[int, np.ndarray]:
-        """Unit centroid of each story of ``labels`` (rows of the window)."""
-        out: dict[int, np.ndarray] = {}
-        valid = labels >= 0
-        if not valid.any():
-            return out
-        ids, inverse = np.unique(labels[valid], return_inverse=True)
-        sums = np.zeros((len(ids), self.dim), np.float32)
-        np.add.at(sums, inverse, self._vecs[valid])
-        sums /= np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
-        return dict(zip(ids.tolist(), sums, strict=True))
-
-    def _close_merges(
-        self, merges: list[tuple[int, list[int]]], units: dict[int, np.ndarray]
-    ) -> list[tuple[int, list[int]]]:
-        kept = []
-        threshold = self.params.merge_threshold
-        for survivor, merged in merges:
-            if survivor not in units:
-                continue
-            close = [s for s in merged if s in units and float(units[s] @ units[survivor]) >= threshold]
-            if close:
-                kept.append((survivor, close))
-        return kept
-
-    def _stay_unless_closer(
-        self,
-        proposed: np.ndarray,
-        old_units: dict[int, np.ndarray],
-        merged: set[int],
-        splits: dict[int, int],
-    ) -> None:
-        rows = np.flatnonzero((proposed != self._story) & (self._story >= 0) & (proposed >= 0))
-        rows = np.asarray([r for r in rows if int(self._story[r]) not in merged], np.int64)
-        if not len(rows):
-            return
-        new_units = self._units(proposed)
-        # Splits apart from the rest of their parent: taken whole.
-        apart = {
-            (parent, sid)
-            for sid, parent in splits.items()
-            if sid in new_units
-            and parent in new_units
-            and float(new_units[sid] @ new_units[parent]) < self.params.split_threshold
-        }
-        for row in rows:
-            was, now = int(self._story[row]), int(proposed[row])
-            if was not in old_units or now not in new_units:
-                continue
-            x = self._vecs[row]
-            if (was, now) in apart:
-                continue
-            if float(x @ new_units[now]) < float(x @ old_units[was]) + self.params.move_margin:
-                proposed[row] = was
-
     def _set_stories(self, new_story: np.ndarray, method: str) -> None:
-        changed = np.flatnonzero(new_story != self._story)
+        changed = np.flatnonzero(new_story != self._w.story)
         unit_cache: dict[int, np.ndarray] = {}
         for s in np.unique(new_story[new_story >= 0]):
             s = int(s)
             members = new_story == s
-            total = self._vecs[members].sum(axis=0)
+            total = self._w.vecs[members].sum(axis=0)
             story = self._stories.get(s)
             if story is None:
-                story = self._stories[s] = _Story(total, int(members.sum()))
+                story = self._stories[s] = StoryState(total, int(members.sum()))
                 self._delta.stories[s] = (None, "active", None)
             story.centroid_sum, story.count = total, int(members.sum())
-            story.last = int(self._times[members].max())
+            story.last = int(self._w.times[members].max())
             unit_cache[s] = total / max(float(np.linalg.norm(total)), 1e-12)
         for row in changed:
-            doc = int(self._ids[row])
+            doc = int(self._w.ids[row])
             s = int(new_story[row])
             if s < 0:
                 self._delta.assignments.pop(doc, None)
                 self._delta.unassigned.add(doc)
             else:
-                sim = float(self._vecs[row] @ unit_cache[s])
+                sim = float(self._w.vecs[row] @ unit_cache[s])
                 self._delta.unassigned.discard(doc)
-                self._delta.assignments[doc] = (s, sim, method, int(self._times[row]))
-        for s in {int(x) for x in self._story[changed] if x >= 0} - set(unit_cache):
+                self._delta.assignments[doc] = (s, sim, method, int(self._w.times[row]))
+        for s in {int(x) for x in self._w.story[changed] if x >= 0} - set(unit_cache):
             if s in self._stories:
                 self._stories[s].count = 0
                 self._stories[s].centroid_sum = np.zeros(self.dim, np.float32)
-        self._story = new_story
-
-    def _record_story_lineage(self, m: Matching, old: np.ndarray, new: np.ndarray, at: int) -> None:
-        for sid in m.births:
-            n = int((new == sid).sum())
-            self._delta.lineage.append(Lineage("story", "birth", sid, (), n, at, f"story:birth:{sid}"))
-        for sid, parent in m.splits:
-            n = int((new == sid).sum())
-            self._delta.lineage.append(
-                Lineage("story", "split", sid, (parent,), n, at, f"story:split:{sid}:{parent}")
-            )
-        for survivor, merged in m.merges:
-            n = int(np.isin(old, merged).sum())
-            key = f"story:merge:{survivor}:{','.join(map(str, merged))}"
-            self._delta.lineage.append(Lineage("story", "merge", survivor, tuple(merged), n, at, key))
-        for s in m.dissolved:
-            n = int((old == s).sum())
-            self._delta.lineage.append(Lineage("story", "death", s, (), n, at, f"story:death:{s}"))
-
-    def _assign_topics(self, rows: np.ndarray, topics: np.ndarray, at: int) -> None:
-        """Each document's topic: its coarse community, ids matched to the topics the documents had (a
-        document without one yet counts with its story's). Each story's topic: the one most of its
-        documents have."""
-        story = self._story[rows]
-        old_topic = self._topic[rows].copy()
-        story_topic = np.asarray(
-            [
-                self._stories[int(s)].topic
-                if s >= 0 and int(s) in self._stories and self._stories[int(s)].topic is not None
-                else -1
-                for s in story
-            ],
-            np.int64,
-        )
-        old_topic = np.where(old_topic >= 0, old_topic, story_topic)
-        m = match(old_topic, topics, new_id=self._new_topic_id, min_size=self.params.min_story_size)
-        for tid in m.births:
-            self._delta.lineage.append(Lineage("topic", "birth", tid, (), 0, at, f"topic:birth:{tid}"))
-        for tid, parent in m.splits:
-            self._delta.lineage.append(
-                Lineage("topic", "split", tid, (parent,), 0, at, f"topic:split:{tid}:{parent}")
-            )
-        gone: dict[int, int] = {}
-        for survivor, merged in m.merges:
-            key = f"topic:merge:{survivor}:{','.join(map(str, merged))}"
-            self._delta.lineage.append(Lineage("topic", "merge", survivor, tuple(merged), 0, at, key))
-            for t in merged:
-                gone[t] = survivor
-                self._topics.pop(t, None)
-                self._delta.topics[t] = ("merged", 0)
-        for t in m.dissolved:
-            gone[t] = -1
-            self._topics.pop(t, None)
-            self._delta.topics[t] = ("dead", 0)
-            self._delta.lineage.append(Lineage("topic", "death", t, (), 0, at, f"topic:death:{t}"))
-        # Documents: their community's id; noise keeps its topic unless that topic is gone.
-        new_topic = self._topic.copy()
-        new_topic[rows] = np.where(topics >= 0, m.ids[np.maximum(topics, 0)], old_topic)
-        for t, survivor in gone.items():
-            new_topic[new_topic == t] = survivor
-        for row in np.flatnonzero(new_topic != self._topic):
-            self._delta.document_topics[int(self._ids[row])] = (int(new_topic[row]), int(self._times[row]))
-        self._topic = new_topic
-        self._topic_centroids = None
-        # Stories: the topic most of their documents have.
-        counts: dict[int, dict[int, int]] = {}
-        for s, t in zip(self._story.tolist(), new_topic.tolist(), strict=True):
-            if s >= 0 and t >= 0:
-                counts.setdefault(s, {}).setdefault(t, 0)
-                counts[s][t] += 1
-        story_count: dict[int, int] = {int(t): 0 for t in np.unique(new_topic[new_topic >= 0])}
-        for s, st in self._stories.items():
-            if st.status != "active":
-                continue
-            choice = counts.get(s)
-            topic = max(choice.items(), key=lambda kv: (kv[1], -kv[0]))[0] if choice else st.topic
-            if topic is not None and gone.get(topic, topic) != topic:
-                topic = gone[topic] if gone[topic] >= 0 else None
-            if topic != st.topic:
-                st.topic = topic
-                self._delta.stories[s] = (topic, "active", None)
-            if st.topic is not None:
-                story_count[st.topic] = story_count.get(st.topic, 0) + 1
-        for t, c in story_count.items():
-            if self._topics.get(t) != c:
-                self._delta.topics[t] = ("active", c)
-            self._topics[t] = c
-        for s, (topic, status, into) in list(self._delta.stories.items()):
-            if topic is None and s in self._stories:
-                self._delta.stories[s] = (self._stories[s].topic, status, into)
+        self._w.story = new_story
 
     # ---------------------------------------------------------------------------------- ids, delta
     def _new_story_id(self) -> int:
         sid = self.id_base + self._next_story
         self._next_story += 1
         return sid
-
-    def _new_topic_id(self) -> int:
-        tid = self.id_base + self._next_topic
-        self._next_topic += 1
-        return tid
 
     def drain(self) -> ClusterDelta:
         delta, self._delta = self._delta, ClusterDelta()
@@ -608,11 +398,11 @@ class TrendClusterer:
         caller snapshots after writing them)."""
         sids = sorted(self._stories)
         arrays: dict[str, np.ndarray] = {
-            "ids": self._ids,
-            "vectors": self._vecs,
-            "times": self._times,
-            "story": self._story,
-            "topic": self._topic,
+            "ids": self._w.ids,
+            "vectors": self._w.vecs,
+            "times": self._w.times,
+            "story": self._w.story,
+            "topic": self._w.topic,
             "story_ids": np.asarray(sids, np.int64),
             "story_sums": (
                 np.stack([self._stories[s].centroid_sum for s in sids]).astype(np.float32)
@@ -624,14 +414,16 @@ class TrendClusterer:
             "story_topics": np.asarray(
                 [-1 if self._stories[s].topic is None else self._stories[s].topic for s in sids], np.int64
             ),
-            "topic_ids": np.asarray(sorted(self._topics), np.int64),
-            "topic_counts": np.asarray([self._topics[t] for t in sorted(self._topics)], np.int64),
+            "topic_ids": np.asarray(sorted(self._topic_level.counts), np.int64),
+            "topic_counts": np.asarray(
+                [self._topic_level.counts[t] for t in sorted(self._topic_level.counts)], np.int64
+            ),
         }
         info: dict[str, Any] = {
             "id_base": self.id_base,
             "dim": self.dim,
             "next_story": self._next_story,
-            "next_topic": self._next_topic,
+            "next_topic": self._topic_level.next,
             "since_recluster": self._since_recluster,
             "last_recluster_time": self._last_recluster_time,
             "clock": self.clock,
@@ -648,10 +440,6 @@ class TrendClusterer:
         info: dict[str, Any],
     ) -> TrendClusterer:
         self = cls(params, communities, id_base=int(info["id_base"]), dim=int(info["dim"]))
-        self._ids = arrays["ids"].astype(np.int64)
-        self._vecs = arrays["vectors"].astype(np.float32)
-        self._times = arrays["times"].astype(np.int64)
-        self._story = arrays["story"].astype(np.int64)
         for s, total, count, last, topic in zip(
             arrays["story_ids"].tolist(),
             arrays["story_sums"],
@@ -660,17 +448,27 @@ class TrendClusterer:
             arrays["story_topics"].tolist(),
             strict=True,
         ):
-            self._stories[s] = _Story(total.astype(np.float32), count, last, None if topic < 0 else topic)
-        self._topics = dict(zip(arrays["topic_ids"].tolist(), arrays["topic_counts"].tolist(), strict=True))
+            self._stories[s] = StoryState(total.astype(np.float32), count, last, None if topic < 0 else topic)
+        counts = zip(arrays["topic_ids"].tolist(), arrays["topic_counts"].tolist(), strict=True)
+        self._topic_level.counts = dict(counts)
+        story = arrays["story"].astype(np.int64)
         if "topic" in arrays:
-            self._topic = arrays["topic"].astype(np.int64)
+            topic = arrays["topic"].astype(np.int64)
         else:  # a snapshot from before document topics: each document starts with its story's
-            self._topic = np.asarray(
-                [self._stories[int(s)].topic or -1 if int(s) in self._stories else -1 for s in self._story],
+            topic = np.asarray(
+                [self._stories[int(s)].topic or -1 if int(s) in self._stories else -1 for s in story],
                 np.int64,
             )
+        self._w = WindowArrays.of(
+            arrays["ids"].astype(np.int64),
+            arrays["vectors"].astype(np.float32, copy=False),
+            arrays["times"].astype(np.int64),
+            story,
+            topic,
+            limit=params.window_size + BATCH,
+        )
         self._next_story = int(info["next_story"])
-        self._next_topic = int(info["next_topic"])
+        self._topic_level.next = int(info["next_topic"])
         self._since_recluster = int(info["since_recluster"])
         self._last_recluster_time = info["last_recluster_time"]
         self.clock = info["clock"]

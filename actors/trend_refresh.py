@@ -19,7 +19,7 @@ from actors.trend_lifecycle import LifecycleParams, lifecycle_of_many
 from actors.trend_representatives import representatives
 from actors.trend_summaries import BriefDoc, StoryBrief, StorySummarizer
 from storage.database import session_scope
-from storage.trends import (
+from storage.trend_derived import (
     StoryAnalytics,
     StoryText,
     TopicText,

@@ -17,7 +17,12 @@ from actors.trend_actor import TrendActorConfig, get_or_create_trend_actor
 from cluster.ground.constants import TREND_ACTOR_PREFIX
 from storage.database import make_engine, make_session_factory, session_scope
 from storage.model_registry import ModelRegistry
-from storage.trends import DEFAULT_SOURCE_GROUP, document_languages
+from storage.trend_derived import (
+    document_languages,
+)
+from storage.trends import (
+    DEFAULT_SOURCE_GROUP,
+)
 
 logger = logging.getLogger(__name__)
 

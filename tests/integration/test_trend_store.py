@@ -12,21 +12,12 @@ from sqlalchemy.orm import Session
 from cluster.ground.constants import TREND_ID_BLOCK
 from storage.documents import DocumentRecord, DocumentRepository
 from storage.models import EmbeddingModel
-from storage.trends import (
-    Assignment,
-    DocumentTopicUpsert,
-    LineageEvent,
+from storage.trend_derived import (
     MemberText,
     StoryAnalytics,
     StoryText,
-    StoryUpsert,
     TopicText,
-    TopicUpsert,
-    TrendDelta,
-    apply_delta,
     assignments_of,
-    ensure_partition,
-    load_partition,
     member_texts,
     stories_active_since,
     story_series,
@@ -34,6 +25,17 @@ from storage.trends import (
     update_analytics,
     update_story_text,
     update_topic_text,
+)
+from storage.trends import (
+    Assignment,
+    DocumentTopicUpsert,
+    LineageEvent,
+    StoryUpsert,
+    TopicUpsert,
+    TrendDelta,
+    apply_delta,
+    ensure_partition,
+    load_partition,
 )
 
 T0 = datetime(2024, 3, 1, 22, 0, tzinfo=UTC)
