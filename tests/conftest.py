@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -139,9 +142,24 @@ def session(engine, clean_db: str) -> Iterator[Session]:  # type: ignore[no-unty
 @pytest.fixture
 def clean_db(engine, database_url: str) -> str:  # type: ignore[no-untyped-def]
     """Empty tables, for tests whose data must be committed (seen by Ray workers and actors)."""
-    with engine.begin() as conn:
-        conn.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
+    truncate(engine, TABLES)
     return database_url
+
+
+def truncate(engine: Any, tables: Iterable[str], *, attempts: int = 5) -> None:
+    """``TRUNCATE`` the tables, again when PostgreSQL breaks a deadlock by aborting it: an actor of an
+    earlier test in the session (an index shard following the deletion log) may still read the
+    database, holding one table while it asks for the next."""
+    statement = text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")
+    for attempt in range(attempts):
+        try:
+            with engine.begin() as conn:
+                conn.execute(statement)
+            return
+        except OperationalError as exc:
+            if "deadlock detected" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from cluster.ground.passwords import hash_password
 from storage.cms_users import UserRepository
 from storage.database import make_async_engine
-from tests.conftest import CMS_TABLES, SHARED_DATA
+from tests.conftest import CMS_TABLES, SHARED_DATA, truncate
 from tests.support.fuzz import fuzz
 
 PORT = 8012  # the session's Serve proxy (the search e2e tests use the same one)
@@ -53,8 +53,7 @@ def cms(  # type: ignore[no-untyped-def]
     from cluster.top.cms_scheduler import start_cms_scheduler
     from cluster.top.serve_config import load_builder
 
-    with engine.begin() as conn:
-        conn.execute(text(f"TRUNCATE {', '.join(CMS_TABLES)} RESTART IDENTITY CASCADE"))
+    truncate(engine, CMS_TABLES)
     asyncio.run(_create_users(database_url))
     serve.start(http_options={"host": "127.0.0.1", "port": PORT})
     builder = load_builder("serve_apps.cms.app:app_builder")

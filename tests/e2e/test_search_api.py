@@ -37,14 +37,12 @@ STORAGE: dict[str, str] = {}
 def api(
     ray_session: None, database_url: str, engine, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:  # type: ignore[no-untyped-def]
-    from sqlalchemy import text
 
     from cluster.ground.constants import SEARCH_APP_IMPORT_PATH
     from cluster.top.serve_config import load_builder
-    from tests.conftest import TABLES
+    from tests.conftest import TABLES, truncate
 
-    with engine.begin() as conn:
-        conn.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
+    truncate(engine, TABLES)
     tmp = tmp_path_factory.mktemp("search")
     # The protest stories, every Stormy Daniels and Stormi (Kylie Jenner's daughter) story, 300 others.
     corpus = sample_subset(

@@ -9,7 +9,6 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cluster.ground.passwords import verify_password
@@ -17,7 +16,7 @@ from cluster.ground.settings import get_settings
 from cluster.top.cms_cli import cli_actor
 from storage.cms_audit import AuditRow, list_audit
 from storage.cms_users import RefreshTokenRepository, UserCredentials, UserRepository
-from tests.conftest import CMS_TABLES
+from tests.conftest import CMS_TABLES, truncate
 from tests.integration.helpers import cli_runner
 from tests.integration.test_cms_users import run, session
 
@@ -32,8 +31,7 @@ def pulse(  # type: ignore[no-untyped-def]
     engine, database_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> Iterator[Pulse]:
     """`pulse ARGS...` on the test database, with empty CMS tables (ids restart at 1)."""
-    with engine.begin() as conn:
-        conn.execute(text(f"TRUNCATE {', '.join(CMS_TABLES)} RESTART IDENTITY CASCADE"))
+    truncate(engine, CMS_TABLES)
     monkeypatch.setenv("PULSE_DATABASE__URL", database_url)
     get_settings.cache_clear()
     yield cli_runner(capsys)

@@ -16,15 +16,14 @@ from storage.cms_items import ItemQuery
 from storage.cms_taxonomy import TaxonomyRepository
 from storage.database import make_async_engine
 from storage.errors import CmsConflict, InvalidTransition, StaleVersion, UnknownReference
-from tests.conftest import CMS_TABLES, SHARED_DATA
+from tests.conftest import CMS_TABLES, SHARED_DATA, truncate
 
 T = TypeVar("T")
 
 
 @pytest.fixture
 def cms_db(engine, database_url: str) -> Iterator[str]:  # type: ignore[no-untyped-def]
-    with engine.begin() as conn:
-        conn.execute(text(f"TRUNCATE {', '.join(CMS_TABLES)} RESTART IDENTITY CASCADE"))
+    truncate(engine, CMS_TABLES)
     yield database_url
 
 

@@ -25,7 +25,7 @@ from storage.cms_content import ContentRepository
 from storage.cms_events import DeliveryRepository, WebhookRepository, append_event
 from storage.cms_taxonomy import TaxonomyRepository
 from storage.database import make_async_engine
-from tests.conftest import CMS_TABLES
+from tests.conftest import CMS_TABLES, truncate
 
 TABLES = (*CMS_TABLES, "document_deletions", "documents", "sources")
 BASE_URL = "https://cms.example.test"
@@ -36,8 +36,7 @@ T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(days=1)
 
 @pytest.fixture
 def cms_db(engine, database_url: str) -> Iterator[str]:  # type: ignore[no-untyped-def]
-    with engine.begin() as conn:
-        conn.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
+    truncate(engine, TABLES)
     yield database_url
 
 

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from storage.cms_users import ApiKeyRepository, RefreshTokenRepository, UserRepository
 from storage.database import make_async_engine
 from storage.errors import CmsConflict, CmsNotFound, LastAdmin
+from tests.conftest import truncate
 
 T = TypeVar("T")
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -27,8 +28,7 @@ KEY_FORMAT = re.compile(r"^pulse_[A-Za-z0-9]{8}_[A-Za-z0-9_-]{43}$")
 @pytest.fixture
 def cms_db(engine, database_url: str) -> str:  # type: ignore[no-untyped-def]
     """The test database with empty CMS account tables (ids restart at 1)."""
-    with engine.begin() as conn:
-        conn.execute(text(f"TRUNCATE {', '.join(CMS_TABLES)} RESTART IDENTITY CASCADE"))
+    truncate(engine, CMS_TABLES)
     return database_url
 
 

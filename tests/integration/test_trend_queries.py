@@ -42,7 +42,7 @@ from storage.trend_queries import (
     story_documents,
     topic_documents,
 )
-from tests.conftest import TABLES
+from tests.conftest import TABLES, truncate
 
 T = TypeVar("T")
 #: The trend tables, children first.
@@ -88,8 +88,7 @@ class Seeded:
 
 def seed_trends(engine: Any) -> Seeded:
     """Empty the document and trend tables, then write a small trends world (committed)."""
-    with engine.begin() as conn:
-        conn.execute(text(f"TRUNCATE {', '.join((*TREND_TABLES, *TABLES))} RESTART IDENTITY CASCADE"))
+    truncate(engine, (*TREND_TABLES, *TABLES))
     with Session(engine, expire_on_commit=False) as s, s.begin():
         wire = Source(name="wire", kind="feed", category="world")
         blog = Source(name="blog", kind="feed")
