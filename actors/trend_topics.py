@@ -14,6 +14,7 @@ import numpy as np
 
 from actors.trend_delta import ClusterDelta, Lineage, StoryState
 from actors.trend_matching import match
+from actors.trend_sticky import unit_centroids
 from actors.trend_window import WindowArrays
 
 
@@ -34,12 +35,12 @@ class TopicLevel:
         """The topic whose centroid (the window's at the last re-cluster) is nearest each vector; -1
         before any topic exists."""
         if self._centroids is None:
-            known = window.topic >= 0
-            ids, inverse = np.unique(window.topic[known], return_inverse=True)
-            sums = np.zeros((len(ids), window.dim), np.float32)
-            np.add.at(sums, inverse, window.vecs[known])
-            sums /= np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
-            self._centroids = (ids, sums)
+            by_topic = unit_centroids(window.vecs, window.topic)
+            ids = np.asarray(sorted(by_topic), np.int64)
+            stacked = (
+                np.stack([by_topic[t] for t in ids]) if len(ids) else np.empty((0, window.dim), np.float32)
+            )
+            self._centroids = (ids, stacked)
         ids, units = self._centroids
         if not len(ids) or not len(vectors):
             return np.full(len(vectors), -1, np.int64)
