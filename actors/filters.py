@@ -110,13 +110,21 @@ class MetaColumns:
         """Rows ``[0, n)`` that pass ``flt``; ``None`` when the filter constrains nothing."""
         if flt.is_empty:
             return None
-        keep = np.ones(n, dtype=bool)
+        return self._keep(flt, self.codes[:n], self.published[:n])
+
+    def rows_pass(self, flt: SearchFilter, rows: np.ndarray) -> np.ndarray:
+        """Which of ``rows`` pass ``flt`` (all of them when it constrains nothing)."""
+        if flt.is_empty:
+            return np.ones(len(rows), dtype=bool)
+        return self._keep(flt, self.codes[rows], self.published[rows])
+
+    def _keep(self, flt: SearchFilter, codes: np.ndarray, published: np.ndarray) -> np.ndarray:
+        keep = np.ones(len(published), dtype=bool)
         for j, name in enumerate(FIELDS):
             wanted = flt.values(name)
             if wanted:
-                keep &= np.isin(self.codes[:n, j], self.vocabularies[name].lookup(wanted))
+                keep &= np.isin(codes[:, j], self.vocabularies[name].lookup(wanted))
         if flt.since is not None or flt.until is not None:
-            published = self.published[:n]
             keep &= published != NO_DATE
             if flt.since is not None:
                 keep &= published >= flt.since

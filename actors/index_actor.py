@@ -285,6 +285,15 @@ class VectorIndexService:
         return self._index.vector_of(document_id)
 
     @ray.method
+    def vectors_of(
+        self, document_ids: np.ndarray, flt: SearchFilter | None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(ids, vectors, publication times) of the given documents this shard holds that pass ``flt``."""
+        if not self._ready.is_set():
+            raise IndexNotReady(self._config.model_id)
+        return self._index.vectors_of(document_ids, flt)
+
+    @ray.method
     def stats(self) -> ShardStats:
         return ShardStats(
             index=self._index.stats(),
@@ -377,6 +386,25 @@ class ShardedIndex:
         shard = int(shard_of(np.array([document_id]), self.config.shards)[0])
         result: np.ndarray | None = await self.actors[shard].vector_of.remote(document_id)
         return result
+
+    async def vectors_of(
+        self, document_ids: np.ndarray, flt: SearchFilter | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(ids, vectors, publication times) of the given documents the index holds and that pass ``flt``
+        (each shard asked for its own; order not kept)."""
+        ids = np.unique(np.asarray(document_ids, dtype=np.int64))
+        shard = shard_of(ids, self.config.shards)
+        asks = [(s, ids[shard == s]) for s in range(self.config.shards)]
+        parts = await asyncio.gather(
+            *(_awaitable(self.actors[s].vectors_of.remote(part, flt)) for s, part in asks if len(part))
+        )
+        if not parts:
+            return ids[:0], np.zeros((0, self.config.dimension), np.float32), np.zeros(0, np.int64)
+        return (
+            np.concatenate([p[0] for p in parts]),
+            np.concatenate([p[1] for p in parts]),
+            np.concatenate([p[2] for p in parts]),
+        )
 
     async def stats(self) -> list[ShardStats]:
         return list(await asyncio.gather(*(_awaitable(a.stats.remote()) for a in self.actors)))

@@ -411,6 +411,22 @@ class VectorIndex:
             return None
         return np.array(self._state.store.vectors[row])
 
+    def vectors_of(
+        self, document_ids: np.ndarray, flt: SearchFilter | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The documents of ``document_ids`` this index holds (an index of documents) and that pass ``flt``,
+        in the order given: (ids, vectors, publication times in epoch seconds, ``NO_DATE`` unknown)."""
+        ids = np.asarray(document_ids, dtype=np.int64)
+        store = self._state.store
+        if self._chunked or not len(ids):
+            return ids[:0], np.zeros((0, self.dimension), np.float32), np.zeros(0, np.int64)
+        rows = np.fromiter((self._row_of.get(int(i), -1) for i in ids), dtype=np.int64, count=len(ids))
+        keep = rows >= 0
+        if flt is not None and keep.any():
+            keep[keep] = store.meta.rows_pass(flt, rows[keep])
+        rows = rows[keep]
+        return ids[keep], np.array(store.vectors[rows]), np.array(store.meta.published[rows])
+
     # ------------------------------------------------------------------------------------- snapshots
     def snapshot(self, **extra: Any) -> IndexSnapshot:
         """A consistent copy of the index (cheap: rows are immutable, only live flags are copied)."""

@@ -463,3 +463,46 @@ async def stories_of_documents(session: AsyncSession, document_ids: Sequence[int
         .where(StoryDocument.document_id.in_(list(document_ids)))
     )
     return {row.document_id: StoryRef(row.id, row.label) for row in rows}
+
+
+@dataclass(frozen=True)
+class TrendingDocument:
+    """A newest document of a trending story (recommendations' trending candidates)."""
+
+    document_id: int
+    story_id: int
+    story_label: str
+    story_score: float
+
+
+async def trending_documents(
+    session: AsyncSession, *, stories: int, per_story: int
+) -> list[TrendingDocument]:
+    """The ``per_story`` newest documents of each of the ``stories`` best-scored active stories that are
+    not fading or dormant, best story first."""
+    top = (
+        select(Story.id, Story.label, Story.score)
+        .where(Story.status == "active", Story.state.not_in(("fading", "dormant")), Story.score > 0)
+        .order_by(Story.score.desc(), Story.id)
+        .limit(stories)
+        .subquery()
+    )
+    ranked = (
+        select(
+            StoryDocument.document_id,
+            StoryDocument.story_id,
+            top.c.label,
+            top.c.score,
+            func.row_number()
+            .over(partition_by=StoryDocument.story_id, order_by=StoryDocument.document_time.desc())
+            .label("n"),
+        )
+        .join(top, top.c.id == StoryDocument.story_id)
+        .subquery()
+    )
+    rows = await session.execute(
+        select(ranked.c.document_id, ranked.c.story_id, ranked.c.label, ranked.c.score)
+        .where(ranked.c.n <= per_story)
+        .order_by(ranked.c.score.desc(), ranked.c.story_id, ranked.c.n)
+    )
+    return [TrendingDocument(int(d), int(s), label, float(score)) for d, s, label, score in rows]

@@ -58,6 +58,16 @@ CMS_TABLES = (
     "cms_users",
 )
 
+#: The recommendation tables (tests that use them truncate them; truncating ``rec_events`` empties its
+#: month partitions but keeps them).
+REC_TABLES = (
+    "rec_cursors",
+    "rec_events",
+    "rec_event_ids",
+    "rec_served",
+    "rec_experiments",
+)
+
 
 def _port_open(host: str, port: int) -> bool:
     try:

@@ -69,6 +69,9 @@ def activation_actor_name(model_id: int) -> str:
     return f"{ACTIVATION_ACTOR_PREFIX}-{model_id}"
 
 
+#: Name of the detached actor that keeps readers' profiles, co-reads and popularity (recommendations).
+PROFILE_ACTOR_NAME = "pulse-profiles"
+
 #: Name of the detached actor that runs the CMS scheduler (scheduled publishing, search sync, webhooks).
 CMS_SCHEDULER_NAME = "pulse-cms-scheduler"
 

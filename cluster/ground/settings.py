@@ -563,6 +563,84 @@ class TrendSettings(BaseModel):
     )
 
 
+class RecommendSettings(BaseModel):
+    enabled: bool = Field(
+        default=True, description="`pulse up` starts the profile actor and the recommend routes."
+    )
+    profile_half_life_h: float = Field(
+        default=336.0, gt=0, description="Hours after which an interaction counts half in a reader's profile."
+    )
+    popularity_half_life_h: float = Field(
+        default=48.0,
+        gt=0,
+        description="Hours after which an interaction counts half in a document's popularity.",
+    )
+    freshness_half_life_h: float = Field(
+        default=48.0, gt=0, description="Hours after which a document's freshness boost is halved."
+    )
+    content_weight: float = Field(
+        default=1.0,
+        ge=0,
+        description="Weight of similarity to the reader's profile in a recommendation's score.",
+    )
+    collaborative_weight: float = Field(
+        default=1.0, ge=0, description="Weight of 'read by people who read X' (co-reads) in the score."
+    )
+    popularity_weight: float = Field(
+        default=0.3, ge=0, description="Weight of recent popularity in the score."
+    )
+    trending_weight: float = Field(
+        default=0.3, ge=0, description="Weight of belonging to a trending story in the score."
+    )
+    freshness_weight: float = Field(default=0.3, ge=0, description="Weight of freshness in the score.")
+    diversity: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="Default MMR diversity of a list (0: by score alone; a request's `diversity` overrides).",
+    )
+    pool_size: int = Field(
+        default=100, ge=10, le=1000, description="Candidates gathered per source before ranking and MMR."
+    )
+    max_seen: int = Field(
+        default=2_000,
+        ge=10,
+        description="Documents remembered as seen per reader (excluded from their lists).",
+    )
+    profile_documents: int = Field(
+        default=100, ge=1, description="Heaviest documents a reader's profile keeps."
+    )
+    recent_positives: int = Field(
+        default=20, ge=1, description="Newest positively read documents kept per reader (reasons, co-reads)."
+    )
+    co_read_window_h: float = Field(
+        default=168.0, gt=0, description="Two reads of one reader count as a co-read within this many hours."
+    )
+    retention_days: int = Field(
+        default=365, ge=1, description="Days interaction events are kept (whole months are dropped)."
+    )
+    clock_skew_s: float = Field(
+        default=300.0, ge=0, description="How far in the future an event's timestamp may lie (client clocks)."
+    )
+    trending_stories: int = Field(
+        default=20, ge=0, description="Trending stories whose newest documents are candidates (0: none)."
+    )
+    trending_refresh_s: float = Field(
+        default=30.0, gt=0, description="Seconds a replica keeps its list of trending documents."
+    )
+    num_cpus: float = Field(
+        default=0.05, ge=0, description="CPUs reserved by the profile actor (a reservation, not a limit)."
+    )
+    poll_interval_s: float = Field(
+        default=5.0, gt=0, description="Seconds between the profile actor's checks for new events."
+    )
+    snapshot_interval_s: float = Field(
+        default=300.0,
+        ge=0,
+        description="Seconds between profile snapshots to the storage URI when changed (0: off).",
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="PULSE_",
@@ -594,6 +672,9 @@ class Settings(BaseSettings):
     cms: CmsSettings = Field(default_factory=CmsSettings, description="The CMS (/v1/cms).")
     serve: ServeSettings = Field(default_factory=ServeSettings, description="Ray Serve HTTP API.")
     trends: TrendSettings = Field(default_factory=TrendSettings, description="Stories, topics and trends.")
+    recommend: RecommendSettings = Field(
+        default_factory=RecommendSettings, description="Events, profiles and recommendations."
+    )
 
     @model_validator(mode="after")
     def _production_needs_real_secrets(self) -> Settings:

@@ -26,6 +26,7 @@ from cluster.ground.constants import (
     CMS_SCHEDULER_NAME,
     INDEX_ACTOR_PREFIX,
     KEYWORD_ACTOR_PREFIX,
+    PROFILE_ACTOR_NAME,
     SEARCH_APP_NAME,
     TOPICS_APP_NAME,
     TREND_ACTOR_PREFIX,
@@ -247,7 +248,13 @@ def down(settings: Settings, console: Console) -> None:
         snapshot_trend_clusterers()  # their ids must survive the stop: a snapshot now, not in 5 minutes
         for entry in ray.util.list_named_actors(all_namespaces=True):
             if entry["name"].startswith(
-                (INDEX_ACTOR_PREFIX, KEYWORD_ACTOR_PREFIX, CMS_SCHEDULER_NAME, TREND_ACTOR_PREFIX)
+                (
+                    INDEX_ACTOR_PREFIX,
+                    KEYWORD_ACTOR_PREFIX,
+                    CMS_SCHEDULER_NAME,
+                    TREND_ACTOR_PREFIX,
+                    PROFILE_ACTOR_NAME,
+                )
             ):
                 ray.kill(ray.get_actor(entry["name"], namespace=entry["namespace"]), no_restart=True)
         ray.shutdown()  # type: ignore[no-untyped-call]

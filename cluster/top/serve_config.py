@@ -57,6 +57,8 @@ def search_app_args(settings: Settings, database_url: str) -> dict[str, Any]:
         "log_level": settings.log_level.upper(),
         "index": settings.index.model_dump(),
         "search": settings.search.model_dump(),
+        "recommend": settings.recommend.model_dump(),
+        "jwt_secret": cms_jwt_secret(settings),
     }
 
 

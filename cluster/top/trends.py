@@ -17,7 +17,7 @@ from actors.trend_actor import TrendActorConfig
 from actors.trend_clusterer import ClustererParams
 from actors.trend_summaries import SummaryConfig
 from actors.trend_supervisor import TREND_SUPERVISOR_NAME, get_or_create_trend_supervisor
-from cluster.ground.constants import TREND_ACTOR_PREFIX
+from cluster.ground.constants import PROFILE_ACTOR_NAME, TREND_ACTOR_PREFIX
 from cluster.ground.settings import Settings
 from cluster.top.job_configs import community_params
 from jobs.recluster.communities import window_communities
@@ -78,11 +78,14 @@ def start_trends(settings: Settings, database_url: str) -> list[str]:
 
 
 def snapshot_trend_clusterers(timeout_s: float = 15.0) -> int:
-    """Ask every running trend clusterer for a snapshot now (before a stop); how many wrote one."""
+    """Ask every running trend clusterer, and the profile actor, for a snapshot now (before a stop); how many
+    wrote one."""
     refs: list[Any] = []
     for entry in ray.util.list_named_actors(all_namespaces=True):
         name = entry["name"]
-        if name.startswith(f"{TREND_ACTOR_PREFIX}-") and name != TREND_SUPERVISOR_NAME:
+        if (
+            name.startswith(f"{TREND_ACTOR_PREFIX}-") and name != TREND_SUPERVISOR_NAME
+        ) or name == PROFILE_ACTOR_NAME:
             try:
                 refs.append(ray.get_actor(name, namespace=entry["namespace"]).snapshot.remote())
             except ValueError:

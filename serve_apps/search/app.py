@@ -20,13 +20,21 @@ import ray
 from fastapi import Depends, FastAPI, Query, Response
 from fastapi.responses import JSONResponse
 from ray import serve
+from ray.actor import ActorProxy
 from ray.serve.handle import DeploymentHandle
 from ray.util import metrics
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from actors.filters import SearchFilter
+from actors.rec_actor import ProfileActorConfig, ProfileService, get_or_create_profile_actor
+from actors.rec_ranking import Pick, Reason
+from serve_apps.cms.security import TokenIssuer
 from serve_apps.errors import InvalidRequest, NotFound, NotReady, error_responses, install_error_handlers
 from serve_apps.inputs import Id, reject_unstorable_text
+from serve_apps.recommend.context import RecommendContext, install
+from serve_apps.recommend.engine import Recommender, blend_params, profile_params
+from serve_apps.recommend.routes import results_with_reasons
+from serve_apps.recommend.routes import router as recommend_router
 from serve_apps.replica_logs import replica_logging
 from serve_apps.search.args import SearchArgs
 from serve_apps.search.model_switch import ModelSwitch, RegistryReader
@@ -78,6 +86,8 @@ api = FastAPI(
     dependencies=[Depends(reject_unstorable_text)],
 )
 install_error_handlers(api)
+# Recommendations share this application's prefix, embedder and index handles (serve_apps.recommend).
+api.include_router(recommend_router, tags=["recommendations"])
 
 
 @serve.ingress(api)
@@ -103,6 +113,44 @@ class SearchIngress:
             boundaries=[1, 2, 5, 10, 20, 50, 100, 200, 500, 1000],
             tag_keys=("stage",),
         )
+        self._recommender: Recommender | None = None
+        if self._args.recommend.enabled:
+            self._recommender = self._recommendations()
+
+    def _recommendations(self) -> Recommender:
+        """The recommender over the profile actor (created when first needed), and the routes' context."""
+        s = self._args.recommend
+        config = ProfileActorConfig(
+            database_url=self._args.database_url,
+            storage_uri=self._args.storage_uri,
+            namespace=self._args.namespace,
+            params=profile_params(s),
+            num_cpus=s.num_cpus,
+            poll_interval_s=s.poll_interval_s,
+            snapshot_interval_s=s.snapshot_interval_s,
+        )
+        held: list[ActorProxy[ProfileService]] = []
+
+        def profiles() -> ActorProxy[ProfileService]:
+            """The profile actor, created on the first recommendation, event or similar request."""
+            if not held:
+                held.append(get_or_create_profile_actor(config))
+            return held[0]
+
+        recommender = Recommender(self._retriever, self._sessions, profiles, s)
+        install(
+            RecommendContext(
+                retriever=self._retriever,
+                switch=self._switch,
+                sessions=self._sessions,
+                recommender=recommender,
+                profiles=profiles,
+                settings=s,
+                tokens=TokenIssuer(self._args.jwt_secret) if self._args.jwt_secret else None,
+                _keys={},
+            )
+        )
+        return recommender
 
     # -------------------------------------------------------------------------------------- routes
     @api.get("/healthz", response_model=Health, summary="Liveness: the HTTP server answers")
@@ -245,7 +293,10 @@ class SearchIngress:
     @api.get(
         "/v1/documents/{document_id}/similar",
         response_model=SimilarResponse,
-        summary="More like this: the k documents closest in meaning to a stored document",
+        summary=(
+            "More like this: the documents closest in meaning to a stored document, blended with what its "
+            "readers also read, each with its reason"
+        ),
         responses=error_responses(404),
     )
     async def similar(
@@ -254,6 +305,9 @@ class SearchIngress:
         response: Response,
         flt: Annotated[SearchFilter, Depends(search_filter)],
         k: Annotated[int, Query(ge=1, le=MAX_K, description="How many (1-100)")] = 10,
+        diversity: Annotated[
+            float | None, Query(ge=0, le=1, description="MMR diversity: 0 by similarity alone, 1 most varied")
+        ] = None,
     ) -> SimilarResponse:
         entry = await self._switch.entry()
         timings: dict[str, float] = {}
@@ -268,17 +322,28 @@ class SearchIngress:
                 f"document {document_id} is not in the index of model {entry.name} yet; run `pulse embed`",
                 code="document_not_indexed",
             )
-        answer = await self._retriever.nearest(entry, vector, k + 1, flt)
-        timings["vector"] = time.perf_counter() - t0
-        pairs = [(i, s) for i, s in zip(answer.ids, answer.scores, strict=True) if i != document_id][:k]
-        results = await self._results([i for i, _ in pairs], [s for _, s in pairs], timings)
+        if self._recommender is None:
+            answer = await self._retriever.nearest(entry, vector, k + 1, flt)
+            timings["vector"] = time.perf_counter() - t0
+            pairs = [(i, s) for i, s in zip(answer.ids, answer.scores, strict=True) if i != document_id][:k]
+            picks = [Pick(i, s, Reason("similar", document_id=document_id)) for i, s in pairs]
+            answered, total = answer.answered, answer.shards
+        else:
+            params = blend_params(self._args.recommend, {"diversity": diversity})
+            outcome = await self._recommender.similar(entry, document_id, vector, k, flt, params, time.time())
+            timings.update(outcome.timings)
+            picks, answered, total = outcome.ranking.picks, 1, 1
+        t1 = time.perf_counter()
+        async with self._sessions() as session:
+            results = await results_with_reasons(session, picks)
+        timings["db"] = time.perf_counter() - t1
         self._report(response, timings)
         return SimilarResponse(
             document_id=document_id,
             model=ModelRef(id=entry.id, name=entry.name),
             results=results,
-            partial=answer.answered < answer.shards,
-            shards=ShardReport(answered=answer.answered, total=answer.shards),
+            partial=answered < total,
+            shards=ShardReport(answered=answered, total=total),
             timings_ms={stage: round(s * 1000, 2) for stage, s in timings.items()},
         )
 

@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 from actors.index_actor import IndexActorConfig
 from actors.keyword_actor import KeywordActorConfig
 from actors.vector_search import IndexConfig
-from cluster.ground.settings import IndexSettings, SearchSettings
+from cluster.ground.settings import IndexSettings, RecommendSettings, SearchSettings
 from serve_apps.search.fusion import DEFAULT_PARAMS, FusionParams
 from storage.model_registry import ModelRow
 
@@ -39,6 +39,13 @@ class SearchArgs(BaseModel):
     log_level: str = Field(default="INFO", description="Level of the replicas' JSON log lines")
     index: IndexSettings = Field(default_factory=IndexSettings, description="Index shards (PULSE_INDEX__*)")
     search: SearchSettings = Field(default_factory=SearchSettings, description="Ranking (PULSE_SEARCH__*)")
+    recommend: RecommendSettings = Field(
+        default_factory=RecommendSettings, description="Recommendations (PULSE_RECOMMEND__*)"
+    )
+    jwt_secret: str | None = Field(
+        default=None,
+        description="The CMS's token secret: users' access tokens are accepted by the recommendation routes",
+    )
 
     def shard_config(self, entry: ModelRow, level: str) -> IndexActorConfig:
         """The config of an entry's index shard actors at ``level`` (``shard`` is set per actor)."""

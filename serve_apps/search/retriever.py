@@ -142,6 +142,22 @@ class Retriever:
         except IndexNotReady as exc:
             raise NotReady("the index is loading; retry shortly", retry_after_s=5) from exc
 
+    async def vectors_of(
+        self, entry: ModelRow, document_ids: np.ndarray, flt: SearchFilter | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(ids, vectors, publication times) of those of ``document_ids`` in the entry's document index
+        that pass ``flt`` (order not kept)."""
+        try:
+            return await self._index(entry, "document").vectors_of(document_ids, flt)
+        except IndexNotReady as exc:
+            raise NotReady("the index is loading; retry shortly", retry_after_s=5) from exc
+
+    async def embed(self, entry: ModelRow, texts: list[str]) -> np.ndarray:
+        """The query vectors of ``texts`` (the entry's query model, batched with concurrent searches)."""
+        model = query_model(entry)
+        rows = await asyncio.gather(*(self._embed_batch.submit((t, model)) for t in texts))
+        return np.vstack(rows) if rows else np.zeros((0, entry.dimension), np.float32)
+
     async def nearest(self, entry: ModelRow, vector: np.ndarray, k: int, flt: SearchFilter) -> Answer:
         """The ``k`` documents nearest to ``vector`` in the entry's document index."""
         return _raise_or(await self._vector_batch.submit(_VectorAsk(entry.id, "document", vector, k, flt)))

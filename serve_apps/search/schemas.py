@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -37,6 +37,23 @@ class SearchResult(DocumentSummaryOut):
     story: StoryRef | None = Field(
         default=None, description="The story the trend clusterer put the document in; null when in none"
     )
+
+
+class ReasonOut(BaseModel):
+    kind: Literal["similar", "examples", "co_read", "trending", "popular", "fresh"] = Field(
+        description=(
+            "similar: close to a document the reader read; examples: close to the examples given; co_read: "
+            "read by people who read a document the reader read; trending: in a trending story; popular: "
+            "read by many lately; fresh: newly published"
+        )
+    )
+    text: str = Field(description="The reason in words")
+    document_id: int | None = Field(default=None, description="similar / co_read: the document it relates to")
+    story_id: int | None = Field(default=None, description="trending: the story (GET /v1/trends/{id})")
+
+
+class RecommendResult(SearchResult):
+    reason: ReasonOut
 
 
 class ModelRef(BaseModel):
@@ -86,7 +103,7 @@ class DocumentOut(BaseModel):
 class SimilarResponse(BaseModel):
     document_id: int
     model: ModelRef
-    results: list[SearchResult]
+    results: list[RecommendResult]
     partial: bool = False
     shards: ShardReport
     timings_ms: dict[str, float]

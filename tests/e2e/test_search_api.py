@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Iterator
@@ -10,8 +11,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+import ray
 from ray import serve
 
+from cluster.ground.constants import PROFILE_ACTOR_NAME
 from jobs.embed.pipeline import EmbedJobConfig, run_embed
 from jobs.ingest.loader import ingest_file
 from tests.integration.helpers import PROTEST_WORDS, sample_subset
@@ -87,6 +90,9 @@ def api(
         time.sleep(0.5)
     yield BASE
     serve.delete("search")
+    # More-like-this asked the profile actor for co-reads: stop it with the module.
+    with contextlib.suppress(ValueError):
+        ray.kill(ray.get_actor(PROFILE_ACTOR_NAME, namespace=NAMESPACE), no_restart=True)
 
 
 def test_health_ready_and_docs(api: str) -> None:

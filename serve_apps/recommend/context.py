@@ -1,0 +1,145 @@
+"""What every recommendation route needs, built once per replica of the search application's ingress, and who
+is calling.
+
+``RecommendContext`` is made by ``SearchIngress``'s constructor and installed with ``install``: Serve freezes
+a copy of the FastAPI app when the ingress class is declared, so routes cannot find per-replica state on
+``request.app``; each replica is its own process with one ingress, and ``get_recommend`` hands the routes
+the context installed in it.
+
+Access (the CMS's credentials, checked here without the CMS's app): an API key (``X-API-Key``, a client
+application) may post events and ask for any user's or session's list; a user's access token (``Authorization:
+Bearer``, ``POST /v1/cms/auth/login``) only for its own user id; a session's list needs no credentials (the
+session id is the client's secret), a user's does. Managing experiments needs an admin's or editor's key or
+token; reading their report, any key or token. Authenticated keys are remembered for ``KEY_CACHE_S`` per
+replica: a revoked key stops working within that time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from ray.actor import ActorProxy
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from actors.rec_actor import ProfileService
+from cluster.ground.settings import RecommendSettings
+from serve_apps.cms.security import InvalidToken, Principal, TokenIssuer
+from serve_apps.errors import Forbidden, NotReady, Unauthorized
+from serve_apps.recommend.engine import Recommender
+from serve_apps.search.model_switch import ModelSwitch
+from serve_apps.search.retriever import Retriever
+from storage.cms_users import ApiKeyRepository
+
+#: Seconds an authenticated API key is remembered by a replica.
+KEY_CACHE_S = 10.0
+#: Roles that may create and change experiments.
+EXPERIMENT_ROLES = frozenset({"admin", "editor"})
+
+BEARER = HTTPBearer(auto_error=False, description="A user's access token (POST /v1/cms/auth/login)")
+API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, description="A client application's API key")
+
+
+@dataclass
+class RecommendContext:
+    retriever: Retriever
+    switch: ModelSwitch
+    sessions: async_sessionmaker[AsyncSession]
+    recommender: Recommender
+    profiles: Callable[[], ActorProxy[ProfileService]]
+    settings: RecommendSettings
+    tokens: TokenIssuer | None
+    _keys: dict[str, tuple[float, Principal]]
+
+    async def principal(self, bearer: HTTPAuthorizationCredentials | None, api_key: str | None) -> Principal:
+        """The caller: an API key before an access token; anonymous with neither."""
+        if api_key:
+            digest = hashlib.sha256(api_key.encode()).hexdigest()
+            cached = self._keys.get(digest)
+            if cached is not None and time.monotonic() - cached[0] < KEY_CACHE_S:
+                return cached[1]
+            async with self.sessions() as session, session.begin():
+                key = await ApiKeyRepository(session).authenticate(api_key)
+            if key is None:
+                self._keys.pop(digest, None)
+                raise Unauthorized("X-API-Key: unknown or revoked key; ask an admin for a new one")
+            who = Principal("key", key.id, key.role)
+            if len(self._keys) > 1024:
+                self._keys.clear()
+            self._keys[digest] = (time.monotonic(), who)
+            return who
+        if bearer is not None:
+            if self.tokens is None:
+                raise Unauthorized("this deployment takes API keys only (no token secret was configured)")
+            try:
+                return self.tokens.decode_access(bearer.credentials)
+            except InvalidToken as exc:
+                raise Unauthorized(
+                    f"access token {exc.reason}; log in again or use your refresh token"
+                ) from exc
+        return Principal.anonymous()
+
+
+_installed: list[RecommendContext] = []
+
+
+def install(context: RecommendContext) -> None:
+    """Make ``context`` the one the routes of this process get (see the module docstring)."""
+    _installed[:] = [context]
+
+
+def get_recommend() -> RecommendContext:
+    if not _installed:
+        raise NotReady("recommendations are not enabled on this deployment (PULSE_RECOMMEND__ENABLED)")
+    return _installed[0]
+
+
+Rec = Annotated[RecommendContext, Depends(get_recommend)]
+
+
+async def current_caller(
+    rec: Rec,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
+    api_key: Annotated[str | None, Depends(API_KEY)],
+) -> Principal:
+    return await rec.principal(bearer, api_key)
+
+
+Caller = Annotated[Principal, Depends(current_caller)]
+
+
+def subject_of(user_id: str | None, session_id: str | None) -> str | None:
+    """``user:<id>`` or ``session:<id>`` (``None`` for neither)."""
+    if user_id is not None:
+        return f"user:{user_id}"
+    if session_id is not None:
+        return f"session:{session_id}"
+    return None
+
+
+def may_act_for(who: Principal, user_id: str | None) -> str | None:
+    """Why ``who`` may not act for ``user_id`` (``None``: it may)."""
+    if who.kind == "key":
+        return None
+    if who.kind == "user":
+        if user_id is not None and user_id == str(who.id):
+            return None
+        return f"a user's token acts only for its own user_id ({who.id}); use an API key for others"
+    return "send an API key (X-API-Key) or the user's access token"
+
+
+def check_reader(who: Principal, user_id: str | None) -> None:
+    """401/403 unless ``who`` may read ``user_id``'s list (a session's or an anonymous list: anyone)."""
+    if user_id is None:
+        return
+    reason = may_act_for(who, user_id)
+    if reason is None:
+        return
+    if who.kind == "anonymous":
+        raise Unauthorized(f"user_id {user_id}: {reason}")
+    raise Forbidden(f"user_id {user_id}: {reason}")

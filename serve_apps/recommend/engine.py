@@ -1,0 +1,303 @@
+"""``Recommender``: gathers a recommendation's candidates from their sources and ranks them (no HTTP).
+
+Sources, each at most ``pool_size`` documents: the documents nearest to the reader's profile vector (or to
+the examples given) in the served model's index, what readers of the reader's documents also read (the
+profile actor's co-reads), the most popular lately (the profile actor), and the newest documents of the
+trending stories (PostgreSQL, kept per replica for ``trending_refresh_s``). The pool's vectors and
+publication times come from the index in one call per shard, which also applies the request's filters to
+every source. ``actors.rec_ranking.rank`` blends, diversifies and gives the reasons.
+
+A profile vector is made here, from the vectors of the profile's documents in the index being served
+(``actors.rec_profiles.profile_vector``): a model switch needs no rebuild of the profiles.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+from ray.actor import ActorProxy
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from actors.filters import NO_DATE, SearchFilter
+from actors.rec_actor import ProfileService, RecommendInputs
+from actors.rec_profiles import ProfileParams, UserProfile, profile_vector
+from actors.rec_ranking import BlendParams, Candidates, Ranking, example_scores, example_vector, rank
+from cluster.ground.settings import RecommendSettings
+from serve_apps.search.retriever import Retriever
+from storage.model_registry import ModelRow
+from storage.trend_queries import TrendingDocument, trending_documents
+
+#: Newest documents taken from each trending story.
+TRENDING_PER_STORY = 5
+#: Most seen documents a nearest-neighbour search over-fetches to make up for (the rest are dropped).
+MAX_OVERFETCH = 1000
+
+
+def blend_params(s: RecommendSettings, overrides: dict[str, Any] | None = None) -> BlendParams:
+    """The ranking's weights from settings, with a variant's or a request's overrides (``None`` ignored)."""
+    base = BlendParams(
+        content=s.content_weight,
+        collaborative=s.collaborative_weight,
+        popularity=s.popularity_weight,
+        trending=s.trending_weight,
+        freshness=s.freshness_weight,
+        freshness_half_life_s=s.freshness_half_life_h * 3600,
+        diversity=s.diversity,
+    )
+    given = {k: v for k, v in (overrides or {}).items() if v is not None and hasattr(base, k)}
+    return replace(base, **given)
+
+
+def profile_params(s: RecommendSettings) -> ProfileParams:
+    """The profile book's parameters from the recommend settings."""
+    return ProfileParams(
+        half_life_s=s.profile_half_life_h * 3600,
+        popularity_half_life_s=s.popularity_half_life_h * 3600,
+        max_seen=s.max_seen,
+        max_documents=s.profile_documents,
+        recent=s.recent_positives,
+        covisit_window_s=s.co_read_window_h * 3600,
+    )
+
+
+@dataclass(frozen=True)
+class Outcome:
+    strategy: str
+    ranking: Ranking
+    timings: dict[str, float]
+
+
+class _Trending:
+    """The trending stories' newest documents, read at most every ``refresh_s`` per replica."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], stories: int, refresh_s: float) -> None:
+        self._sessions, self._stories, self._refresh_s = sessions, stories, refresh_s
+        self._docs: list[TrendingDocument] = []
+        self._at = -np.inf
+        self._lock = asyncio.Lock()
+
+    async def documents(self) -> list[TrendingDocument]:
+        if self._stories <= 0:
+            return []
+        if time.monotonic() - self._at < self._refresh_s:
+            return self._docs
+        async with self._lock:
+            if time.monotonic() - self._at >= self._refresh_s:
+                async with self._sessions() as session:
+                    self._docs = await trending_documents(
+                        session, stories=self._stories, per_story=TRENDING_PER_STORY
+                    )
+                self._at = time.monotonic()
+        return self._docs
+
+
+class Recommender:
+    def __init__(
+        self,
+        retriever: Retriever,
+        sessions: async_sessionmaker[AsyncSession],
+        profiles: Callable[[], ActorProxy[ProfileService]],
+        settings: RecommendSettings,
+    ) -> None:
+        self._retriever = retriever
+        self._profiles = profiles
+        self._settings = settings
+        self._trending = _Trending(sessions, settings.trending_stories, settings.trending_refresh_s)
+
+    @property
+    def settings(self) -> RecommendSettings:
+        return self._settings
+
+    async def inputs(self, subject: str | None, now: float) -> RecommendInputs:
+        pool = self._settings.pool_size
+        result: RecommendInputs = await self._profiles().inputs.remote(subject, pool, pool, now)
+        return result
+
+    async def _profile_vector(
+        self, entry: ModelRow, profile: UserProfile
+    ) -> tuple[np.ndarray | None, dict[int, np.ndarray]]:
+        """The profile's vector and the vectors of its positively weighted documents."""
+        if not profile.documents:
+            return None, {}
+        ids, vecs, _ = await self._retriever.vectors_of(entry, np.asarray(profile.documents, np.int64))
+        found = {int(i): v for i, v in zip(ids.tolist(), vecs, strict=True)}
+        rows = np.zeros((len(profile.documents), entry.dimension), np.float32)
+        for j, doc in enumerate(profile.documents):
+            if doc in found:
+                rows[j] = found[doc]
+        positive = {
+            d: found[d]
+            for d, w in zip(profile.documents, profile.weights, strict=True)
+            if w > 0 and d in found
+        }
+        return profile_vector(profile.weights, rows), positive
+
+    async def personal(
+        self, entry: ModelRow, subject: str | None, k: int, flt: SearchFilter, params: BlendParams, now: float
+    ) -> Outcome:
+        """A list for ``subject``: personal when it has a profile, else trending and popular (cold start)."""
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        inputs, trending = await asyncio.gather(self.inputs(subject, now), self._trending.documents())
+        timings["profile"] = time.perf_counter() - t0
+        profile = inputs.profile
+        seen = profile.seen if profile is not None else frozenset()
+        vector, positives = (None, {}) if profile is None else await self._profile_vector(entry, profile)
+        near_ids: list[int] = []
+        t1 = time.perf_counter()
+        if vector is not None:
+            depth = min(self._settings.pool_size + min(len(seen), MAX_OVERFETCH), MAX_OVERFETCH)
+            answer = await self._retriever.nearest(entry, vector, depth, flt)
+            near_ids = [i for i in answer.ids if i not in seen][: self._settings.pool_size]
+        timings["vector"] = time.perf_counter() - t1
+        co = {c.document_id: c for c in inputs.co_reads}
+        popular = dict(inputs.popular)
+        trend = {d.document_id: d for d in trending}
+        ids = list(dict.fromkeys([*near_ids, *co, *popular, *trend]))
+        ranking = await self._rank(
+            entry,
+            ids,
+            flt,
+            params,
+            k,
+            now=now,
+            exclude=seen,
+            target=vector,
+            positives=positives,
+            co=co,
+            popular=popular,
+            trend=trend,
+            timings=timings,
+        )
+        return Outcome("personal" if vector is not None else "cold_start", ranking, timings)
+
+    async def examples(
+        self,
+        entry: ModelRow,
+        positive: np.ndarray,
+        negative: np.ndarray,
+        strategy: str,
+        k: int,
+        flt: SearchFilter,
+        params: BlendParams,
+        now: float,
+        exclude: frozenset[int],
+    ) -> Outcome:
+        """Documents like ``positive`` and unlike ``negative`` (rows of vectors), Qdrant-style."""
+        timings: dict[str, float] = {}
+        t1 = time.perf_counter()
+        depth = min(self._settings.pool_size + len(exclude), MAX_OVERFETCH)
+        queries = [example_vector(positive, negative)] if strategy == "average_vector" else list(positive)
+        queries = [q for q in queries if q is not None] or [example_vector(positive, negative)]
+        answers = await asyncio.gather(
+            *(self._retriever.nearest(entry, q, depth, flt) for q in queries if q is not None)
+        )
+        ids = list(dict.fromkeys(i for a in answers for i in a.ids if i not in exclude))
+        timings["vector"] = time.perf_counter() - t1
+        t2 = time.perf_counter()
+        found, vecs, published = await self._retriever.vectors_of(entry, np.asarray(ids, np.int64), flt)
+        timings["vectors"] = time.perf_counter() - t2
+        candidates = Candidates.build(
+            found,
+            vecs,
+            content=example_scores(vecs, positive, negative, strategy),
+            published=_published(published),
+            examples=True,
+        )
+        ranking = rank(
+            candidates,
+            replace(params, collaborative=0.0, trending=0.0, popularity=0.0),
+            k,
+            now=now,
+            exclude=exclude,
+        )
+        return Outcome("examples", ranking, timings)
+
+    async def similar(
+        self,
+        entry: ModelRow,
+        document_id: int,
+        vector: np.ndarray,
+        k: int,
+        flt: SearchFilter,
+        params: BlendParams,
+        now: float,
+    ) -> Outcome:
+        """More like ``document_id``: its nearest documents and what its readers also read, blended."""
+        timings: dict[str, float] = {}
+        t1 = time.perf_counter()
+        answer, co_reads = await asyncio.gather(
+            self._retriever.nearest(entry, vector, self._settings.pool_size + 1, flt),
+            self._profiles().co_read.remote([document_id], self._settings.pool_size),
+        )
+        timings["vector"] = time.perf_counter() - t1
+        co = {c.document_id: c for c in co_reads}
+        ids = list(dict.fromkeys([*answer.ids, *co]))
+        ranking = await self._rank(
+            entry,
+            ids,
+            flt,
+            replace(params, popularity=0.0, trending=0.0),
+            k,
+            now=now,
+            exclude=frozenset({document_id}),
+            target=vector,
+            positives={document_id: vector},
+            co=co,
+            popular={},
+            trend={},
+            timings=timings,
+        )
+        return Outcome("similar", ranking, timings)
+
+    async def _rank(
+        self,
+        entry: ModelRow,
+        ids: list[int],
+        flt: SearchFilter,
+        params: BlendParams,
+        k: int,
+        *,
+        now: float,
+        exclude: frozenset[int],
+        target: np.ndarray | None,
+        positives: dict[int, np.ndarray],
+        co: dict[int, Any],
+        popular: dict[int, float],
+        trend: dict[int, TrendingDocument],
+        timings: dict[str, float],
+    ) -> Ranking:
+        t0 = time.perf_counter()
+        found, vecs, published = await self._retriever.vectors_of(entry, np.asarray(ids, np.int64), flt)
+        timings["vectors"] = time.perf_counter() - t0
+        order = found.tolist()
+        similar_to = np.full(len(order), -1, np.int64)
+        content = None
+        if target is not None:
+            content = vecs @ np.asarray(target, np.float32)
+            if positives:
+                pos_ids = np.fromiter(positives, np.int64, len(positives))
+                similar_to = pos_ids[np.argmax(vecs @ np.vstack(list(positives.values())).T, axis=1)]
+        candidates = Candidates.build(
+            found,
+            vecs,
+            content=content,
+            similar_to=similar_to,
+            collaborative=np.array([co[d].score if d in co else 0.0 for d in order]),
+            co_read_with=np.array([co[d].because if d in co else -1 for d in order], np.int64),
+            popularity=np.array([popular.get(d, 0.0) for d in order]),
+            trending=np.array([trend[d].story_score if d in trend else 0.0 for d in order]),
+            story=np.array([trend[d].story_id if d in trend else -1 for d in order], np.int64),
+            published=_published(published),
+        )
+        return rank(candidates, params, k, now=now, exclude=exclude)
+
+
+def _published(published: np.ndarray) -> np.ndarray:
+    out = np.asarray(published, np.float64)
+    return np.where(np.asarray(published) == NO_DATE, np.nan, out)
