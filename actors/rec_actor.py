@@ -9,6 +9,10 @@ event moves the next recommendation at once while a lost hint only delays. The r
 
 ``inputs`` answers everything a recommendation needs of the book in one call: the subject's profile, what
 readers of its documents also read, and the most popular documents.
+
+Retention is the actor's too: at most once every ``RETENTION_INTERVAL_S`` its maintenance loop drops the
+month partitions of events older than ``retention_days`` (``storage.rec_events.drop_expired``, in a short
+transaction of its own). The book keeps what it learnt from them; a rebuild no longer sees them.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 import ray
 from ray.actor import ActorClass, ActorProxy
@@ -26,7 +31,7 @@ from actors.rec_profiles import CoRead, Interaction, ProfileBook, ProfileParams,
 from cluster.ground.constants import PROFILE_ACTOR_NAME
 from storage.database import make_engine, make_session_factory, session_scope
 from storage.index_snapshots import SnapshotStore
-from storage.rec_events import EventRow, events_after, settled_seq
+from storage.rec_events import EventRow, drop_expired, events_after, settled_seq
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +39,8 @@ logger = logging.getLogger(__name__)
 CATCH_UP_BATCH = 5_000
 #: Name of the profile book's snapshot folder under the storage URI's snapshots.
 PROFILE_SNAPSHOT = "profiles"
+#: Seconds between two retention passes of the maintenance loop (the first runs at start).
+RETENTION_INTERVAL_S = 3600.0
 
 
 @dataclass(frozen=True)
@@ -46,6 +53,7 @@ class ProfileActorConfig:
     num_cpus: float = 0.05
     poll_interval_s: float = 5.0
     snapshot_interval_s: float = 300.0  # 0 disables periodic snapshots
+    retention_days: int = 365  # events older than this go, by whole months (storage.rec_events.drop_expired)
 
 
 @dataclass(frozen=True)
@@ -68,6 +76,8 @@ class ProfileStats:
     snapshots_written: int
     pid: int
     last_error: str | None
+    partitions_dropped: int = 0  # month partitions of events dropped by retention since the actor started
+    retention_runs: int = 0  # retention passes done since the actor started
 
 
 def interaction(row: EventRow) -> Interaction:
@@ -86,7 +96,8 @@ class ProfileService:
         self._engine = make_engine(config.database_url, pool_size=2)
         self._sessions = make_session_factory(self._engine)
         self._snapshots = SnapshotStore(config.storage_uri)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the book and its watermark
+        self._catching = threading.Lock()  # one catch-up (or reload) at a time
         self._watermark = 0
         self._restored_from: int | None = None
         self._snapshots_written = 0
@@ -96,6 +107,9 @@ class ProfileService:
         self._ready = threading.Event()
         self._stop = threading.Event()
         self._error: str | None = None
+        self._last_retention: float | None = None  # monotonic time of the last retention pass
+        self._retention_runs = 0
+        self._partitions_dropped = 0
         self._thread = threading.Thread(target=self._run, name="profile-maintenance", daemon=True)
         self._thread.start()
 
@@ -110,8 +124,11 @@ class ProfileService:
         return ProfileBook.from_arrays(self._config.params, arrays)
 
     def _catch_up(self) -> int:
+        """Apply what was committed since the watermark. Catch-ups run one at a time (``_catching``); the
+        book's lock is held only while a batch is applied, not while PostgreSQL is read, so requests keep
+        being answered meanwhile."""
         applied = 0
-        with self._lock:
+        with self._catching:
             while True:
                 with session_scope(self._sessions) as session:
                     until = settled_seq(session)
@@ -120,11 +137,13 @@ class ProfileService:
                     rows = events_after(session, self._watermark, CATCH_UP_BATCH, until=until)
                 if not rows:
                     break
-                applied += self._book.add(interaction(r) for r in rows)
-                self._watermark = rows[-1].seq
-                self._dirty = True
+                with self._lock:
+                    applied += self._book.add(interaction(r) for r in rows)
+                    self._watermark = rows[-1].seq
+                    self._dirty = True
             if self._dirty and self._snapshot_due():
-                self._snapshot()
+                with self._lock:
+                    self._snapshot()
         return applied
 
     def _snapshot_due(self) -> bool:
@@ -137,6 +156,27 @@ class ProfileService:
         self._snapshots_written += 1
         self._last_snapshot = time.monotonic()
 
+    def _expire(self) -> int:
+        """Retention, at most once every ``RETENTION_INTERVAL_S``: drop the months of events older than
+        ``retention_days``; how many month partitions were dropped."""
+        now = time.monotonic()
+        if self._last_retention is not None and now - self._last_retention < RETENTION_INTERVAL_S:
+            return 0
+        self._last_retention = now
+        before = datetime.now(UTC) - timedelta(days=self._config.retention_days)
+        with session_scope(self._sessions) as session:  # its own short transaction (ACCESS EXCLUSIVE)
+            dropped = drop_expired(session, before=before)
+        self._retention_runs += 1
+        self._partitions_dropped += dropped
+        if dropped:
+            logger.info(
+                "profile retention: dropped %d month partition(s) of events before %s (%d days kept)",
+                dropped,
+                before.date().isoformat(),
+                self._config.retention_days,
+            )
+        return dropped
+
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
@@ -148,6 +188,11 @@ class ProfileService:
             except Exception as exc:  # keep serving what is known; report and retry
                 self._error = f"{type(exc).__name__}: {exc}"
                 logger.exception("profile book: catch-up failed")
+            try:
+                self._expire()
+            except Exception as exc:  # the book is unaffected; tried again in an hour
+                self._error = f"retention: {type(exc).__name__}: {exc}"
+                logger.exception("profile retention failed")
             self._stop.wait(self._config.poll_interval_s)
 
     # ----------------------------------------------------------------------------------- remote API
@@ -193,7 +238,7 @@ class ProfileService:
     @ray.method
     def reload(self) -> int:
         """Adopt the newest snapshot (the rebuild job's), then catch up from its watermark; the watermark."""
-        with self._lock:
+        with self._catching, self._lock:  # no catch-up may apply to the old book meanwhile
             self._book = self._restore()
             self._dirty = False
         self._catch_up()
@@ -214,6 +259,8 @@ class ProfileService:
             snapshots_written=self._snapshots_written,
             pid=os.getpid(),
             last_error=self._error,
+            partitions_dropped=self._partitions_dropped,
+            retention_runs=self._retention_runs,
         )
 
 

@@ -72,6 +72,29 @@ class ProfileParams:
     covisit_window_s: float = 7 * 86_400.0
     max_neighbours: int = 200
 
+    @classmethod
+    def from_hours(
+        cls,
+        *,
+        half_life_h: float,
+        popularity_half_life_h: float,
+        co_read_window_h: float,
+        max_seen: int,
+        max_documents: int,
+        recent: int,
+    ) -> ProfileParams:
+        """The parameters as settings give them (durations in hours; the recommend settings' fields
+        ``profile_half_life_h``, ``popularity_half_life_h``, ``co_read_window_h``, ``max_seen``,
+        ``profile_documents``, ``recent_positives``); the rest keep their defaults."""
+        return cls(
+            half_life_s=half_life_h * 3600,
+            popularity_half_life_s=popularity_half_life_h * 3600,
+            covisit_window_s=co_read_window_h * 3600,
+            max_seen=max_seen,
+            max_documents=max_documents,
+            recent=recent,
+        )
+
     def weight(self, kind: str, value: float | None) -> float:
         """What one event adds to its subject's profile (negative: counts against)."""
         w = float(self.weights.get(kind, 0.0))
@@ -129,6 +152,8 @@ class ProfileBook:
         self._pairs: dict[int, dict[int, float]] = {}
         self._readers: dict[int, float] = {}
         self._pop: dict[int, tuple[float, float]] = {}  # document -> (value at t, t)
+        self._pop_version = 0  # changes with _pop; _pop_rank is the order computed at a version
+        self._pop_rank: tuple[int, np.ndarray, np.ndarray, np.ndarray] | None = None
         self.applied = 0
 
     # ---------------------------------------------------------------------------------------- update
@@ -204,6 +229,7 @@ class ProfileBook:
         return count / math.sqrt(max(self._readers.get(a, 1.0), 1.0) * max(self._readers.get(b, 1.0), 1.0))
 
     def _popular(self, doc: int, at: float, amount: float) -> None:
+        self._pop_version += 1
         value, t = self._pop.get(doc, (0.0, at))
         half = self.params.popularity_half_life_s
         if at >= t:
@@ -263,16 +289,39 @@ class ProfileBook:
             out[i] = value * _decay(max(now - t, 0.0), half)
         return out
 
+    def _ranked(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every read document, most popular first, with its (value, time): the order does not depend on
+        the time asked (every value decays alike: ``value * 2^(-(now - t) / h)`` ranks as
+        ``log2(value) + t / h``), so it is computed once per change of the book, not per request."""
+        if self._pop_rank is None or self._pop_rank[0] != self._pop_version:
+            docs = np.fromiter(self._pop.keys(), np.int64, len(self._pop))
+            vt = np.array(list(self._pop.values()), np.float64).reshape(len(self._pop), 2)
+            key = np.log2(np.maximum(vt[:, 0], 1e-300)) + vt[:, 1] / self.params.popularity_half_life_s
+            order = np.argsort(-key, kind="stable")
+            self._pop_rank = (self._pop_version, docs[order], vt[order, 0], vt[order, 1])
+        return self._pop_rank[1], self._pop_rank[2], self._pop_rank[3]
+
     def popular(self, *, now: float, limit: int, exclude: Iterable[int] = ()) -> list[tuple[int, float]]:
-        """The ``limit`` most popular documents at ``now``, best first."""
-        if not self._pop:
+        """The ``limit`` most popular documents at ``now`` not in ``exclude``, best first."""
+        if not self._pop or limit <= 0:
             return []
-        docs = np.fromiter(self._pop.keys(), np.int64, len(self._pop))
-        scores = self.popularity(docs.tolist(), now=now)
-        if skip := set(exclude):
-            scores[np.isin(docs, np.fromiter(skip, np.int64, len(skip)))] = -1.0
-        order = np.argsort(-scores, kind="stable")[:limit]
-        return [(int(docs[i]), float(scores[i])) for i in order if scores[i] > 0]
+        docs, values, times = self._ranked()
+        skip = set(exclude)
+        half = self.params.popularity_half_life_s
+        if len(times) and now < float(times.max()):
+            # Asked as of a time before some reads (a replay): those are not decayed up, which breaks the
+            # time-free order; rank every document at ``now`` instead.
+            scores = values * np.exp2(-np.clip(now - times, 0.0, None) / half)
+            order = np.argsort(-scores, kind="stable")
+            docs, values, times = docs[order], scores[order], np.full(len(order), now)
+        out: list[tuple[int, float]] = []
+        for doc, value, t in zip(docs.tolist(), values.tolist(), times.tolist(), strict=True):
+            if doc in skip or value <= 0:
+                continue
+            out.append((doc, value * _decay(max(now - t, 0.0), half)))
+            if len(out) >= limit:
+                break
+        return out
 
     def merge(self, other: ProfileBook) -> None:
         """Take in a book built from other subjects' events (the rebuild job builds one book per group of
@@ -280,15 +329,16 @@ class ProfileBook:
         reader counts and popularity are summed."""
         for key, subject in other._subjects.items():
             self._subjects.setdefault(key, subject)
+        for doc, count in other._readers.items():  # before the pairs: pruning ranks by the summed readers
+            self._readers[doc] = self._readers.get(doc, 0.0) + count
         for a, row in other._pairs.items():
             mine = self._pairs.setdefault(a, {})
             for b, count in row.items():
                 mine[b] = mine.get(b, 0.0) + count
             if len(mine) > 2 * self.params.max_neighbours:
                 self._prune(a, mine)
-        for doc, count in other._readers.items():
-            self._readers[doc] = self._readers.get(doc, 0.0) + count
         half = self.params.popularity_half_life_s
+        self._pop_version += 1
         for doc, (value, t) in other._pop.items():
             mine_value, mine_t = self._pop.get(doc, (0.0, t))
             at = max(t, mine_t)

@@ -33,8 +33,8 @@ class BlendParams:
     collaborative: float = 1.0
     popularity: float = 0.3
     trending: float = 0.3
-    freshness: float = 0.3
-    freshness_half_life_s: float = 2 * 86_400.0
+    freshness: float = 1.0
+    freshness_half_life_s: float = 4 * 86_400.0
     diversity: float = 0.0
 
 
@@ -267,3 +267,46 @@ def example_vector(positives: np.ndarray, negatives: np.ndarray) -> np.ndarray |
         return None
     norm = float(np.linalg.norm(target))
     return (target / norm).astype(np.float32) if norm > 1e-9 else None
+
+
+def assemble(
+    ids: np.ndarray,
+    vectors: np.ndarray,
+    published: np.ndarray,
+    *,
+    target: np.ndarray | None,
+    positives: dict[int, np.ndarray],
+    co_reads: dict[int, tuple[float, int]],
+    popularity: dict[int, float],
+    trending: dict[int, tuple[int, float]],
+) -> Candidates:
+    """The pool of a request from its sources.
+
+    ``ids`` with their ``vectors`` and publication times (epoch s, nan unknown); ``target`` the profile or
+    example vector (content = cosine to it); ``positives`` the reader's documents (each candidate's
+    ``similar_to`` is the nearest of them); ``co_reads`` document -> (score, the reader's document it was
+    co-read with); ``popularity`` document -> decayed popularity; ``trending`` document -> (story, score).
+    """
+    order = np.asarray(ids, np.int64).tolist()
+    vecs = np.asarray(vectors, np.float32)
+    similar_to = np.full(len(order), -1, np.int64)
+    content = None
+    if target is not None:
+        content = vecs @ np.asarray(target, np.float32)
+        if positives and len(order):
+            pos_ids = np.fromiter(positives, np.int64, len(positives))
+            similar_to = pos_ids[np.argmax(vecs @ np.vstack(list(positives.values())).T, axis=1)]
+    return Candidates.build(
+        np.asarray(order, np.int64),
+        vecs.reshape(len(order), -1)
+        if len(order)
+        else np.zeros((0, vecs.shape[-1] if vecs.ndim == 2 else 0)),
+        content=content,
+        similar_to=similar_to,
+        collaborative=np.array([co_reads[d][0] if d in co_reads else 0.0 for d in order]),
+        co_read_with=np.array([co_reads[d][1] if d in co_reads else -1 for d in order], np.int64),
+        popularity=np.array([popularity.get(d, 0.0) for d in order]),
+        trending=np.array([trending[d][1] if d in trending else 0.0 for d in order]),
+        story=np.array([trending[d][0] if d in trending else -1 for d in order], np.int64),
+        published=np.asarray(published, np.float64),
+    )

@@ -149,3 +149,30 @@ class ImplicitALS:
             filter_items=np.fromiter(exclude, dtype=np.int64) if exclude else None,
         )
         return [int(d) for d in ids if d >= 0]
+
+
+class DailyALS(ImplicitALS):
+    """``als_daily``: ALS as a live system would run it: refitted once a simulated day (at 00:00 UTC) on the
+    training events before that time only, so it never sees other readers' later reads (``als`` is fitted once
+    on the whole log). Readers with no event before the last refit get nothing."""
+
+    name = "als_daily"
+    DAY_S = 86_400.0
+
+    def fit(self, train_events: Sequence[Any], *, vectors: np.ndarray, doc_times: np.ndarray) -> None:
+        self._all = sorted(train_events, key=lambda e: e.ts)
+        self._times = np.array([e.ts for e in self._all])
+        self._vectors, self._doc_times = vectors, doc_times
+        self._day: float | None = None
+        self.refits = 0
+
+    def recommend(self, user: str, *, now: float, k: int, exclude: set[int]) -> list[int]:
+        day = now - now % self.DAY_S
+        if day != self._day:
+            upto = int(np.searchsorted(self._times, day, side="left"))
+            if upto == 0:
+                return []
+            super().fit(self._all[:upto], vectors=self._vectors, doc_times=self._doc_times)
+            self._day = day
+            self.refits += 1
+        return super().recommend(user, now=now, k=k, exclude=exclude)

@@ -4,18 +4,19 @@ Pure, numpy only. The protocol (``evaluate``), for a log split by ``rec_sim.spli
 
 - a method is fitted once on the training events (``Method.fit``), with the documents' unit vectors and
   the times they become available (epoch seconds);
-- per held-out user, it is asked for ``k`` documents at ``now`` = the held-out click's time - 1 s, with
-  ``exclude`` = the documents that user interacted with in training (any event type but ``impression``).
-  Candidates: every document but ``exclude`` (a method may narrow them, e.g. to documents available by
-  ``now``). A list with more than ``k`` items, a repeated item, an excluded item or an unknown id is an
-  error (``ValueError``), not a silent miss;
+- per held-out user, in the order of their held-out clicks' times, it is asked for ``k`` documents at
+  ``now`` = the held-out click's time - 1 s, with ``exclude`` = the documents that user interacted with in
+  training (any event type but ``impression``) and every document not yet published at ``now`` (a live
+  feed cannot show those). Candidates: every other document. A list with more than ``k`` items, a
+  repeated item, an excluded item or an unknown id is an error (``ValueError``), not a silent miss;
 - metrics, one relevant item per user: HitRate@k, nDCG@k (1 / log2(rank + 1), rank from 1), catalogue
   coverage (distinct documents recommended / documents), intra-list diversity (mean over lists of the
   mean pairwise 1 - cosine), ``unpublished_share`` (recommended documents not yet available at ``now``,
   a sanity figure: a real feed cannot show them). Wall times with ``time.perf_counter``.
 
 Note the protocol is leave-last-out, not a time split: training holds other users' events after a held-out
-click, so a method that ignores ``now`` can use popularity from the future.
+click, so a method fitted once on the whole log (the baselines) uses other readers' later reads. Pulse's
+methods (``rec_pulse``) replay the log and use only what happened before ``now``.
 """
 
 from __future__ import annotations
@@ -135,10 +136,11 @@ def evaluate(
     gains: list[float] = []
     wall_ms: list[float] = []
     unpublished = 0
-    for user in sorted(held_out):
+    # In time order (methods that replay the log need it); candidates are the documents out by ``now``.
+    for user in sorted(held_out, key=lambda u: (held_out[u][1], u)):
         target, ts = held_out[user]
         now = ts - 1.0
-        exclude = set(excluded.get(user, ()))
+        exclude = set(excluded.get(user, ())) | set(np.flatnonzero(doc_times > now).tolist())
         start = time.perf_counter()
         ranked = [int(d) for d in method.recommend(user, now=now, k=k, exclude=exclude)]
         wall_ms.append((time.perf_counter() - start) * 1000)

@@ -34,8 +34,9 @@ from dataclasses import asdict
 from typing import Any
 
 from common import emit
-from rec_baselines import ImplicitALS, MostPopular, RecentPopular
+from rec_baselines import DailyALS, ImplicitALS, MostPopular, RecentPopular
 from rec_eval import Method, evaluate
+from rec_pulse import methods as pulse_methods
 from rec_sim import SimParams, simulate, split_last_positive
 from trend_data import huffpost, vectors
 
@@ -44,6 +45,8 @@ METHODS: dict[str, Callable[[], Method]] = {
     "popular": MostPopular,
     "recent_popular": RecentPopular,
     "als": ImplicitALS,
+    "als_daily": DailyALS,
+    **pulse_methods(),  # type: ignore[dict-item]
 }
 DESCRIPTION = (
     "SIMULATED interaction log (not real users): HuffPost 2018 categories stand in for users' interests; "
@@ -87,6 +90,24 @@ def run_seed(seed: int, *, params: SimParams, names: list[str], k: int, corpus: 
     return {"seed": seed, "simulate_s": simulate_s, "counts": counts, "methods": methods}
 
 
+def front_door_run(seed: int, *, params: SimParams, k: int, corpus: Any, vecs: Any) -> dict[str, Any]:
+    """The blend through a running platform's HTTP API on ``seed``'s log, beside the in-process core."""
+    from rec_front_door import FrontDoorMethod
+
+    sim = simulate(labels=corpus.labels, dates=corpus.dates, vectors=vecs, params=params, seed=seed)
+    train, held_out = split_last_positive(sim.events)
+    method = FrontDoorMethod(corpus=corpus)
+    try:
+        start = time.perf_counter()
+        result = evaluate(method, train, held_out, k=k, vectors=vecs, doc_times=sim.doc_times)
+        result["wall_s"] = time.perf_counter() - start
+        result["platform"] = method.report()
+    finally:
+        method.close()
+    log(f"seed {seed} front door: hit@{k} {result['hit_rate']:.3f} ndcg@{k} {result['ndcg']:.3f}")
+    return {"seed": seed, "method": "pulse_blend through GET /v1/recommend", **result}
+
+
 def medians(runs: list[dict], names: list[str]) -> dict[str, dict[str, float]]:
     out = {}
     for name in names:
@@ -102,6 +123,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default="", help="comma-separated seeds; overrides --seed")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--k", type=int, default=10)
+    parser.add_argument(
+        "--front-door",
+        action="store_true",
+        help="also run /v1/recommend of a private platform on the first seed (rec_front_door.py)",
+    )
     args = parser.parse_args(argv)
     names = [n for n in args.methods.split(",") if n]
     if unknown := [n for n in names if n not in METHODS]:
@@ -111,6 +137,11 @@ def main(argv: list[str] | None = None) -> int:
     corpus = huffpost()
     vecs = vectors(corpus)
     runs = [run_seed(s, params=params, names=names, k=args.k, corpus=corpus, vecs=vecs) for s in seeds]
+    front_door = (
+        front_door_run(seeds[0], params=params, k=args.k, corpus=corpus, vecs=vecs)
+        if args.front_door
+        else None
+    )
     emit(
         {
             "benchmark": "recommend_quality",
@@ -126,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             "seeds": seeds,
             "runs": runs,
             "median_over_seeds": medians(runs, names),
+            "front_door": front_door,
         }
     )
     return 0

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import BigInteger, cast, delete, func, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
@@ -257,6 +257,29 @@ def events_after(session: Session, seq: int, limit: int, *, until: int | None = 
     stmt = select(*_EVENT_COLUMNS).where(RecEvent.seq > seq).order_by(RecEvent.seq).limit(limit)
     if until is not None:
         stmt = stmt.where(RecEvent.seq <= until)
+    return [row_to(EventRow, row) for row in session.execute(stmt).all()]
+
+
+def events_of_group(
+    session: Session, *, group: int, groups: int, after_seq: int, until: int, limit: int
+) -> list[EventRow]:
+    """The events of group ``group`` of ``groups`` of subjects with ``after_seq < seq <= until``, in seq
+    order, at most ``limit`` (page on by passing the last one's seq as ``after_seq``).
+
+    A subject's group is ``abs(hashtext(subject)) % groups``: every event of a subject is in one group, so
+    books built per group hold whole subjects. ``hashtext`` is PostgreSQL's internal hash: stable on one
+    server, not promised across major versions, so the groups of one rebuild come from one server. Each
+    group's read walks the seq index over the whole range and keeps its share (no index on the hash)."""
+    if groups < 1 or not 0 <= group < groups:
+        raise ValueError(f"group {group} of {groups}: need groups >= 1 and 0 <= group < groups")
+    # The int4 hash widened first: abs() of its smallest value overflows int4.
+    bucket = func.abs(cast(func.hashtext(RecEvent.subject), BigInteger)) % groups
+    stmt = (
+        select(*_EVENT_COLUMNS)
+        .where(RecEvent.seq > after_seq, RecEvent.seq <= until, bucket == group)
+        .order_by(RecEvent.seq)
+        .limit(limit)
+    )
     return [row_to(EventRow, row) for row in session.execute(stmt).all()]
 
 

@@ -576,7 +576,7 @@ class RecommendSettings(BaseModel):
         description="Hours after which an interaction counts half in a document's popularity.",
     )
     freshness_half_life_h: float = Field(
-        default=48.0, gt=0, description="Hours after which a document's freshness boost is halved."
+        default=96.0, gt=0, description="Hours after which a document's freshness boost is halved."
     )
     content_weight: float = Field(
         default=1.0,
@@ -592,7 +592,7 @@ class RecommendSettings(BaseModel):
     trending_weight: float = Field(
         default=0.3, ge=0, description="Weight of belonging to a trending story in the score."
     )
-    freshness_weight: float = Field(default=0.3, ge=0, description="Weight of freshness in the score.")
+    freshness_weight: float = Field(default=1.0, ge=0, description="Weight of freshness in the score.")
     diversity: float = Field(
         default=0.0,
         ge=0,

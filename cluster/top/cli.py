@@ -13,6 +13,7 @@ pulse collect   fetch the due sources (feeds, sitemaps, pages, sites, local file
 pulse cms       CMS operations from a shell: `pulse cms admin` restores an admin (new password, audited)
 pulse trends    the stories the trend clusterers found, trendiest first (a table, or --json)
 pulse recluster recompute stories and topics on the cluster (a Ray job; python -m jobs.recluster)
+pulse profiles  rebuild the readers' profiles from all stored events (a Ray job; python -m jobs.profiles)
 
 The job commands (ingest, embed, collect) live in cluster.top.commands, one module each; ``python -m
 jobs.<name>`` runs the same command object. Every command except `up`, `down` and `status` first says on
@@ -30,6 +31,7 @@ from cluster.top.commands.collect import collect
 from cluster.top.commands.embed import embed
 from cluster.top.commands.env import CommandEnv, pass_env
 from cluster.top.commands.ingest import ingest
+from cluster.top.commands.profiles import profiles
 from cluster.top.commands.recluster import recluster
 from cluster.top.entry import InOrderGroup, from_shell, run_command, user_error
 from cluster.top.models_cli import models
@@ -87,7 +89,7 @@ def migrate(env: CommandEnv) -> int:
     return 0
 
 
-for _command in (ingest, embed, models, sources, collect, cms, trends, recluster):
+for _command in (ingest, embed, models, sources, collect, cms, trends, recluster, profiles):
     pulse.add_command(_command)
 
 

@@ -25,8 +25,16 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from actors.filters import NO_DATE, SearchFilter
 from actors.rec_actor import ProfileService, RecommendInputs
-from actors.rec_profiles import ProfileParams, UserProfile, profile_vector
-from actors.rec_ranking import BlendParams, Candidates, Ranking, example_scores, example_vector, rank
+from actors.rec_profiles import UserProfile, profile_vector
+from actors.rec_ranking import (
+    BlendParams,
+    Candidates,
+    Ranking,
+    assemble,
+    example_scores,
+    example_vector,
+    rank,
+)
 from cluster.ground.settings import RecommendSettings
 from serve_apps.search.retriever import Retriever
 from storage.model_registry import ModelRow
@@ -51,18 +59,6 @@ def blend_params(s: RecommendSettings, overrides: dict[str, Any] | None = None) 
     )
     given = {k: v for k, v in (overrides or {}).items() if v is not None and hasattr(base, k)}
     return replace(base, **given)
-
-
-def profile_params(s: RecommendSettings) -> ProfileParams:
-    """The profile book's parameters from the recommend settings."""
-    return ProfileParams(
-        half_life_s=s.profile_half_life_h * 3600,
-        popularity_half_life_s=s.popularity_half_life_h * 3600,
-        max_seen=s.max_seen,
-        max_documents=s.profile_documents,
-        recent=s.recent_positives,
-        covisit_window_s=s.co_read_window_h * 3600,
-    )
 
 
 @dataclass(frozen=True)
@@ -275,25 +271,15 @@ class Recommender:
         t0 = time.perf_counter()
         found, vecs, published = await self._retriever.vectors_of(entry, np.asarray(ids, np.int64), flt)
         timings["vectors"] = time.perf_counter() - t0
-        order = found.tolist()
-        similar_to = np.full(len(order), -1, np.int64)
-        content = None
-        if target is not None:
-            content = vecs @ np.asarray(target, np.float32)
-            if positives:
-                pos_ids = np.fromiter(positives, np.int64, len(positives))
-                similar_to = pos_ids[np.argmax(vecs @ np.vstack(list(positives.values())).T, axis=1)]
-        candidates = Candidates.build(
+        candidates = assemble(
             found,
             vecs,
-            content=content,
-            similar_to=similar_to,
-            collaborative=np.array([co[d].score if d in co else 0.0 for d in order]),
-            co_read_with=np.array([co[d].because if d in co else -1 for d in order], np.int64),
-            popularity=np.array([popular.get(d, 0.0) for d in order]),
-            trending=np.array([trend[d].story_score if d in trend else 0.0 for d in order]),
-            story=np.array([trend[d].story_id if d in trend else -1 for d in order], np.int64),
-            published=_published(published),
+            _published(published),
+            target=target,
+            positives=positives,
+            co_reads={d: (c.score, c.because) for d, c in co.items()},
+            popularity=popular,
+            trending={d: (t.story_id, t.story_score) for d, t in trend.items()},
         )
         return rank(candidates, params, k, now=now, exclude=exclude)
 

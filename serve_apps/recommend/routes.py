@@ -18,7 +18,7 @@ import asyncio
 import logging
 import time
 import uuid
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
@@ -44,8 +44,7 @@ from serve_apps.recommend.schemas import (
     VariantReport,
 )
 from serve_apps.search.params import search_filter
-from serve_apps.search.results import search_results
-from serve_apps.search.schemas import ModelRef, ReasonOut, RecommendResult
+from serve_apps.search.schemas import ModelRef, ReasonOut, RecommendResult, SearchResult, StoryRef
 from storage.documents import fetch_summaries
 from storage.rec_events import EventIn as StoredEvent
 from storage.rec_events import existing_documents, store_events
@@ -290,16 +289,22 @@ _REASON_TEXT = {
 
 
 async def results_with_reasons(session: AsyncSession, picks: list[Pick]) -> list[RecommendResult]:
-    """Each pick as a search result (title, URL, story...) with its reason in words."""
+    """Each pick as a search result (title, URL, story...) with its reason in words: one query for the
+    documents (the picks' and those their reasons name), one for their stories."""
     ids = [p.document_id for p in picks]
-    base = {r.id: r for r in await search_results(session, ids, [p.score for p in picks])}
     related = {p.reason.document_id for p in picks if p.reason.document_id is not None}
-    titles = (
-        {i: d.title for i, d in (await fetch_summaries(session, list(related))).items()} if related else {}
-    )
-    stories = (
-        await stories_of_documents(session, ids) if any(p.reason.kind == "trending" for p in picks) else {}
-    )
+    docs = await fetch_summaries(session, list(dict.fromkeys([*ids, *related])))
+    stories = await stories_of_documents(session, [i for i in ids if i in docs])
+    titles = {i: d.title for i, d in docs.items()}
+    base = {
+        i: SearchResult(
+            **asdict(docs[i]),
+            score=p.score,
+            story=StoryRef(id=stories[i].id, label=stories[i].label) if i in stories else None,
+        )
+        for i, p in zip(ids, picks, strict=True)
+        if i in docs
+    }
     out: list[RecommendResult] = []
     for p in picks:
         if p.document_id not in base:
@@ -411,6 +416,15 @@ async def recommend(
         str | None,
         Query(max_length=64, description="The experiment to assign a variant of (default: the active one)"),
     ] = None,
+    as_of: Annotated[
+        datetime | None,
+        Query(
+            description=(
+                "Rank as of this time (freshness and popularity; documents published later are left out): "
+                "for replays and back-tests. Default: now"
+            )
+        ),
+    ] = None,
 ) -> RecommendResponse:
     if user_id is not None and session_id is not None:
         raise InvalidRequest("give user_id or session_id, not both")
@@ -421,8 +435,18 @@ async def recommend(
     if diversity is not None:
         overrides["diversity"] = diversity
     params = blend_params(rec.settings, overrides)
+    now = time.time()
+    if as_of is not None:
+        at = (as_of if as_of.tzinfo else as_of.replace(tzinfo=UTC)).timestamp()
+        if at > now + rec.settings.clock_skew_s:
+            raise InvalidRequest("as_of: a time in the future; leave it out to rank as of now")
+        now = at
+        until = int(at) + 1
+        flt = replace(flt, until=until if flt.until is None else min(flt.until, until))
+        if flt.since is not None and flt.since >= (flt.until or until):
+            raise InvalidRequest("since/as_of: since must be earlier than as_of")
     entry = await rec.switch.entry()
-    outcome = await rec.recommender.personal(entry, subject, k, flt, params, time.time())
+    outcome = await rec.recommender.personal(entry, subject, k, flt, params, now)
     return await _respond(
         rec,
         background,

@@ -27,12 +27,13 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from actors.filters import SearchFilter
 from actors.rec_actor import ProfileActorConfig, ProfileService, get_or_create_profile_actor
+from actors.rec_profiles import ProfileParams
 from actors.rec_ranking import Pick, Reason
 from serve_apps.cms.security import TokenIssuer
 from serve_apps.errors import InvalidRequest, NotFound, NotReady, error_responses, install_error_handlers
 from serve_apps.inputs import Id, reject_unstorable_text
 from serve_apps.recommend.context import RecommendContext, install
-from serve_apps.recommend.engine import Recommender, blend_params, profile_params
+from serve_apps.recommend.engine import Recommender, blend_params
 from serve_apps.recommend.routes import results_with_reasons
 from serve_apps.recommend.routes import router as recommend_router
 from serve_apps.replica_logs import replica_logging
@@ -124,10 +125,18 @@ class SearchIngress:
             database_url=self._args.database_url,
             storage_uri=self._args.storage_uri,
             namespace=self._args.namespace,
-            params=profile_params(s),
+            params=ProfileParams.from_hours(
+                half_life_h=s.profile_half_life_h,
+                popularity_half_life_h=s.popularity_half_life_h,
+                co_read_window_h=s.co_read_window_h,
+                max_seen=s.max_seen,
+                max_documents=s.profile_documents,
+                recent=s.recent_positives,
+            ),
             num_cpus=s.num_cpus,
             poll_interval_s=s.poll_interval_s,
             snapshot_interval_s=s.snapshot_interval_s,
+            retention_days=s.retention_days,
         )
         held: list[ActorProxy[ProfileService]] = []
 

@@ -29,6 +29,7 @@ COMMANDS = [
     "cms",
     "trends",
     "recluster",
+    "profiles",
 ]
 
 #: Each job command's options: the union of what `pulse <job>` and `python -m jobs.<job>` had apart.

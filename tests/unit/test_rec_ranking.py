@@ -24,10 +24,21 @@ from actors.rec_ranking import (
 )
 
 NOW = 1_700_000_000.0
-HALF = BlendParams().freshness_half_life_s
+#: The weights these tests were worked out with (explicit: the defaults follow the benchmark).
+WEIGHTS = BlendParams(
+    content=1.0,
+    collaborative=1.0,
+    popularity=0.3,
+    trending=0.3,
+    freshness=0.3,
+    freshness_half_life_s=2 * 86_400.0,
+)
+HALF = WEIGHTS.freshness_half_life_s
 E = np.eye(4, dtype=np.float32)
 NAN = math.nan
-SILENT = BlendParams(content=0.0, collaborative=0.0, popularity=0.0, trending=0.0, freshness=0.0)
+SILENT = dataclasses.replace(
+    WEIGHTS, content=0.0, collaborative=0.0, popularity=0.0, trending=0.0, freshness=0.0
+)
 
 
 def only(signal: str, weight: float = 1.0) -> BlendParams:
@@ -84,7 +95,7 @@ def test_the_blend_is_the_sum_of_the_weighted_signals() -> None:
         trending=np.array([0.0, 0.0, 0.0, 5.0]),
         published=np.array([NOW - HALF, NAN, NAN, NOW]),
     )
-    p = BlendParams()
+    p = WEIGHTS
     parts = signals(c, p, now=NOW)
     np.testing.assert_allclose(blend(c, p, now=NOW), sum(parts.values()))
     np.testing.assert_allclose(
@@ -142,7 +153,7 @@ def reasons_pool(*, examples: bool = False) -> Candidates:
 
 
 def test_each_picks_reason_is_its_largest_weighted_signal() -> None:
-    ranking = rank(reasons_pool(), BlendParams(), 10, now=NOW)
+    ranking = rank(reasons_pool(), WEIGHTS, 10, now=NOW)
     reasons = {p.document_id: p.reason for p in ranking.picks}
     assert reasons == {
         100: Reason("similar", document_id=7),  # content 0.9
@@ -159,24 +170,22 @@ def test_each_picks_reason_is_its_largest_weighted_signal() -> None:
         {100: 0.9, 101: 1.0, 102: 0.3, 103: 0.3, 104: 0.3, 105: 0.0, 106: 1.1, 107: 0.31}
     )
     assert [p.document_id for p in ranking.picks[:3]] == [106, 101, 100]
-    np.testing.assert_allclose(ranking.scores, blend(reasons_pool(), BlendParams(), now=NOW))
+    np.testing.assert_allclose(ranking.scores, blend(reasons_pool(), WEIGHTS, now=NOW))
 
 
 def test_content_from_examples_gives_the_examples_reason() -> None:
-    reasons = {
-        p.document_id: p.reason for p in rank(reasons_pool(examples=True), BlendParams(), 10, now=NOW).picks
-    }
+    reasons = {p.document_id: p.reason for p in rank(reasons_pool(examples=True), WEIGHTS, 10, now=NOW).picks}
     assert reasons[100] == reasons[105] == reasons[107] == Reason("examples")
     assert reasons[101] == Reason("co_read", document_id=8)
 
 
 def test_rank_never_picks_an_excluded_document() -> None:
     c = reasons_pool()
-    got = rank(c, BlendParams(), 3, now=NOW, exclude=frozenset({106, 100, 999}))
+    got = rank(c, WEIGHTS, 3, now=NOW, exclude=frozenset({106, 100, 999}))
     assert [p.document_id for p in got.picks] == [101, 107, 102]
     assert len(got.scores) == len(c)  # scores are still the whole pool's
-    assert rank(c, BlendParams(), 3, now=NOW, exclude=frozenset(range(100, 108))).picks == []
-    diverse = rank(c, dataclasses.replace(BlendParams(), diversity=0.7), 8, now=NOW, exclude=frozenset({101}))
+    assert rank(c, WEIGHTS, 3, now=NOW, exclude=frozenset(range(100, 108))).picks == []
+    diverse = rank(c, dataclasses.replace(WEIGHTS, diversity=0.7), 8, now=NOW, exclude=frozenset({101}))
     assert sorted(p.document_id for p in diverse.picks) == [100, 102, 103, 104, 105, 106, 107]
 
 
@@ -257,4 +266,4 @@ def test_candidates_default_to_no_signal() -> None:
     assert np.isnan(c.content).all() and np.isnan(c.published).all()
     for column in (c.similar_to, c.co_read_with, c.story):
         np.testing.assert_array_equal(column, [-1, -1])
-    np.testing.assert_array_equal(blend(c, BlendParams(), now=NOW), [0.0, 0.0])
+    np.testing.assert_array_equal(blend(c, WEIGHTS, now=NOW), [0.0, 0.0])
