@@ -28,7 +28,7 @@ import math
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -57,6 +57,23 @@ class Interaction:
     type: str
     at: float  # epoch seconds
     value: float | None = None  # dwell seconds
+
+
+class ProfileSettings(Protocol):
+    """What ``ProfileParams.from_settings`` reads: the recommend settings' fields of the same names."""
+
+    @property
+    def profile_half_life_h(self) -> float: ...
+    @property
+    def popularity_half_life_h(self) -> float: ...
+    @property
+    def co_read_window_h(self) -> float: ...
+    @property
+    def max_seen(self) -> int: ...
+    @property
+    def profile_documents(self) -> int: ...
+    @property
+    def recent_positives(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -93,6 +110,18 @@ class ProfileParams:
             max_seen=max_seen,
             max_documents=max_documents,
             recent=recent,
+        )
+
+    @classmethod
+    def from_settings(cls, s: ProfileSettings) -> ProfileParams:
+        """``from_hours`` with the recommend settings' fields (``PULSE_RECOMMEND__*``)."""
+        return cls.from_hours(
+            half_life_h=s.profile_half_life_h,
+            popularity_half_life_h=s.popularity_half_life_h,
+            co_read_window_h=s.co_read_window_h,
+            max_seen=s.max_seen,
+            max_documents=s.profile_documents,
+            recent=s.recent_positives,
         )
 
     def weight(self, kind: str, value: float | None) -> float:

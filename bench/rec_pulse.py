@@ -34,34 +34,19 @@ from rec_eval import LoggedEvent
 from actors.rec_profiles import Interaction, ProfileBook, ProfileParams, profile_vector
 from actors.rec_ranking import BlendParams, assemble, rank
 from cluster.ground.settings import RecommendSettings
+from serve_apps.recommend.engine import blend_params
 
 #: Candidates per source, as ``PULSE_RECOMMEND__POOL_SIZE``.
 POOL = RecommendSettings().pool_size
 
 
 def settings_blend(s: RecommendSettings | None = None) -> BlendParams:
-    s = s or RecommendSettings()
-    return BlendParams(
-        content=s.content_weight,
-        collaborative=s.collaborative_weight,
-        popularity=s.popularity_weight,
-        trending=s.trending_weight,
-        freshness=s.freshness_weight,
-        freshness_half_life_s=s.freshness_half_life_h * 3600,
-        diversity=s.diversity,
-    )
+    """The product's ranking weights (``serve_apps.recommend.engine.blend_params``), default settings."""
+    return blend_params(s or RecommendSettings())
 
 
 def settings_profile(s: RecommendSettings | None = None) -> ProfileParams:
-    s = s or RecommendSettings()
-    return ProfileParams(
-        half_life_s=s.profile_half_life_h * 3600,
-        popularity_half_life_s=s.popularity_half_life_h * 3600,
-        max_seen=s.max_seen,
-        max_documents=s.profile_documents,
-        recent=s.recent_positives,
-        covisit_window_s=s.co_read_window_h * 3600,
-    )
+    return ProfileParams.from_settings(s or RecommendSettings())
 
 
 class PulseMethod:

@@ -105,26 +105,37 @@ async def active_experiments(session: AsyncSession) -> list[ExperimentRow]:
     return [_experiment(row) for row in rows.all()]
 
 
-async def record_served(
-    session: AsyncSession,
-    *,
-    list_id: uuid.UUID,
-    subject: str,
-    experiment: str | None,
-    variant: str | None,
-    document_ids: Sequence[int],
-    params: dict[str, Any],
-) -> None:
-    """Record a served list in the caller's transaction; recording the same ``list_id`` again is a no-op."""
+@dataclass(frozen=True)
+class ServedList:
+    """A list the recommender served."""
+
+    list_id: uuid.UUID
+    subject: str
+    experiment: str | None
+    variant: str | None
+    document_ids: Sequence[int]
+    params: dict[str, Any]
+
+
+async def record_served(session: AsyncSession, lists: Sequence[ServedList]) -> None:
+    """Record served lists in the caller's transaction, in one INSERT; recording a ``list_id`` again is a
+    no-op."""
+    if not lists:
+        return
     await session.execute(
         insert(table_of(RecServed))
         .values(
-            list_id=list_id,
-            subject=subject,
-            experiment=experiment,
-            variant=variant,
-            document_ids=list(document_ids),
-            params=params,
+            [
+                {
+                    "list_id": x.list_id,
+                    "subject": x.subject,
+                    "experiment": x.experiment,
+                    "variant": x.variant,
+                    "document_ids": list(x.document_ids),
+                    "params": x.params,
+                }
+                for x in lists
+            ]
         )
         .on_conflict_do_nothing()
     )

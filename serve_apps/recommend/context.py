@@ -16,7 +16,9 @@ replica: a revoked key stops working within that time.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,6 +37,9 @@ from serve_apps.recommend.engine import Recommender
 from serve_apps.search.model_switch import ModelSwitch
 from serve_apps.search.retriever import Retriever
 from storage.cms_users import ApiKeyRepository
+from storage.rec_experiments import ServedList, record_served
+
+logger = logging.getLogger(__name__)
 
 #: Seconds an authenticated API key is remembered by a replica.
 KEY_CACHE_S = 10.0
@@ -43,6 +48,40 @@ EXPERIMENT_ROLES = frozenset({"admin", "editor"})
 
 BEARER = HTTPBearer(auto_error=False, description="A user's access token (POST /v1/cms/auth/login)")
 API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, description="A client application's API key")
+
+
+class ServedRecorder:
+    """Records served lists (``rec_served``) in batches: ``add`` queues a list; a flush every ``FLUSH_S``
+    writes what is queued in one INSERT, off the request's path. A list queued when the replica dies is lost
+    (one row of an experiment's count); at most ``MAX_QUEUED`` wait (more are dropped, with a warning)."""
+
+    FLUSH_S = 0.2
+    MAX_QUEUED = 10_000
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+        self._queued: list[ServedList] = []
+        self._task: asyncio.Task[None] | None = None
+        self.dropped = 0
+
+    def add(self, served: ServedList) -> None:
+        if len(self._queued) >= self.MAX_QUEUED:
+            self.dropped += 1
+            if self.dropped % 1000 == 1:
+                logger.warning("served lists queue full: %d lists not recorded so far", self.dropped)
+            return
+        self._queued.append(served)
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._flush())
+
+    async def _flush(self) -> None:
+        await asyncio.sleep(self.FLUSH_S)
+        batch, self._queued = self._queued, []
+        try:
+            async with self._sessions() as session, session.begin():
+                await record_served(session, batch)
+        except Exception:  # the lists were answered; losing their records loses experiment rows
+            logger.exception("recording %d served lists failed", len(batch))
 
 
 @dataclass
@@ -54,6 +93,7 @@ class RecommendContext:
     profiles: Callable[[], ActorProxy[ProfileService]]
     settings: RecommendSettings
     tokens: TokenIssuer | None
+    served: ServedRecorder
     _keys: dict[str, tuple[float, Principal]]
 
     async def principal(self, bearer: HTTPAuthorizationCredentials | None, api_key: str | None) -> Principal:

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -92,6 +93,38 @@ class _Trending:
         return self._docs
 
 
+class VectorCache:
+    """Document vectors a replica fetched lately, per model entry: a reader's profile documents recur from
+    one request to the next. At most ``size`` vectors (least recently used go first), each kept ``ttl_s``
+    (a re-embedded document's new vector is used after at most that)."""
+
+    def __init__(self, size: int = 20_000, ttl_s: float = 600.0) -> None:
+        self._size, self._ttl_s = size, ttl_s
+        self._items: OrderedDict[tuple[int, int], tuple[float, np.ndarray]] = OrderedDict()
+
+    def get(self, entry_id: int, documents: Sequence[int]) -> dict[int, np.ndarray]:
+        now = time.monotonic()
+        out: dict[int, np.ndarray] = {}
+        for doc in documents:
+            item = self._items.get((entry_id, doc))
+            if item is None:
+                continue
+            if now - item[0] > self._ttl_s:
+                del self._items[(entry_id, doc)]
+                continue
+            self._items.move_to_end((entry_id, doc))
+            out[doc] = item[1]
+        return out
+
+    def put(self, entry_id: int, vectors: dict[int, np.ndarray]) -> None:
+        now = time.monotonic()
+        for doc, vec in vectors.items():
+            self._items[(entry_id, doc)] = (now, vec)
+            self._items.move_to_end((entry_id, doc))
+        while len(self._items) > self._size:
+            self._items.popitem(last=False)
+
+
 class Recommender:
     def __init__(
         self,
@@ -104,6 +137,7 @@ class Recommender:
         self._profiles = profiles
         self._settings = settings
         self._trending = _Trending(sessions, settings.trending_stories, settings.trending_refresh_s)
+        self._vectors = VectorCache()
 
     @property
     def settings(self) -> RecommendSettings:
@@ -117,11 +151,17 @@ class Recommender:
     async def _profile_vector(
         self, entry: ModelRow, profile: UserProfile
     ) -> tuple[np.ndarray | None, dict[int, np.ndarray]]:
-        """The profile's vector and the vectors of its positively weighted documents."""
+        """The profile's vector and the vectors of its positively weighted documents (from the replica's
+        cache of document vectors, the rest from the index in one call)."""
         if not profile.documents:
             return None, {}
-        ids, vecs, _ = await self._retriever.vectors_of(entry, np.asarray(profile.documents, np.int64))
-        found = {int(i): v for i, v in zip(ids.tolist(), vecs, strict=True)}
+        found = self._vectors.get(entry.id, profile.documents)
+        missing = [d for d in profile.documents if d not in found]
+        if missing:
+            ids, vecs, _ = await self._retriever.vectors_of(entry, np.asarray(missing, np.int64))
+            fetched = {int(i): v for i, v in zip(ids.tolist(), vecs, strict=True)}
+            self._vectors.put(entry.id, fetched)
+            found.update(fetched)
         rows = np.zeros((len(profile.documents), entry.dimension), np.float32)
         for j, doc in enumerate(profile.documents):
             if doc in found:

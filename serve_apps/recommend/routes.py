@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, BackgroundTasks, Depends, Path, Query
+from fastapi import APIRouter, Depends, Path, Query
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from actors.filters import SearchFilter
@@ -44,18 +44,18 @@ from serve_apps.recommend.schemas import (
     VariantReport,
 )
 from serve_apps.search.params import search_filter
-from serve_apps.search.schemas import ModelRef, ReasonOut, RecommendResult, SearchResult, StoryRef
+from serve_apps.search.schemas import ModelRef, ReasonOut, RecommendResult, StoryRef
 from storage.documents import fetch_summaries
 from storage.rec_events import EventIn as StoredEvent
 from storage.rec_events import existing_documents, store_events
 from storage.rec_experiments import (
     ExperimentRow,
+    ServedList,
     Variant,
     active_experiments,
     experiment_counts,
     get_experiment,
     put_experiment,
-    record_served,
 )
 from storage.trend_queries import stories_of_documents
 
@@ -295,30 +295,24 @@ async def results_with_reasons(session: AsyncSession, picks: list[Pick]) -> list
     related = {p.reason.document_id for p in picks if p.reason.document_id is not None}
     docs = await fetch_summaries(session, list(dict.fromkeys([*ids, *related])))
     stories = await stories_of_documents(session, [i for i in ids if i in docs])
-    titles = {i: d.title for i, d in docs.items()}
-    base = {
-        i: SearchResult(
-            **asdict(docs[i]),
-            score=p.score,
-            story=StoryRef(id=stories[i].id, label=stories[i].label) if i in stories else None,
-        )
-        for i, p in zip(ids, picks, strict=True)
-        if i in docs
-    }
     out: list[RecommendResult] = []
     for p in picks:
-        if p.document_id not in base:
+        doc = docs.get(p.document_id)
+        if doc is None:  # deleted meanwhile
             continue
         r = p.reason
         title = ""
+        story = stories.get(p.document_id)
         if r.document_id is not None:
-            title = titles.get(r.document_id, f"document {r.document_id}")
+            related_doc = docs.get(r.document_id)
+            title = related_doc.title if related_doc is not None else f"document {r.document_id}"
         elif r.story_id is not None:
-            story = stories.get(p.document_id)
             title = story.label if story is not None else f"story {r.story_id}"
         out.append(
             RecommendResult(
-                **base[p.document_id].model_dump(),
+                **asdict(doc),
+                score=p.score,
+                story=StoryRef(id=story.id, label=story.label) if story is not None else None,
                 reason=ReasonOut(
                     kind=r.kind,
                     text=_REASON_TEXT[r.kind].format(title=title),
@@ -332,7 +326,6 @@ async def results_with_reasons(session: AsyncSession, picks: list[Pick]) -> list
 
 async def _respond(
     rec: Rec,
-    background: BackgroundTasks,
     outcome: Outcome,
     *,
     subject: str | None,
@@ -346,15 +339,15 @@ async def _respond(
         results = await results_with_reasons(session, outcome.ranking.picks)
     outcome.timings["db"] = time.perf_counter() - t0
     list_id = uuid.uuid4()
-    background.add_task(
-        _record,
-        rec,
-        list_id=list_id,
-        subject=subject or "anonymous",
-        experiment=experiment,
-        variant=variant,
-        ids=[r.id for r in results],
-        params=asdict(params),
+    rec.served.add(
+        ServedList(
+            list_id=list_id,
+            subject=subject or "anonymous",
+            experiment=experiment,
+            variant=variant,
+            document_ids=[r.id for r in results],
+            params=asdict(params),
+        )
     )
     return RecommendResponse(
         list_id=list_id,
@@ -368,31 +361,6 @@ async def _respond(
     )
 
 
-async def _record(
-    rec: Rec,
-    *,
-    list_id: uuid.UUID,
-    subject: str,
-    experiment: str | None,
-    variant: str | None,
-    ids: list[int],
-    params: dict[str, Any],
-) -> None:
-    try:
-        async with rec.sessions() as session, session.begin():
-            await record_served(
-                session,
-                list_id=list_id,
-                subject=subject,
-                experiment=experiment,
-                variant=variant,
-                document_ids=ids,
-                params=params,
-            )
-    except Exception:  # the list was answered; losing its record loses one experiment row
-        logger.exception("recording served list %s failed", list_id)
-
-
 @router.get(
     "/v1/recommend",
     response_model=RecommendResponse,
@@ -402,7 +370,6 @@ async def _record(
 async def recommend(
     rec: Rec,
     who: Caller,
-    background: BackgroundTasks,
     flt: Annotated[SearchFilter, Depends(search_filter)],
     user_id: Annotated[
         ClientId | None, Query(description="The reader (needs their token or an API key)")
@@ -449,7 +416,6 @@ async def recommend(
     outcome = await rec.recommender.personal(entry, subject, k, flt, params, now)
     return await _respond(
         rec,
-        background,
         outcome,
         subject=subject,
         model=ModelRef(id=entry.id, name=entry.name),
@@ -465,9 +431,7 @@ async def recommend(
     summary="Documents like the positive examples and unlike the negative ones (ids or texts)",
     responses=error_responses(401, 403, 404, 422, 503),
 )
-async def recommend_examples(
-    body: RecommendQuery, rec: Rec, who: Caller, background: BackgroundTasks
-) -> RecommendResponse:
+async def recommend_examples(body: RecommendQuery, rec: Rec, who: Caller) -> RecommendResponse:
     if not body.positive and not body.negative:
         raise InvalidRequest("give at least one positive or negative example")
     if body.user_id is not None and body.session_id is not None:
@@ -488,7 +452,7 @@ async def recommend_examples(
         entry, positive, negative, body.strategy, body.k, flt, params, time.time(), seen | given
     )
     return await _respond(
-        rec, background, outcome, subject=subject, model=ModelRef(id=entry.id, name=entry.name), params=params
+        rec, outcome, subject=subject, model=ModelRef(id=entry.id, name=entry.name), params=params
     )
 
 

@@ -32,7 +32,7 @@ from actors.rec_ranking import Pick, Reason
 from serve_apps.cms.security import TokenIssuer
 from serve_apps.errors import InvalidRequest, NotFound, NotReady, error_responses, install_error_handlers
 from serve_apps.inputs import Id, reject_unstorable_text
-from serve_apps.recommend.context import RecommendContext, install
+from serve_apps.recommend.context import RecommendContext, ServedRecorder, install
 from serve_apps.recommend.engine import Recommender, blend_params
 from serve_apps.recommend.routes import results_with_reasons
 from serve_apps.recommend.routes import router as recommend_router
@@ -125,14 +125,7 @@ class SearchIngress:
             database_url=self._args.database_url,
             storage_uri=self._args.storage_uri,
             namespace=self._args.namespace,
-            params=ProfileParams.from_hours(
-                half_life_h=s.profile_half_life_h,
-                popularity_half_life_h=s.popularity_half_life_h,
-                co_read_window_h=s.co_read_window_h,
-                max_seen=s.max_seen,
-                max_documents=s.profile_documents,
-                recent=s.recent_positives,
-            ),
+            params=ProfileParams.from_settings(s),
             num_cpus=s.num_cpus,
             poll_interval_s=s.poll_interval_s,
             snapshot_interval_s=s.snapshot_interval_s,
@@ -156,6 +149,7 @@ class SearchIngress:
                 profiles=profiles,
                 settings=s,
                 tokens=TokenIssuer(self._args.jwt_secret) if self._args.jwt_secret else None,
+                served=ServedRecorder(self._sessions),
                 _keys={},
             )
         )

@@ -35,6 +35,7 @@ from storage.rec_events import (
 )
 from storage.rec_experiments import (
     ExperimentRow,
+    ServedList,
     Variant,
     VariantCounts,
     active_experiments,
@@ -220,31 +221,43 @@ def test_events_answering_a_served_list_carry_its_experiment_and_variant(engine:
         async with sessions() as session, session.begin():
             await record_served(
                 session,
-                list_id=served,
-                subject="user:u1",
-                experiment="ranker",
-                variant="b",
-                document_ids=[5, 6, 7],
-                params={"alpha": 0.3},
+                [
+                    ServedList(
+                        list_id=served,
+                        subject="user:u1",
+                        experiment="ranker",
+                        variant="b",
+                        document_ids=[5, 6, 7],
+                        params={"alpha": 0.3},
+                    )
+                ],
             )
             await record_served(
                 session,
-                list_id=plain,
-                subject="user:u1",
-                experiment=None,
-                variant=None,
-                document_ids=[],
-                params={},
+                [
+                    ServedList(
+                        list_id=plain,
+                        subject="user:u1",
+                        experiment=None,
+                        variant=None,
+                        document_ids=[],
+                        params={},
+                    )
+                ],
             )
             # Recording the same list again changes nothing.
             await record_served(
                 session,
-                list_id=served,
-                subject="user:x",
-                experiment="x",
-                variant="x",
-                document_ids=[1],
-                params={},
+                [
+                    ServedList(
+                        list_id=served,
+                        subject="user:x",
+                        experiment="x",
+                        variant="x",
+                        document_ids=[1],
+                        params={},
+                    )
+                ],
             )
         async with sessions() as session, session.begin():
             await store_events(
@@ -412,12 +425,16 @@ def test_experiment_counts_per_variant(rec_db: str) -> None:
                 experiment, variant = ("exp2", "a") if key == "other" else ("exp", key[0])
                 await record_served(
                     session,
-                    list_id=list_id,
-                    subject="user:u1",
-                    experiment=experiment,
-                    variant=variant,
-                    document_ids=[1, 2],
-                    params={},
+                    [
+                        ServedList(
+                            list_id=list_id,
+                            subject="user:u1",
+                            experiment=experiment,
+                            variant=variant,
+                            document_ids=[1, 2],
+                            params={},
+                        )
+                    ],
                 )
         events = [
             # a1: two clicks of two kinds, an impression and a view (neither is a click).

@@ -5,23 +5,10 @@ from __future__ import annotations
 import click
 
 from actors.rec_profiles import ProfileParams
-from cluster.ground.settings import RecommendSettings
 from cluster.top.commands.env import CommandEnv, pass_env
 from cluster.top.entry import InOrderGroup
 from cluster.top.profiles_job import ProfilesRebuildConfig, rebuild_profiles
 from storage.vector_files import absolute_storage_uri
-
-
-def profile_params(s: RecommendSettings) -> ProfileParams:
-    """The profile book's parameters from the recommend settings (as the search app gives its actor)."""
-    return ProfileParams.from_hours(
-        half_life_h=s.profile_half_life_h,
-        popularity_half_life_h=s.popularity_half_life_h,
-        co_read_window_h=s.co_read_window_h,
-        max_seen=s.max_seen,
-        max_documents=s.profile_documents,
-        recent=s.recent_positives,
-    )
 
 
 @click.command("rebuild", short_help="rebuild the profile book from all stored events (a Ray job)")
@@ -51,7 +38,7 @@ def rebuild(env: CommandEnv, *, groups: int, num_cpus: float) -> int:
             database_url=db.url,
             storage_uri=absolute_storage_uri(env.settings.storage.uri),
             namespace=env.settings.ray.namespace,
-            params=profile_params(env.settings.recommend),
+            params=ProfileParams.from_settings(env.settings.recommend),
             groups=groups,
             num_cpus=num_cpus,
             placement_timeout_s=env.settings.ray.placement_timeout_s,
