@@ -38,7 +38,7 @@ load: profiles, co-reads and popularity are real.
 **Load**: first a closed loop of ``--clients`` (50) concurrent clients (each sends its next request as
 soon as its last is answered: this saturates the machine, so its latency is mostly queueing: on 2 cores
 even ``/healthz`` is far above 50 ms there); then the bounded loads the target speaks of: the same 50
-clients sending ``--rates`` requests/s in all (25, 50, 100 by default), each on a fixed schedule, latency
+clients sending ``--rates`` requests/s in all (20, 25, 30, 40 by default), each on a fixed schedule, latency
 counted from the scheduled send time. Clients are asyncio + httpx, one ``AsyncClient`` with one
 keep-alive connection each; each run is ``--warmup`` seconds then ``--duration`` seconds counted
 (requests started after the warm-up and finished inside the window), each request with ``X-API-Key``:
@@ -620,7 +620,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds of warm-up before each run")
     parser.add_argument(
         "--rates",
-        default="25,50,100",
+        default="20,25,30,40",
         help="bounded loads: total requests/s sent by the --clients clients together (comma-separated)",
     )
     parser.add_argument("--reps", type=int, default=3, help="repetitions per route (medians)")
