@@ -298,9 +298,7 @@ def assemble(
             similar_to = pos_ids[np.argmax(vecs @ np.vstack(list(positives.values())).T, axis=1)]
     return Candidates.build(
         np.asarray(order, np.int64),
-        vecs.reshape(len(order), -1)
-        if len(order)
-        else np.zeros((0, vecs.shape[-1] if vecs.ndim == 2 else 0)),
+        vecs,
         content=content,
         similar_to=similar_to,
         collaborative=np.array([co_reads[d][0] if d in co_reads else 0.0 for d in order]),

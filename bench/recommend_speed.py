@@ -481,24 +481,6 @@ async def _load(
     return out
 
 
-def run_load(
-    base: str,
-    key: str,
-    make: Any,
-    *,
-    clients: int,
-    warmup_s: float,
-    duration_s: float,
-    seed: int,
-    rate: float | None = None,
-) -> dict[str, Any]:
-    return asyncio.run(
-        _load(
-            base, key, make, clients=clients, warmup_s=warmup_s, duration_s=duration_s, seed=seed, rate=rate
-        )
-    )
-
-
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Medians over the repetitions (errors summed), with each repetition's figures."""
     out: dict[str, Any] = {
@@ -578,15 +560,17 @@ def measure_level(
     for rep in range(args.reps):
         order = ROUTES[rep % len(ROUTES) :] + ROUTES[: rep % len(ROUTES)]
         for route in order:
-            res = run_load(
-                base,
-                key,
-                makes[route],
-                clients=clients,
-                warmup_s=args.warmup,
-                duration_s=duration_s,
-                seed=rep * 10 + ROUTES.index(route),
-                rate=rate,
+            res = asyncio.run(
+                _load(
+                    base,
+                    key,
+                    makes[route],
+                    clients=clients,
+                    warmup_s=args.warmup,
+                    duration_s=duration_s,
+                    seed=rep * 10 + ROUTES.index(route),
+                    rate=rate,
+                )
             )
             runs[route].append(res)
             stages = {k: v["p50"] for k, v in res.get("stages_ms", {}).items()}

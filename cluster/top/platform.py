@@ -50,7 +50,7 @@ from cluster.top.serve_config import (
     ingress_env,
 )
 from cluster.top.targets import choose_database, choose_ray
-from cluster.top.trends import snapshot_trend_clusterers, start_trends
+from cluster.top.trends import snapshot_before_stop, start_trends
 from jobs.embed.notify import notify_index
 from jobs.embed.pipeline import run_embed
 from jobs.ingest.loader import ingest_file
@@ -245,7 +245,7 @@ def down(settings: Settings, console: Console) -> None:
             serve.shutdown()  # type: ignore[no-untyped-call]
         except Exception as exc:  # Serve not running is fine
             logger.debug("serve shutdown: %s", exc)
-        snapshot_trend_clusterers()  # their ids must survive the stop: a snapshot now, not in 5 minutes
+        snapshot_before_stop()  # clusterer ids and profiles must survive the stop: snapshots now
         for entry in ray.util.list_named_actors(all_namespaces=True):
             if entry["name"].startswith(
                 (

@@ -77,7 +77,7 @@ def start_trends(settings: Settings, database_url: str) -> list[str]:
     return started
 
 
-def snapshot_trend_clusterers(timeout_s: float = 15.0) -> int:
+def snapshot_before_stop(timeout_s: float = 15.0) -> int:
     """Ask every running trend clusterer, and the profile actor, for a snapshot now (before a stop); how many
     wrote one."""
     refs: list[Any] = []

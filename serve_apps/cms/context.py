@@ -18,14 +18,14 @@ from fastapi.security import HTTPAuthorizationCredentials
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from serve_apps.cms.args import CmsArgs
+from serve_apps.cms.credentials import authenticate
 from serve_apps.cms.limits import ClientAddress, RateLimits
 from serve_apps.cms.permissions import Decision, decide
-from serve_apps.cms.security import InvalidToken, Principal, TokenIssuer
+from serve_apps.cms.security import Principal, TokenIssuer
 from serve_apps.errors import Forbidden, NotFound, RateLimited, Unauthorized
 from storage.cms_actions import Action, EventType
 from storage.cms_audit import record_audit
 from storage.cms_events import append_event
-from storage.cms_users import ApiKeyRepository
 from storage.database import make_async_engine
 from storage.errors import CmsNotFound, LastAdmin
 
@@ -85,31 +85,14 @@ class CmsContext:
     async def principal(
         self, request: Request, bearer: HTTPAuthorizationCredentials | None, api_key: str | None
     ) -> Principal:
-        """The caller: an API key (``X-API-Key``) before an access token (``Authorization: Bearer``)."""
-        who = Principal.anonymous()
-        authorization = request.headers.get("authorization")
-        if api_key:
-            async with self.sessions() as session, session.begin():
-                key = await ApiKeyRepository(session).authenticate(api_key)
-            if key is None:
-                raise Unauthorized("X-API-Key: unknown or revoked key; ask an admin for a new one")
-            who = Principal("key", key.id, key.role)
-        elif authorization:
-            if bearer is not None:
-                token = bearer.credentials
-            else:  # another scheme, no token, or blanks only after "Bearer " (an unreadable token)
-                scheme, _, rest = authorization.partition(" ")
-                if scheme.lower() != "bearer" or not rest:
-                    raise Unauthorized(
-                        "Authorization: expected `Bearer <access token>` (POST /v1/cms/auth/login)"
-                    )
-                token = ""
-            try:
-                who = self.tokens.decode_access(token)
-            except InvalidToken as exc:
-                raise Unauthorized(
-                    f"access token {exc.reason}; log in again or use your refresh token"
-                ) from exc
+        """The caller (``serve_apps.cms.credentials.authenticate``), counted against its rate limit."""
+        who = await authenticate(
+            self.sessions,
+            self.tokens,
+            authorization=request.headers.get("authorization"),
+            bearer=bearer,
+            api_key=api_key,
+        )
         self.check_rate(who, self.ip(request))
         return who
 

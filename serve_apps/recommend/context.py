@@ -17,37 +17,35 @@ replica: a revoked key stops working within that time.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
-from fastapi import Depends
-from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials
 from ray.actor import ActorProxy
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from actors.rec_actor import ProfileService
 from cluster.ground.settings import RecommendSettings
-from serve_apps.cms.security import InvalidToken, Principal, TokenIssuer
+from serve_apps.cms.credentials import KeyCache, authenticate
+from serve_apps.cms.deps import API_KEY, BEARER
+from serve_apps.cms.security import Principal, TokenIssuer
 from serve_apps.errors import Forbidden, NotReady, Unauthorized
-from serve_apps.recommend.engine import Recommender
+from serve_apps.recommend.engine import Periodic, Recommender
 from serve_apps.search.model_switch import ModelSwitch
 from serve_apps.search.retriever import Retriever
-from storage.cms_users import ApiKeyRepository
-from storage.rec_experiments import ServedList, record_served
+from storage.rec_experiments import ExperimentRow, ServedList, active_experiments, record_served
 
 logger = logging.getLogger(__name__)
 
 #: Seconds an authenticated API key is remembered by a replica.
 KEY_CACHE_S = 10.0
+#: Seconds a replica keeps the list of active experiments (a PUT in the replica clears it at once).
+EXPERIMENTS_REFRESH_S = 5.0
 #: Roles that may create and change experiments.
 EXPERIMENT_ROLES = frozenset({"admin", "editor"})
-
-BEARER = HTTPBearer(auto_error=False, description="A user's access token (POST /v1/cms/auth/login)")
-API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, description="A client application's API key")
 
 
 class ServedRecorder:
@@ -94,35 +92,15 @@ class RecommendContext:
     settings: RecommendSettings
     tokens: TokenIssuer | None
     served: ServedRecorder
-    _keys: dict[str, tuple[float, Principal]]
+    keys: KeyCache = field(default_factory=lambda: KeyCache(ttl_s=KEY_CACHE_S))
+    experiments: Periodic[list[ExperimentRow]] = field(init=False)
 
-    async def principal(self, bearer: HTTPAuthorizationCredentials | None, api_key: str | None) -> Principal:
-        """The caller: an API key before an access token; anonymous with neither."""
-        if api_key:
-            digest = hashlib.sha256(api_key.encode()).hexdigest()
-            cached = self._keys.get(digest)
-            if cached is not None and time.monotonic() - cached[0] < KEY_CACHE_S:
-                return cached[1]
-            async with self.sessions() as session, session.begin():
-                key = await ApiKeyRepository(session).authenticate(api_key)
-            if key is None:
-                self._keys.pop(digest, None)
-                raise Unauthorized("X-API-Key: unknown or revoked key; ask an admin for a new one")
-            who = Principal("key", key.id, key.role)
-            if len(self._keys) > 1024:
-                self._keys.clear()
-            self._keys[digest] = (time.monotonic(), who)
-            return who
-        if bearer is not None:
-            if self.tokens is None:
-                raise Unauthorized("this deployment takes API keys only (no token secret was configured)")
-            try:
-                return self.tokens.decode_access(bearer.credentials)
-            except InvalidToken as exc:
-                raise Unauthorized(
-                    f"access token {exc.reason}; log in again or use your refresh token"
-                ) from exc
-        return Principal.anonymous()
+    def __post_init__(self) -> None:
+        self.experiments = Periodic(self._active_experiments, EXPERIMENTS_REFRESH_S)
+
+    async def _active_experiments(self) -> list[ExperimentRow]:
+        async with self.sessions() as session:
+            return await active_experiments(session)
 
 
 _installed: list[RecommendContext] = []
@@ -143,11 +121,20 @@ Rec = Annotated[RecommendContext, Depends(get_recommend)]
 
 
 async def current_caller(
+    request: Request,
     rec: Rec,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
     api_key: Annotated[str | None, Depends(API_KEY)],
 ) -> Principal:
-    return await rec.principal(bearer, api_key)
+    """The caller, from the CMS's credentials (``serve_apps.cms.credentials.authenticate``)."""
+    return await authenticate(
+        rec.sessions,
+        rec.tokens,
+        authorization=request.headers.get("authorization"),
+        bearer=bearer,
+        api_key=api_key,
+        keys=rec.keys,
+    )
 
 
 Caller = Annotated[Principal, Depends(current_caller)]

@@ -16,9 +16,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 from ray.actor import ActorProxy
@@ -40,6 +40,8 @@ from cluster.ground.settings import RecommendSettings
 from serve_apps.search.retriever import Retriever
 from storage.model_registry import ModelRow
 from storage.trend_queries import TrendingDocument, trending_documents
+
+T = TypeVar("T")
 
 #: Newest documents taken from each trending story.
 TRENDING_PER_STORY = 5
@@ -69,28 +71,29 @@ class Outcome:
     timings: dict[str, float]
 
 
-class _Trending:
-    """The trending stories' newest documents, read at most every ``refresh_s`` per replica."""
+class Periodic(Generic[T]):
+    """A value ``load`` reads (from PostgreSQL), kept by a replica for ``every_s`` and read again after that
+    by one request while the others wait for it; ``expire`` makes the next ``get`` read it."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], stories: int, refresh_s: float) -> None:
-        self._sessions, self._stories, self._refresh_s = sessions, stories, refresh_s
-        self._docs: list[TrendingDocument] = []
+    def __init__(self, load: Callable[[], Awaitable[T]], every_s: float) -> None:
+        self._load, self._every_s = load, every_s
+        self._value: T | None = None
         self._at = -np.inf
         self._lock = asyncio.Lock()
 
-    async def documents(self) -> list[TrendingDocument]:
-        if self._stories <= 0:
-            return []
-        if time.monotonic() - self._at < self._refresh_s:
-            return self._docs
-        async with self._lock:
-            if time.monotonic() - self._at >= self._refresh_s:
-                async with self._sessions() as session:
-                    self._docs = await trending_documents(
-                        session, stories=self._stories, per_story=TRENDING_PER_STORY
-                    )
-                self._at = time.monotonic()
-        return self._docs
+    def _fresh(self) -> bool:
+        return time.monotonic() - self._at < self._every_s
+
+    async def get(self) -> T:
+        if self._value is None or not self._fresh():
+            async with self._lock:
+                if self._value is None or not self._fresh():
+                    self._value = await self._load()
+                    self._at = time.monotonic()
+        return self._value
+
+    def expire(self) -> None:
+        self._at = -np.inf
 
 
 class VectorCache:
@@ -136,8 +139,18 @@ class Recommender:
         self._retriever = retriever
         self._profiles = profiles
         self._settings = settings
-        self._trending = _Trending(sessions, settings.trending_stories, settings.trending_refresh_s)
+        self._sessions = sessions
+        self._trending = Periodic(self._trending_documents, settings.trending_refresh_s)
         self._vectors = VectorCache()
+
+    async def _trending_documents(self) -> list[TrendingDocument]:
+        """The newest documents of the best-scored trending stories (none when the setting is 0)."""
+        if self._settings.trending_stories <= 0:
+            return []
+        async with self._sessions() as session:
+            return await trending_documents(
+                session, stories=self._settings.trending_stories, per_story=TRENDING_PER_STORY
+            )
 
     @property
     def settings(self) -> RecommendSettings:
@@ -179,7 +192,7 @@ class Recommender:
         """A list for ``subject``: personal when it has a profile, else trending and popular (cold start)."""
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
-        inputs, trending = await asyncio.gather(self.inputs(subject, now), self._trending.documents())
+        inputs, trending = await asyncio.gather(self.inputs(subject, now), self._trending.get())
         timings["profile"] = time.perf_counter() - t0
         profile = inputs.profile
         seen = profile.seen if profile is not None else frozenset()
@@ -228,8 +241,9 @@ class Recommender:
         timings: dict[str, float] = {}
         t1 = time.perf_counter()
         depth = min(self._settings.pool_size + len(exclude), MAX_OVERFETCH)
-        queries = [example_vector(positive, negative)] if strategy == "average_vector" else list(positive)
-        queries = [q for q in queries if q is not None] or [example_vector(positive, negative)]
+        # best_score searches near each positive example; average_vector (or negatives alone) near one target
+        target = example_vector(positive, negative)
+        queries = list(positive) if strategy == "best_score" and len(positive) else [target]
         answers = await asyncio.gather(
             *(self._retriever.nearest(entry, q, depth, flt) for q in queries if q is not None)
         )

@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from actors.filters import SearchFilter
 from actors.rec_ranking import BlendParams, Pick
+from serve_apps.cms.security import Principal
 from serve_apps.errors import Forbidden, InvalidRequest, NotFound, Unauthorized, error_responses
 from serve_apps.recommend.context import EXPERIMENT_ROLES, Caller, Rec, check_reader, may_act_for, subject_of
 from serve_apps.recommend.engine import Outcome, blend_params
@@ -52,7 +53,6 @@ from storage.rec_experiments import (
     ExperimentRow,
     ServedList,
     Variant,
-    active_experiments,
     experiment_counts,
     get_experiment,
     put_experiment,
@@ -65,33 +65,37 @@ router = APIRouter()
 
 #: Seconds ``POST /v1/events`` waits for the profile actor to apply the events it stored.
 APPLY_WAIT_S = 1.0
-#: Seconds a replica keeps the list of active experiments.
-EXPERIMENTS_REFRESH_S = 5.0
 ExperimentName = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[a-z0-9_-]+$")]
 
 
 # ------------------------------------------------------------------------------------------------ events
-def _refusals(body: EventsIn, who_reason: Any, now: datetime, skew_s: float) -> list[dict[str, str]]:
+def _not_the_callers(who: Principal, body: EventsIn) -> list[int]:
+    """The events a user's token may not post (anything but its own ``user_id``); a key may post any."""
+    if who.kind == "key":
+        return []
+    return [i for i, ev in enumerate(body.events) if may_act_for(who, ev.user_id) is not None]
+
+
+def _refusals(body: EventsIn, now: datetime, skew_s: float) -> list[dict[str, str]]:
+    """Why each invalid event of the batch is invalid (what pydantic's types cannot say)."""
     details: list[dict[str, str]] = []
     horizon = now + timedelta(seconds=skew_s)
     for i, ev in enumerate(body.events):
         at = f"events.{i}"
         if (ev.user_id is None) == (ev.session_id is None):
             details.append({"field": f"{at}.user_id", "reason": "give exactly one of user_id and session_id"})
-        stamp = ev.timestamp if ev.timestamp.tzinfo else ev.timestamp.replace(tzinfo=UTC)
-        if stamp > horizon:
+        if ev.timestamp > horizon:
             details.append(
                 {
                     "field": f"{at}.timestamp",
-                    "reason": f"{stamp.isoformat()} is more than {skew_s:g} s ahead of the server's clock",
+                    "reason": f"{ev.timestamp.isoformat()} is more than {skew_s:g} s ahead of the server's "
+                    "clock",
                 }
             )
         if ev.type == "dwell" and ev.value is None:
             details.append({"field": f"{at}.value", "reason": "a dwell event needs value: the seconds spent"})
         if ev.type != "dwell" and ev.value is not None:
             details.append({"field": f"{at}.value", "reason": f"a {ev.type} event takes no value"})
-        if (reason := who_reason(ev.user_id)) is not None:
-            details.append({"field": f"{at}.user_id", "reason": reason})
     return details
 
 
@@ -104,17 +108,12 @@ def _refusals(body: EventsIn, who_reason: Any, now: datetime, skew_s: float) -> 
 async def post_events(body: EventsIn, rec: Rec, who: Caller) -> EventsOut:
     if who.kind == "anonymous":
         raise Unauthorized("POST /v1/events: send an API key (X-API-Key) or the user's access token")
-    now = datetime.now(UTC)
-
-    def who_reason(user_id: str | None) -> str | None:
-        if who.kind == "key" or user_id is None:
-            return None if who.kind == "key" else "a user's token posts only its own events (with user_id)"
-        return may_act_for(who, user_id)
-
-    details = _refusals(body, who_reason, now, rec.settings.clock_skew_s)
-    forbidden = [d for d in details if "token" in d["reason"]]
-    if forbidden and len(forbidden) == len(details):
-        raise Forbidden(f"{len(forbidden)} events are not the caller's to post: {forbidden[0]['reason']}")
+    if refused := _not_the_callers(who, body):
+        raise Forbidden(
+            f"events {refused[:10]} are not user {who.id}'s: a user's token posts only events with its own "
+            "user_id; a client application posts others' with an API key"
+        )
+    details = _refusals(body, datetime.now(UTC), rec.settings.clock_skew_s)
     async with rec.sessions() as session, session.begin():
         known = await existing_documents(session, [ev.document_id for ev in body.events])
         for i, ev in enumerate(body.events):
@@ -138,7 +137,7 @@ async def post_events(body: EventsIn, rec: Rec, who: Caller) -> EventsOut:
                     session_id=ev.session_id,
                     document_id=ev.document_id,
                     type=ev.type,
-                    occurred_at=ev.timestamp if ev.timestamp.tzinfo else ev.timestamp.replace(tzinfo=UTC),
+                    occurred_at=ev.timestamp,
                     value=ev.value,
                     list_id=ev.list_id,
                     posted_by=who.label,
@@ -148,32 +147,13 @@ async def post_events(body: EventsIn, rec: Rec, who: Caller) -> EventsOut:
         )
     if stored.stored:
         try:  # the hint: a lost one only delays (the actor polls)
-            await asyncio.wait_for(_await(rec.profiles().catch_up.remote()), timeout=APPLY_WAIT_S)
+            await asyncio.wait_for(rec.profiles().catch_up.remote(), timeout=APPLY_WAIT_S)
         except Exception as exc:
             logger.warning("profile actor did not apply new events at once: %s", exc)
     return EventsOut(stored=len(stored.stored), duplicates=stored.duplicates)
 
 
-async def _await(ref: Any) -> Any:
-    return await ref
-
-
 # ------------------------------------------------------------------------------------------- experiments
-class _Experiments:
-    """Active experiments, read at most every ``EXPERIMENTS_REFRESH_S`` per replica."""
-
-    rows: list[ExperimentRow] = []
-    at: float = -1e18
-
-
-async def _active(rec: Rec) -> list[ExperimentRow]:
-    if time.monotonic() - _Experiments.at >= EXPERIMENTS_REFRESH_S:
-        async with rec.sessions() as session:
-            _Experiments.rows = await active_experiments(session)
-        _Experiments.at = time.monotonic()
-    return _Experiments.rows
-
-
 def _variant(
     rows: list[ExperimentRow], name: str | None, subject: str | None
 ) -> tuple[ExperimentRow | None, Variant | None]:
@@ -213,7 +193,7 @@ async def put_experiment_route(
             ],
             active=body.active,
         )
-    _Experiments.at = -1e18
+    rec.experiments.expire()
     return await _report(rec, row)
 
 
@@ -397,7 +377,7 @@ async def recommend(
         raise InvalidRequest("give user_id or session_id, not both")
     check_reader(who, user_id)
     subject = subject_of(user_id, session_id)
-    chosen, variant = _variant(await _active(rec), experiment, subject)
+    chosen, variant = _variant(await rec.experiments.get(), experiment, subject)
     overrides = dict(variant.params) if variant is not None else {}
     if diversity is not None:
         overrides["diversity"] = diversity

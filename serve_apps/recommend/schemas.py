@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, field_validator
 
 from serve_apps.search.schemas import ModelRef, RecommendResult
 
@@ -37,6 +37,12 @@ class EventIn(BaseModel):
     list_id: uuid.UUID | None = Field(
         default=None, description="The list_id of the recommendation list the event answers, if any"
     )
+
+    @field_validator("timestamp")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        """A timestamp without an offset is UTC."""
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 class EventsIn(BaseModel):

@@ -150,7 +150,6 @@ class SearchIngress:
                 settings=s,
                 tokens=TokenIssuer(self._args.jwt_secret) if self._args.jwt_secret else None,
                 served=ServedRecorder(self._sessions),
-                _keys={},
             )
         )
         return recommender
