@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated
 
@@ -88,7 +87,7 @@ class RecommendContext:
     switch: ModelSwitch
     sessions: async_sessionmaker[AsyncSession]
     recommender: Recommender
-    profiles: Callable[[], ActorProxy[ProfileService]]
+    profiles: ActorProxy[ProfileService]
     settings: RecommendSettings
     tokens: TokenIssuer | None
     served: ServedRecorder

@@ -133,7 +133,7 @@ class Recommender:
         self,
         retriever: Retriever,
         sessions: async_sessionmaker[AsyncSession],
-        profiles: Callable[[], ActorProxy[ProfileService]],
+        profiles: ActorProxy[ProfileService],
         settings: RecommendSettings,
     ) -> None:
         self._retriever = retriever
@@ -158,7 +158,7 @@ class Recommender:
 
     async def inputs(self, subject: str | None, now: float) -> RecommendInputs:
         pool = self._settings.pool_size
-        result: RecommendInputs = await self._profiles().inputs.remote(subject, pool, pool, now)
+        result: RecommendInputs = await self._profiles.inputs.remote(subject, pool, pool, now)
         return result
 
     async def _profile_vector(
@@ -283,7 +283,7 @@ class Recommender:
         t1 = time.perf_counter()
         answer, co_reads = await asyncio.gather(
             self._retriever.nearest(entry, vector, self._settings.pool_size + 1, flt),
-            self._profiles().co_read.remote([document_id], self._settings.pool_size),
+            self._profiles.co_read.remote([document_id], self._settings.pool_size),
         )
         timings["vector"] = time.perf_counter() - t1
         co = {c.document_id: c for c in co_reads}

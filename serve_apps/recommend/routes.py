@@ -147,7 +147,7 @@ async def post_events(body: EventsIn, rec: Rec, who: Caller) -> EventsOut:
         )
     if stored.stored:
         try:  # the hint: a lost one only delays (the actor polls)
-            await asyncio.wait_for(rec.profiles().catch_up.remote(), timeout=APPLY_WAIT_S)
+            await asyncio.wait_for(rec.profiles.catch_up.remote(), timeout=APPLY_WAIT_S)
         except Exception as exc:
             logger.warning("profile actor did not apply new events at once: %s", exc)
     return EventsOut(stored=len(stored.stored), duplicates=stored.duplicates)

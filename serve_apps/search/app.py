@@ -20,13 +20,12 @@ import ray
 from fastapi import Depends, FastAPI, Query, Response
 from fastapi.responses import JSONResponse
 from ray import serve
-from ray.actor import ActorProxy
 from ray.serve.handle import DeploymentHandle
 from ray.util import metrics
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from actors.filters import SearchFilter
-from actors.rec_actor import ProfileActorConfig, ProfileService, get_or_create_profile_actor
+from actors.rec_actor import ProfileActorConfig, get_or_create_profile_actor
 from actors.rec_profiles import ProfileParams
 from actors.rec_ranking import Pick, Reason
 from serve_apps.cms.security import TokenIssuer
@@ -119,7 +118,7 @@ class SearchIngress:
             self._recommender = self._recommendations()
 
     def _recommendations(self) -> Recommender:
-        """The recommender over the profile actor (created when first needed), and the routes' context."""
+        """The profile actor (created if missing), the recommender over it, and the routes' context."""
         s = self._args.recommend
         config = ProfileActorConfig(
             database_url=self._args.database_url,
@@ -131,13 +130,9 @@ class SearchIngress:
             snapshot_interval_s=s.snapshot_interval_s,
             retention_days=s.retention_days,
         )
-        held: list[ActorProxy[ProfileService]] = []
-
-        def profiles() -> ActorProxy[ProfileService]:
-            """The profile actor, created on the first recommendation, event or similar request."""
-            if not held:
-                held.append(get_or_create_profile_actor(config))
-            return held[0]
+        # Created now, not on the first request: it follows the events table from the start, and the first
+        # POST /v1/events after a deploy finds it ready to apply what it stored.
+        profiles = get_or_create_profile_actor(config)
 
         recommender = Recommender(self._retriever, self._sessions, profiles, s)
         install(

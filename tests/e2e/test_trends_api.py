@@ -4,14 +4,17 @@ in tests/integration/test_trend_queries.py)."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import ray
 from ray import serve
 
+from cluster.ground.constants import PROFILE_ACTOR_NAME
 from tests.integration.test_trend_queries import Seeded, seed_trends
 from tests.support.fuzz import fuzz
 
@@ -50,6 +53,8 @@ def world(  # type: ignore[no-untyped-def]
     yield seeded
     for name in ("search", "cms", *(name for name, _, _ in TRENDS_APPS)):
         serve.delete(name)
+    with contextlib.suppress(ValueError):  # the search app's profile actor
+        ray.kill(ray.get_actor(PROFILE_ACTOR_NAME, namespace="pulse-e2e-trends"), no_restart=True)
 
 
 def get(url: str, **params: Any) -> httpx.Response:
