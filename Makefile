@@ -45,7 +45,9 @@ test-embedded: install
 		--deselect tests/integration/test_embed_placement.py \
 		--deselect tests/integration/test_collect_job.py \
 		--deselect tests/integration/test_search_index.py \
-		--deselect tests/integration/test_fetch.py
+		--deselect tests/integration/test_fetch.py \
+		--deselect tests/integration/test_cluster_sim.py \
+		--deselect tests/integration/test_job_submit.py
 
 test: lint test-embedded
 	$(BIN)/pytest

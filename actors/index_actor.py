@@ -28,14 +28,15 @@ import numpy as np
 import ray
 from ray import ObjectRef
 from ray.actor import ActorClass, ActorProxy
-from ray.util import metrics
 
 from actors.errors import IndexNotReady
 from actors.filters import SearchFilter
 from actors.index_stats import ShardStats
 from actors.vector_index import IndexSnapshot, VectorIndex
 from actors.vector_search import IndexConfig, SearchHits, merge_hits
+from cluster.ground import ray_metrics
 from cluster.ground.constants import index_actor_name
+from cluster.ground.metrics import ERRORS, INDEX_APPLIED, INDEX_VECTORS
 from storage.errors import SnapshotError
 from storage.index_snapshots import SnapshotStore
 from storage.vector_files import CHUNK_SLOTS
@@ -160,13 +161,7 @@ class VectorIndexService:
         self._snapshot_marks = (-1, -1)
         self._snapshot_at = time.monotonic()
         self._snapshots_written = 0
-        tags = {"model_id": str(config.model_id), "level": config.level, "shard": str(config.shard)}
-        self._vectors = metrics.Gauge(
-            "pulse_index_vectors",
-            description="Vectors held by an index shard.",
-            tag_keys=("model_id", "level", "shard"),
-        )
-        self._vectors.set_default_tags(tags)
+        self._tags = {"model_id": config.model_id, "level": config.level, "shard": config.shard}
         self._thread = threading.Thread(target=self._run, name="index-maintenance", daemon=True)
         self._thread.start()
 
@@ -204,17 +199,22 @@ class VectorIndexService:
         self._restore()
         while not self._stop.is_set():
             try:
-                self._index.catch_up()
+                self._measure(self._index.catch_up())
                 if self._index.needs_rebuild():
                     self._index.rebuild()
-                self._vectors.set(self._index.size)
                 self._error = None
                 self._ready.set()
                 self._maybe_snapshot()
             except Exception as exc:  # keep serving what is loaded; report and retry
                 self._error = f"{type(exc).__name__}: {exc}"
+                ray_metrics.inc(ERRORS, component="index", kind=type(exc).__name__)
                 logger.exception("index shard %s maintenance failed", self._config.snapshot_name)
             self._stop.wait(self._config.poll_interval_s)
+
+    def _measure(self, applied: int) -> None:
+        """Metrics after a catch-up: the vectors it applied, the shard's size."""
+        ray_metrics.inc(INDEX_APPLIED, applied, **self._tags)
+        ray_metrics.set_gauge(INDEX_VECTORS, self._index.size, **self._tags)
 
     def _maybe_snapshot(self, force: bool = False) -> bool:
         interval = self._config.snapshot_interval_s
@@ -249,7 +249,7 @@ class VectorIndexService:
         if not self._ready.is_set():
             return 0  # still loading: the loader applies them
         applied = self._index.catch_up()
-        self._vectors.set(self._index.size)
+        self._measure(applied)
         return applied
 
     @ray.method

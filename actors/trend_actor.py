@@ -26,7 +26,9 @@ from actors.trend_clusterer import ClustererParams, Communities, TrendClusterer
 from actors.trend_delta import ClusterDelta
 from actors.trend_refresh import StoryRefresher, utc
 from actors.trend_summaries import StorySummarizer, SummaryConfig
+from cluster.ground import ray_metrics
 from cluster.ground.constants import TREND_ID_BLOCK, TREND_SNAPSHOT_PREFIX, trend_actor_name
+from cluster.ground.metrics import ERRORS, TREND_ASSIGNED, TREND_STORIES
 from storage.database import make_engine, make_session_factory, session_scope
 from storage.index_feed import NO_DATE
 from storage.index_snapshots import SnapshotStore
@@ -154,6 +156,7 @@ class TrendService:
         )
         self._group_of = {name: g for g, names in config.source_groups.items() for name in names}
         self._dirty = False
+        self._states_seen: set[str] = set()
         self._last_snapshot = time.monotonic()
         self._ready = threading.Event()
         self._stop = threading.Event()
@@ -239,6 +242,7 @@ class TrendService:
 
     def _flush(self) -> None:
         delta = self._clusterer.drain()
+        self._measure(len(delta.assignments))
         with session_scope(self._sessions) as session:
             touched = apply_delta(
                 session,
@@ -264,6 +268,16 @@ class TrendService:
                 window=(ids, vectors, labels),
             )
 
+    def _measure(self, assigned: int) -> None:
+        """Metrics at each write: documents assigned since the last one, stories by state (a state that
+        emptied is set to 0, so its series does not keep its last value)."""
+        key = self._config.key
+        ray_metrics.inc(TREND_ASSIGNED, assigned, partition=key)
+        states = self._clusterer.story_states()
+        for state in set(states) | self._states_seen:
+            ray_metrics.set_gauge(TREND_STORIES, states.get(state, 0), partition=key, state=state)
+        self._states_seen |= set(states)
+
     def _snapshot_due(self) -> bool:
         interval = self._config.snapshot_interval_s
         return interval > 0 and time.monotonic() - self._last_snapshot >= interval
@@ -281,9 +295,12 @@ class TrendService:
                 if added:
                     logger.info("trend clusterer %s: %d documents taken", self._config.key, added)
                 self._error = None
+                if not self._ready.is_set():
+                    self._measure(0)  # the stories a restored clusterer holds, before any write
                 self._ready.set()
             except Exception as exc:  # keep serving; report and retry
                 self._error = f"{type(exc).__name__}: {exc}"
+                ray_metrics.inc(ERRORS, component="trend", kind=type(exc).__name__)
                 logger.exception("trend clusterer %s: catch-up failed", self._config.key)
             self._stop.wait(self._config.poll_interval_s)
 

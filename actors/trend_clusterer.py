@@ -116,6 +116,13 @@ class TrendClusterer:
     def active_stories(self) -> list[int]:
         return sorted(s for s, st in self._stories.items() if st.status == "active")
 
+    def story_states(self) -> dict[str, int]:
+        """How many stories the clusterer holds in each status (``active``, ``merged``...)."""
+        counts: dict[str, int] = {}
+        for st in self._stories.values():
+            counts[st.status] = counts.get(st.status, 0) + 1
+        return counts
+
     def topic_of(self, story: int) -> int | None:
         st = self._stories.get(story)
         return st.topic if st else None

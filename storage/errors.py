@@ -11,6 +11,12 @@ Hierarchy::
     ├── SourceExists             `pulse sources add` with a name already taken
     ├── SourceNotFound           no source of that name
     ├── SnapshotError            an index snapshot cannot be read (the index rebuilds from vector files)
+    ├── BackupError              a backup cannot be taken or written (names the backup and the reason)
+    ├── RestoreError             a backup cannot be restored: missing, damaged, from an unknown revision
+    │   └── RestoreTargetNotEmpty  the target database or storage holds data (pass --force to replace)
+    ├── PgToolMissing            no pg_dump / pg_restore of the server's major version or newer
+    ├── ScheduleNotFound         no schedule of that name (`pulse schedules`)
+    ├── ScheduleDisabled         run-now of a schedule its settings disable (a backup with no destination)
     └── CmsError                 CMS content problems the API maps to 4xx
         ├── CmsNotFound          no item / revision / user with that id (404)
         ├── StaleVersion         an If-Match version that is not the current one (412)
@@ -77,6 +83,19 @@ class SourceNotFound(StorageError):
         super().__init__(f"no source named {name!r}; `pulse sources list` shows the sources")
 
 
+class ScheduleNotFound(StorageError):
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"no schedule named {name!r}; `pulse schedules list` shows the schedules")
+
+
+class ScheduleDisabled(StorageError):
+    def __init__(self, name: str, note: str | None) -> None:
+        self.name = name
+        self.note = note
+        super().__init__(f"schedule {name!r} is disabled by the settings: {note or 'see its settings'}")
+
+
 class DocumentFileError(StorageError):
     def __init__(self, path: str, reason: str) -> None:
         self.path = path
@@ -94,6 +113,43 @@ class SnapshotError(StorageError):
         super().__init__(
             f"index snapshot {name!r} cannot be read ({reason}); the index rebuilds from the vector files "
             "instead, and writes a fresh snapshot"
+        )
+
+
+class BackupError(StorageError):
+    def __init__(self, location: str, reason: str) -> None:
+        self.location = location
+        self.reason = reason
+        super().__init__(f"backup {location}: {reason}")
+
+
+class RestoreError(StorageError):
+    def __init__(self, source: str, reason: str) -> None:
+        self.source = source
+        self.reason = reason
+        super().__init__(f"restore from {source}: {reason}")
+
+
+class RestoreTargetNotEmpty(RestoreError):
+    def __init__(self, source: str, target: str, what: str) -> None:
+        self.target = target
+        self.what = what
+        super().__init__(
+            source,
+            f"{target} is not empty ({what}). Restore into an empty database and storage, or pass --force "
+            "to replace what is there (stop the platform first: `pulse down`)",
+        )
+
+
+class PgToolMissing(StorageError):
+    def __init__(self, tool: str, needed_major: int, found: list[str]) -> None:
+        self.tool = tool
+        self.needed_major = needed_major
+        self.found = found
+        super().__init__(
+            f"{tool} {needed_major} or newer is needed (the PostgreSQL server or dump is version "
+            f"{needed_major}); found: {', '.join(found) or 'none'}. Install postgresql-client-{needed_major} "
+            "(or a newer one), or pass --pg-bin with the folder holding it"
         )
 
 

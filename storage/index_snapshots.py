@@ -45,7 +45,11 @@ class SnapshotStore:
 
     def save(self, name: str, arrays: Mapping[str, np.ndarray], info: Mapping[str, Any]) -> str:
         """Write a snapshot and make it current; returns its stamp."""
-        stamp = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:6]}"
+        # Microseconds in the stamp: pruning keeps the newest by name, so two snapshots saved in one second
+        # must sort in the order they were made (a random suffix alone would sort them by chance).
+        now = time.time()
+        second = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now))
+        stamp = f"{second}.{int(now % 1 * 1e6):06d}-{uuid.uuid4().hex[:6]}"
         folder = f"{self._folder(name)}/{stamp}"
         self.fs.create_dir(folder, recursive=True)
         for key, array in arrays.items():
@@ -69,6 +73,21 @@ class SnapshotStore:
         )
         for stamp in [s for s in stamps if s != current][: max(0, len(stamps) - self.keep)]:
             self.fs.delete_dir(f"{self._folder(name)}/{stamp}")
+
+    def current_info(self, name: str) -> dict[str, Any] | None:
+        """The current snapshot's description (``info.json``, with its stamp) without its arrays, or
+        ``None`` when there is none."""
+        current = f"{self._folder(name)}/{CURRENT_FILE}"
+        if self.fs.get_file_info(current).type == pafs.FileType.NotFound:
+            return None
+        try:
+            with self.fs.open_input_stream(current) as source:
+                stamp = source.read().decode().strip()
+            with self.fs.open_input_stream(f"{self._folder(name)}/{stamp}/info.json") as source:
+                info: dict[str, Any] = json.loads(source.read())
+        except (OSError, ValueError) as exc:
+            raise SnapshotError(name, str(exc)) from exc
+        return info
 
     def load(self, name: str) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
         """The current snapshot's arrays and description, or ``None`` when there is none."""

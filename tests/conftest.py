@@ -69,6 +69,10 @@ REC_TABLES = (
 )
 
 
+#: The job scheduler's tables (migration 0010), runs first.
+SCHEDULE_TABLES = ("schedule_runs", "schedules")
+
+
 def _port_open(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=0.5):

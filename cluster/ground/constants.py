@@ -75,6 +75,9 @@ PROFILE_ACTOR_NAME = "pulse-profiles"
 #: Name of the detached actor that runs the CMS scheduler (scheduled publishing, search sync, webhooks).
 CMS_SCHEDULER_NAME = "pulse-cms-scheduler"
 
+#: Name of the detached actor that submits jobs on schedule (collect, re-cluster, embed, backup).
+JOB_SCHEDULER_NAME = "pulse-job-scheduler"
+
 #: Peers trusted to report the client in X-Forwarded-For: loopback and private networks, where an
 #: ingress (Serve's HAProxy or proxy, a Kubernetes ingress, a load balancer) runs.
 DEFAULT_TRUSTED_PROXIES = (

@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 import threading
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import ray
@@ -85,13 +86,64 @@ def configure_logging(level: str = "INFO") -> None:
 
 
 def quiet_noisy_loggers() -> None:
-    """Hold ``NOISY_LOGGERS`` at WARNING: in every Pulse process and, as Ray's
-    ``worker_process_setup_hook`` (``init_ray``), in every worker of its jobs."""
+    """Hold ``NOISY_LOGGERS`` at WARNING: in every Pulse process and, through Ray's
+    ``worker_process_setup_hook`` (``setup_worker``), in every worker of its jobs."""
     for noisy in NOISY_LOGGERS:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # Jobs draw their own progress (jobs.progress) and set DataContext.enable_progress_bars = False; Ray
     # Data then warns "Progress bars disabled ..." once per process from this logger (Ray 2.60).
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
+
+
+#: The environment variable that carries the submission id of a job run by ``ray job submit`` from its
+#: driver to its workers (``worker_logging``), whose JSON log lines then hold it as ``submission_id``.
+SUBMISSION_ID_ENV = "PULSE_JOB_SUBMISSION_ID"
+#: Where ``ray job submit`` puts the submission id: the job config it hands the driver (in this
+#: environment variable, as JSON), under this metadata key (Ray's ``JOB_ID_METADATA_KEY``).
+_JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
+_SUBMISSION_ID_KEY = "job_submission_id"
+
+
+def submission_id(environ: Mapping[str, str] | None = None) -> str | None:
+    """The submission id of the job this driver runs as under ``ray job submit``, else None."""
+    raw = (os.environ if environ is None else environ).get(_JOB_CONFIG_ENV)
+    if not raw:
+        return None
+    try:
+        metadata = json.loads(raw).get("metadata") or {}
+    except (ValueError, AttributeError):
+        return None
+    value = metadata.get(_SUBMISSION_ID_KEY) if isinstance(metadata, dict) else None
+    return str(value) if value else None
+
+
+class _SubmissionIdRecords:
+    """A log record factory adding ``submission_id`` to every record (Ray's JSON formatter writes it)."""
+
+    def __init__(self, previous: Callable[..., logging.LogRecord], submission: str) -> None:
+        self.previous = previous
+        self.submission = submission
+
+    def __call__(self, *args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = self.previous(*args, **kwargs)
+        record.submission_id = self.submission
+        return record
+
+
+def tag_submission_id(environ: Mapping[str, str] | None = None) -> None:
+    """Give this process's log records ``submission_id`` when ``SUBMISSION_ID_ENV`` is set (once)."""
+    submission = (os.environ if environ is None else environ).get(SUBMISSION_ID_ENV)
+    current = logging.getLogRecordFactory()
+    if not submission or isinstance(current, _SubmissionIdRecords):
+        return
+    logging.setLogRecordFactory(_SubmissionIdRecords(current, submission))
+
+
+def setup_worker() -> None:
+    """Ray's ``worker_process_setup_hook`` of Pulse's jobs (``worker_logging``): ``quiet_noisy_loggers``,
+    and the job's submission id on every log record (``tag_submission_id``)."""
+    quiet_noisy_loggers()
+    tag_submission_id()
 
 
 def worker_logging_config(level: str = "INFO") -> ray.LoggingConfig:
@@ -106,18 +158,23 @@ def worker_logging_config(level: str = "INFO") -> ray.LoggingConfig:
 
 def worker_logging(target: str | None, level: str) -> dict[str, Any]:
     """``ray.init`` arguments that give this job's workers ``worker_logging_config`` and
-    ``quiet_noisy_loggers``. The logging config goes in the job config rather than in
-    ``ray.init(logging_config=...)``, which would also add a JSON handler to this process's root logger
-    and reset its ``ray`` logger (a second copy of every console line). Ray Client (``ray://``) cannot
-    carry a job config through ``ray.init`` (it sends the arguments as JSON): its workers keep Ray's
-    default logging."""
+    ``setup_worker`` (with the job's submission id under ``ray job submit``). The logging config goes in
+    the job config rather than in ``ray.init(logging_config=...)``, which would also add a JSON handler
+    to this process's root logger and reset its ``ray`` logger (a second copy of every console line).
+    Ray Client (``ray://``) cannot carry a job config through ``ray.init`` (it sends the arguments as
+    JSON): its workers keep Ray's default logging."""
     if target is not None and "://" in target:
         return {}
     job_config = JobConfig()
     job_config.set_py_logging_config(worker_logging_config(level))
-    # A runtime_env argument (not the job config's): `ray job submit` merges it with the job's own.
-    hook = f"{quiet_noisy_loggers.__module__}.{quiet_noisy_loggers.__name__}"
-    return {"job_config": job_config, "runtime_env": {"worker_process_setup_hook": hook}}
+    # A runtime_env argument (not the job config's): `ray job submit` merges it with the job's own (its
+    # env_vars key by key).
+    hook = f"{setup_worker.__module__}.{setup_worker.__name__}"
+    runtime_env: dict[str, Any] = {"worker_process_setup_hook": hook}
+    submission = submission_id()
+    if submission:
+        runtime_env["env_vars"] = {SUBMISSION_ID_ENV: submission}
+    return {"job_config": job_config, "runtime_env": runtime_env}
 
 
 def drop_ray_core_noise(patterns: tuple[bytes, ...] = RAY_CORE_NOISE) -> None:

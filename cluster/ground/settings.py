@@ -317,7 +317,46 @@ class ServeSettings(BaseModel):
         description="Concurrent requests per replica (Serve's default of 5 collapses under 32 clients).",
     )
     ingress_replicas: int = Field(default=1, description="Replicas of the HTTP ingress deployment.")
+    ingress_max_replicas: int | None = Field(
+        default=None,
+        ge=1,
+        description=(
+            "Most replicas of the search ingress when Serve autoscales it between INGRESS_REPLICAS and this. "
+            "Unset: a fixed INGRESS_REPLICAS."
+        ),
+    )
+    ingress_num_cpus: float = Field(
+        default=0.0, description="CPUs reserved by each search ingress replica (async routes: 0 by default)."
+    )
     embedder_replicas: int = Field(default=1, description="Replicas of the query-embedding deployment.")
+    embedder_max_replicas: int | None = Field(
+        default=None,
+        ge=1,
+        description=(
+            "Most replicas of the query embedder when Serve autoscales it between EMBEDDER_REPLICAS and "
+            "this. Unset: a fixed EMBEDDER_REPLICAS."
+        ),
+    )
+    target_ongoing_requests: float = Field(
+        default=2.0,
+        description=(
+            "Ongoing requests per replica that Serve's autoscaler aims at, for every autoscaled deployment "
+            "(search, CMS, trends; Ray's default)."
+        ),
+    )
+    health_check_period_s: float = Field(
+        default=10.0, description="Seconds between Serve's health checks of each replica (every application)."
+    )
+    health_check_timeout_s: float = Field(
+        default=30.0,
+        description="Seconds a replica's health check may take before Serve replaces it (every application).",
+    )
+    graceful_shutdown_timeout_s: float = Field(
+        default=20.0,
+        description=(
+            "Seconds a stopping replica gets to finish its requests before it is killed (every application)."
+        ),
+    )
     embedder_num_cpus: float = Field(
         default=0.1,
         description=(
@@ -391,6 +430,15 @@ class CmsSettings(BaseModel):
             "allows the configured rates."
         ),
     )
+    max_replicas: int | None = Field(
+        default=None,
+        ge=1,
+        description=(
+            "Most CMS replicas when Serve autoscales between REPLICAS and this (each replica allows the "
+            "configured rates, so the limits grow with it). Unset: a fixed REPLICAS."
+        ),
+    )
+    ingress_num_cpus: float = Field(default=0.0, description="CPUs reserved by each CMS replica.")
     user_code_thread: bool = Field(
         default=False,
         description=(
@@ -558,6 +606,20 @@ class TrendSettings(BaseModel):
         description="Seconds between a clusterer's snapshots to the storage URI when it changed (0: off).",
     )
     page_size: int = Field(default=20, ge=1, le=200, description="Stories per page of /v1/trends.")
+    replicas: int = Field(
+        default=1, ge=1, description="Serve replicas of each trends API deployment (/v1/trends, /v1/topics)."
+    )
+    max_replicas: int | None = Field(
+        default=None,
+        ge=1,
+        description=(
+            "Most replicas of each trends API deployment when Serve autoscales between REPLICAS and this. "
+            "Unset: a fixed REPLICAS."
+        ),
+    )
+    ingress_num_cpus: float = Field(
+        default=0.0, description="CPUs reserved by each trends API replica (the clusterers' are NUM_CPUS)."
+    )
     summary: SummarySettings = Field(
         default_factory=SummarySettings, description="Story summaries (LLM or extractive)."
     )
@@ -641,6 +703,62 @@ class RecommendSettings(BaseModel):
     )
 
 
+class JobsSettings(BaseModel):
+    address: str | None = Field(
+        default=None,
+        description=(
+            "URL of the Ray job server (the dashboard) `pulse submit` and `pulse jobs` talk to, e.g. "
+            "http://head:8265. Unset: the dashboard `pulse up` recorded, else http://127.0.0.1:8265."
+        ),
+    )
+
+
+class ScheduleSettings(BaseModel):
+    enabled: bool = Field(
+        default=True,
+        description=(
+            "`pulse up` starts the job scheduler actor (it needs the Ray dashboard, the job server: "
+            "PULSE_RAY__INCLUDE_DASHBOARD)."
+        ),
+    )
+    tick_s: float = Field(
+        default=10.0, gt=0, description="Seconds between the job scheduler's checks of what is due."
+    )
+    collect_every_s: int = Field(
+        default=300,
+        ge=0,
+        description=(
+            "Seconds between checks for due sources; one collect job runs when any is due (each source "
+            "keeps its own interval). 0: no collect schedule."
+        ),
+    )
+    recluster_at: str | None = Field(
+        default="03:00",
+        description="UTC time (HH:MM) of the nightly re-cluster job. Empty: no re-cluster schedule.",
+    )
+    embed_on_activation: bool = Field(
+        default=True,
+        description="Embed what a model activation left unembedded, once the entry is active.",
+    )
+    backup_dest: str | None = Field(
+        default=None,
+        description=(
+            "Folder or URI the nightly backup job (`python -m jobs.backup`) writes to. Unset: the backup "
+            "schedule exists but is disabled."
+        ),
+    )
+    backup_keep: int = Field(default=7, ge=1, description="Backups kept in backup_dest (oldest removed).")
+    backup_at: str = Field(default="02:00", description="UTC time (HH:MM) of the nightly backup.")
+    lost_after_s: float = Field(
+        default=120.0,
+        gt=0,
+        description=(
+            "Seconds after which a run the job server does not know is recorded failed (lost: the "
+            "scheduler stopped before submitting it, or the cluster restarted)."
+        ),
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="PULSE_",
@@ -674,6 +792,12 @@ class Settings(BaseSettings):
     trends: TrendSettings = Field(default_factory=TrendSettings, description="Stories, topics and trends.")
     recommend: RecommendSettings = Field(
         default_factory=RecommendSettings, description="Events, profiles and recommendations."
+    )
+    jobs: JobsSettings = Field(
+        default_factory=JobsSettings, description="Submitting jobs to Ray's job server."
+    )
+    schedules: ScheduleSettings = Field(
+        default_factory=ScheduleSettings, description="The job scheduler (`pulse schedules`)."
     )
 
     @model_validator(mode="after")

@@ -14,6 +14,13 @@ pulse cms       CMS operations from a shell: `pulse cms admin` restores an admin
 pulse trends    the stories the trend clusterers found, trendiest first (a table, or --json)
 pulse recluster recompute stories and topics on the cluster (a Ray job; python -m jobs.recluster)
 pulse profiles  rebuild the readers' profiles from all stored events (a Ray job; python -m jobs.profiles)
+pulse reindex   rebuild the vector index shards and their snapshots (a Ray job; python -m jobs.reindex)
+pulse backfill  load a historical dump (a path or URI) and embed it (a Ray job; python -m jobs.backfill)
+pulse submit    submit a job (collect, embed, recluster, reindex, backfill, profiles) to Ray's job server
+pulse jobs      list, read (logs) and stop the jobs on Ray's job server
+pulse serve-config  generate serve_apps/serve_config.yaml (for `serve deploy`) from the app builders
+pulse backup    back up database + storage to a folder or S3 URI (safe while running); `pulse restore SRC`
+pulse schedules scheduled jobs (collect, nightly re-cluster, embed after activation, backup): list, pause...
 
 The job commands (ingest, embed, collect) live in cluster.top.commands, one module each; ``python -m
 jobs.<name>`` runs the same command object. Every command except `up`, `down` and `status` first says on
@@ -26,16 +33,22 @@ from __future__ import annotations
 
 import click
 
+from cluster.top.backup_cli import backup, restore
 from cluster.top.cms_cli import cms
+from cluster.top.commands.backfill import backfill
 from cluster.top.commands.collect import collect
 from cluster.top.commands.embed import embed
 from cluster.top.commands.env import CommandEnv, pass_env
 from cluster.top.commands.ingest import ingest
 from cluster.top.commands.profiles import profiles
 from cluster.top.commands.recluster import recluster
+from cluster.top.commands.reindex import reindex
 from cluster.top.entry import InOrderGroup, from_shell, run_command, user_error
+from cluster.top.jobs_cli import jobs, submit
 from cluster.top.models_cli import models
 from cluster.top.platform import PlatformError, down, status, up
+from cluster.top.schedules_cli import schedules
+from cluster.top.serve_build import serve_config_command
 from cluster.top.sources_cli import sources
 from cluster.top.trends_cli import trends
 
@@ -89,7 +102,25 @@ def migrate(env: CommandEnv) -> int:
     return 0
 
 
-for _command in (ingest, embed, models, sources, collect, cms, trends, recluster, profiles):
+for _command in (
+    ingest,
+    embed,
+    models,
+    sources,
+    collect,
+    cms,
+    trends,
+    recluster,
+    profiles,
+    reindex,
+    backfill,
+    submit,
+    jobs,
+    backup,
+    restore,
+    serve_config_command,
+    schedules,
+):
     pulse.add_command(_command)
 
 

@@ -104,7 +104,7 @@ async def _restore(database_url: str, **kwargs: Any) -> AdminRestore:
 @click.group(
     "cms",
     cls=InOrderGroup,
-    short_help="CMS operations from a shell: restore an admin, start the scheduler",
+    short_help="CMS from a shell: restore an admin, start the scheduler",
 )
 def cms() -> None:
     """CMS operations for whoever has shell access: restore an admin, start the scheduler."""

@@ -25,6 +25,7 @@ from cluster.ground.constants import (
     CMS_APP_NAME,
     CMS_SCHEDULER_NAME,
     INDEX_ACTOR_PREFIX,
+    JOB_SCHEDULER_NAME,
     KEYWORD_ACTOR_PREFIX,
     PROFILE_ACTOR_NAME,
     SEARCH_APP_NAME,
@@ -40,6 +41,7 @@ from cluster.top.activation import resume_activations
 from cluster.top.cms_scheduler import start_cms_scheduler
 from cluster.top.database import DatabaseChoice, stop_embedded
 from cluster.top.job_configs import embed_config, embed_target
+from cluster.top.job_scheduler import start_job_scheduler
 from cluster.top.platform_state import RAY_CURRENT_CLUSTER_FILE, PlatformState, local_ray_address
 from cluster.top.serve_config import (
     cms_app_args,
@@ -114,6 +116,9 @@ def start_ray_head(settings: Settings) -> None:
     else:
         cmd += ["--include-dashboard=false"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", **ingress_env(settings)}
+    # Jobs submitted to this node run ``python -m jobs.<kind>`` (`pulse submit`): `python` must be this
+    # environment's, even when `pulse` was run as .venv/bin/pulse without activating the environment.
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", os.defpath)])
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-5:])
@@ -195,6 +200,7 @@ def up(settings: Settings, console: Console, *, ingest_sample: bool = True) -> P
         trends = start_trends(settings, db.url)  # the supervisor starts any clusterer missing, now and later
         console.print(f"[bold]trends[/]: {len(trends)} clusterer(s) started, the supervisor starts new ones")
     start_cms_scheduler(cms_app_args(settings, db.url))  # get-or-create; replicas never start it
+    console.print(f"[bold]schedules[/]: {start_job_scheduler(settings, db.url)}", markup=True)
     resumed = resume_activations(embed_config(settings, db.url), settings.ray.namespace)
     if resumed:
         console.print(
@@ -252,6 +258,7 @@ def down(settings: Settings, console: Console) -> None:
                     INDEX_ACTOR_PREFIX,
                     KEYWORD_ACTOR_PREFIX,
                     CMS_SCHEDULER_NAME,
+                    JOB_SCHEDULER_NAME,
                     TREND_ACTOR_PREFIX,
                     PROFILE_ACTOR_NAME,
                 )

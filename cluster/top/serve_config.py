@@ -2,6 +2,10 @@
 
 The application is loaded by import path (``SEARCH_APP_IMPORT_PATH``), exactly as ``serve run`` and
 ``serve deploy`` load it from ``serve_apps/serve_config.yaml``; nothing imports ``serve_apps`` directly.
+That file is generated from the same builders (`pulse serve-config`, ``cluster.top.serve_build``, with the
+args of ``cluster.top.deploy_args``), so each deployment's options (replicas or autoscaling, CPUs, health
+checks, shutdown, logs) are the builders' whichever way the applications are deployed; a unit test fails
+when the committed file and the builders drift apart.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from cluster.ground.constants import (
 )
 from cluster.ground.settings import Settings
 from serve_apps.cms.args import CmsArgs
+from serve_apps.deployment_options import DeploymentArgs
 from serve_apps.search.args import SearchArgs
 from serve_apps.trends.args import TrendsArgs
 from storage.vector_files import absolute_storage_uri
@@ -44,17 +49,23 @@ def carried(section: BaseModel, target: type[BaseModel]) -> dict[str, Any]:
     return section.model_dump(include=set(target.model_fields) & set(type(section).model_fields))
 
 
+def deployment_args(settings: Settings) -> dict[str, Any]:
+    """The args every application shares (``DeploymentArgs``: requests per replica, autoscaling target,
+    health checks, shutdown, logs), from ``PULSE_SERVE__*`` and ``PULSE_LOG_LEVEL``."""
+    return {**carried(settings.serve, DeploymentArgs), "log_level": settings.log_level.upper()}
+
+
 def search_app_args(settings: Settings, database_url: str) -> dict[str, Any]:
     """The search application's args (``SearchArgs``) from settings."""
     return {
         **carried(settings.serve, SearchArgs),
+        **deployment_args(settings),
         "database_url": database_url,
         "storage_uri": absolute_storage_uri(settings.storage.uri),
         "model_name": settings.model.name,
         "device": settings.model.device,
         "namespace": settings.ray.namespace,
         "index_name": settings.embed.index_name,
-        "log_level": settings.log_level.upper(),
         "index": settings.index.model_dump(),
         "search": settings.search.model_dump(),
         "recommend": settings.recommend.model_dump(),
@@ -121,8 +132,9 @@ def ingress_env(settings: Settings) -> dict[str, str]:
 def serve_logging_config(settings: Settings) -> dict[str, Any]:
     """Serve's ``logging_config`` for its controller and proxies (``serve.start``) and for each application
     (``serve.run``): JSON lines in Serve's log files, at ``PULSE_LOG_LEVEL``, the per-request access log
-    as ``PULSE_SERVE__ACCESS_LOG``. ``serve_apps/serve_config.yaml`` holds the same (a test keeps them in
-    step). An application's config applies to its deployments that set no ``logging_config`` of their own."""
+    as ``PULSE_SERVE__ACCESS_LOG``. The generated ``serve_apps/serve_config.yaml`` holds the same for the
+    default settings (a test checks it). An application's config applies to its deployments that set no
+    ``logging_config`` of their own."""
     return {
         "encoding": "JSON",
         "log_level": settings.log_level.upper(),
@@ -176,11 +188,9 @@ def cms_app_args(settings: Settings, database_url: str) -> dict[str, Any]:
     """The CMS application's args (``CmsArgs``) from settings."""
     return {
         **carried(settings.cms, CmsArgs),
+        **deployment_args(settings),
         "database_url": database_url,
         "jwt_secret": cms_jwt_secret(settings),
-        "max_ongoing_requests": settings.serve.max_ongoing_requests,
-        "access_log": settings.serve.access_log,
-        "log_level": settings.log_level.upper(),
         "storage_uri": absolute_storage_uri(settings.storage.uri),
         "namespace": settings.ray.namespace,
         "admin_password": cms_admin_password(settings),
@@ -214,10 +224,8 @@ def trends_app_args(settings: Settings, database_url: str) -> dict[str, Any]:
     """The trends applications' args (``TrendsArgs``) from settings."""
     return {
         **carried(settings.trends, TrendsArgs),
+        **deployment_args(settings),
         "database_url": database_url,
-        "max_ongoing_requests": settings.serve.max_ongoing_requests,
-        "access_log": settings.serve.access_log,
-        "log_level": settings.log_level.upper(),
     }
 
 

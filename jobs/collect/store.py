@@ -15,10 +15,11 @@ from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
-from ray.util import metrics
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
+from cluster.ground import ray_metrics
+from cluster.ground.metrics import COLLECT_DOCUMENTS, COLLECT_ERRORS, COLLECT_URLS
 from jobs.collect.dedup import similarity
 from jobs.collect.plan import discovered_urls
 from jobs.ingest.records import parse_published_at
@@ -111,17 +112,10 @@ class StoreBatch:
         self.sources = sources
         self.threshold = near_duplicate_threshold
         self.max_depth = max_depth
-        # Operators see collection on the Ray dashboard / Prometheus, per URL kind and result.
-        self._urls = metrics.Counter(
-            "pulse_collect_urls_total",
-            description="URLs the collect job finished, by kind and result (a document outcome or an error).",
-            tag_keys=("kind", "result"),
-        )
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = self.store_all(batch.to_pylist())
-        for row in rows:
-            self._urls.inc(1.0, tags={"kind": row["kind"], "result": _result(row)})
+        record_batch_metrics(rows)
         return pa.Table.from_pylist(rows)
 
     def store_all(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -224,6 +218,36 @@ class StoreBatch:
         out: dict[str, Any] = {"url": rec["url"], "kind": rec["kind"], "error": rec.get("error")}
         out.update({name: counts[name] for name in COUNTERS})
         return out
+
+
+#: The counters of ``COUNTERS`` that are document outcomes (``pulse_collect_documents_total``).
+DOCUMENT_OUTCOMES = ("new", "updated", "unchanged", "duplicates")
+
+
+def batch_metrics(rows: list[dict[str, Any]]) -> dict[str, Counter[tuple[str, ...]]]:
+    """A stored batch's metric increments, summed per tag values (one record per series and batch):
+    ``urls`` by (kind, result), ``documents`` by (source kind, outcome), ``errors`` by error code."""
+    urls: Counter[tuple[str, ...]] = Counter()
+    documents: Counter[tuple[str, ...]] = Counter()
+    errors: Counter[tuple[str, ...]] = Counter()
+    for row in rows:
+        urls[(row["kind"], _result(row))] += 1
+        for outcome in DOCUMENT_OUTCOMES:
+            documents[(row["kind"], outcome)] += row.get(outcome) or 0
+        if row.get("error"):
+            errors[(str(row["error"]),)] += 1
+    return {"urls": urls, "documents": +documents, "errors": errors}
+
+
+def record_batch_metrics(rows: list[dict[str, Any]]) -> None:
+    """Record ``batch_metrics(rows)`` (Ray's metrics agent exports them; see docs/observability.md)."""
+    sums = batch_metrics(rows)
+    for (kind, result), n in sums["urls"].items():
+        ray_metrics.inc(COLLECT_URLS, n, kind=kind, result=result)
+    for (kind, outcome), n in sums["documents"].items():
+        ray_metrics.inc(COLLECT_DOCUMENTS, n, source_kind=kind, outcome=outcome)
+    for (code,), n in sums["errors"].items():
+        ray_metrics.inc(COLLECT_ERRORS, n, kind=code)
 
 
 def _result(row: dict[str, Any]) -> str:

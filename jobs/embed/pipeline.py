@@ -28,6 +28,8 @@ import pyarrow as pa
 import ray
 import ray.data
 
+from cluster.ground import ray_metrics
+from cluster.ground.metrics import EMBED_ERRORS
 from jobs.embed.encode import ModelInfo
 from jobs.embed.registry import entry_spec, info_of
 from jobs.embed.stages import EncodeBatch, FilterPending, ReadPending, TokenizeBatch
@@ -296,7 +298,8 @@ def run_embed(cfg: EmbedJobConfig) -> EmbedSummary:
                     start=start,
                     row_groups=row_groups,
                 )
-            except BaseException:
+            except BaseException as exc:
+                ray_metrics.inc(EMBED_ERRORS, kind=type(exc).__name__)
                 with session_scope(sessions) as session:
                     EmbedRunRepository(session).finish(run.id, status="failed", summary={})
                 raise

@@ -14,6 +14,8 @@ import pyarrow as pa
 import ray
 import ray.data
 
+from cluster.ground import ray_metrics
+from cluster.ground.metrics import EMBED_DOCUMENTS, EMBED_ERRORS
 from jobs.embed.chunking import chunk_document, pool_documents, token_template
 from jobs.embed.encode import ModelInfo, encode_tokens, load_model, load_tokenizer, model_token_limit
 from jobs.embed.recipe import TextRecipe
@@ -196,6 +198,8 @@ class EncodeBatch:
             )
             path = self._store.write(model_id=self._model_id, batch=vectors)
             rows = len(vectors.document_ids)
+        ray_metrics.inc(EMBED_DOCUMENTS, len(ids), model=self._info.name)
+        ray_metrics.inc(EMBED_ERRORS, int((~keep).sum()), kind="blank_document")
         load_s, self._load_s = self._load_s, 0.0  # reported once per actor
         tokenize_nodes = sorted(set(batch.column("tokenize_node").to_pylist()))
         return pa.table(

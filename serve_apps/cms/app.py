@@ -22,9 +22,10 @@ from serve_apps.cms.args import CmsArgs
 from serve_apps.cms.context import CmsContext
 from serve_apps.cms.limits import BodySizeLimit
 from serve_apps.cms.routes import audit, auth, bulk, items, keys, revisions, taxonomy, users, webhooks
+from serve_apps.deployment_options import deployment_options
 from serve_apps.errors import error_responses, install_error_handlers
+from serve_apps.http_metrics import install_http_metrics
 from serve_apps.inputs import reject_unstorable_text
-from serve_apps.replica_logs import replica_logging
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ def build_api(cms: CmsContext) -> FastAPI:
     install_error_handlers(api)
     #: Request bodies over the limit are refused with 413 before they reach a route (chunked ones too).
     api.add_middleware(BodySizeLimit, max_bytes=cms.args.max_body_bytes)
+    install_http_metrics(api, app="cms")  # outermost: the 413s count too
     api.state.cms = cms
     for module in ROUTERS:
         api.include_router(module.router)
@@ -74,19 +76,22 @@ class CmsIngress:
 
 def app_builder(args: dict[str, Any]) -> serve.Application:
     parsed = CmsArgs.model_validate(args)
-    options: dict[str, Any] = {"num_cpus": 0}
+    actor_options: dict[str, Any] = {}
     if not parsed.user_code_thread:
         # Serve runs a replica's routes on a second event loop in another thread by default; every ASGI
         # message then crosses threads. The routes never block (password hashing is in a worker thread),
         # so they run on the replica's own loop (bench/cms.py, closed loop: 174 -> 200 writes/s and
         # 286 -> 415 reads/s).
-        options["runtime_env"] = {"env_vars": {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}}
+        actor_options["runtime_env"] = {"env_vars": {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}}
     ingress = serve.deployment(
-        name="CmsIngress",
-        num_replicas=parsed.replicas,
-        max_ongoing_requests=parsed.max_ongoing_requests,
-        ray_actor_options=options,
-        logging_config=replica_logging(log_level=parsed.log_level, access_log=parsed.access_log),
+        **deployment_options(
+            parsed,
+            name="CmsIngress",
+            replicas=parsed.replicas,
+            max_replicas=parsed.max_replicas,
+            num_cpus=parsed.ingress_num_cpus,
+            actor_options=actor_options,
+        )
     )(CmsIngress)
     app: serve.Application = ingress.bind(parsed.model_dump())
     return app

@@ -8,13 +8,16 @@ from the same arguments: a replica never starts it.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from cluster.ground.constants import DEFAULT_TRUSTED_PROXIES
+from serve_apps.deployment_options import DeploymentArgs
 
 
-class CmsArgs(BaseModel):
+class CmsArgs(DeploymentArgs):
     """Builder arguments (``serve run`` / the Serve config's ``args``)."""
+
+    replica_fields = (("replicas", "max_replicas"),)
 
     database_url: str
     jwt_secret: str = Field(min_length=32, description="Signs access and refresh tokens")
@@ -27,15 +30,16 @@ class CmsArgs(BaseModel):
         default=list(DEFAULT_TRUSTED_PROXIES),
         description="Peers whose X-Forwarded-For names the caller (addresses or CIDR networks)",
     )
-    max_ongoing_requests: int = 256
-    replicas: int = Field(default=1, ge=1)
+    replicas: int = Field(default=1, ge=1, description="CmsIngress replicas (the minimum)")
+    max_replicas: int | None = Field(
+        default=None, ge=1, description="Most CmsIngress replicas when autoscaled (unset: fixed)"
+    )
+    ingress_num_cpus: float = Field(default=0.0, ge=0, description="CPUs reserved per CmsIngress replica")
     user_code_thread: bool = Field(
         default=False,
         description="Routes on a second event-loop thread (Serve's default), else on the replica's own loop",
     )
     pool_size: int = 10
-    access_log: bool = Field(default=False, description="Serve's per-request access log")
-    log_level: str = Field(default="INFO", description="Level of the replicas' JSON log lines")
     webhook_private_targets: bool = Field(
         default=False, description="Webhooks may POST to loopback, private and link-local addresses"
     )

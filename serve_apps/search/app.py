@@ -21,21 +21,23 @@ from fastapi import Depends, FastAPI, Query, Response
 from fastapi.responses import JSONResponse
 from ray import serve
 from ray.serve.handle import DeploymentHandle
-from ray.util import metrics
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from actors.filters import SearchFilter
 from actors.rec_actor import ProfileActorConfig, get_or_create_profile_actor
 from actors.rec_profiles import ProfileParams
 from actors.rec_ranking import Pick, Reason
+from cluster.ground import ray_metrics
+from cluster.ground.metrics import SEARCH_LATENCY, SEARCH_STAGE_LATENCY
 from serve_apps.cms.security import TokenIssuer
+from serve_apps.deployment_options import deployment_options
 from serve_apps.errors import InvalidRequest, NotFound, NotReady, error_responses, install_error_handlers
+from serve_apps.http_metrics import install_http_metrics
 from serve_apps.inputs import Id, reject_unstorable_text
 from serve_apps.recommend.context import RecommendContext, ServedRecorder, install
 from serve_apps.recommend.engine import Recommender, blend_params
 from serve_apps.recommend.routes import results_with_reasons
 from serve_apps.recommend.routes import router as recommend_router
-from serve_apps.replica_logs import replica_logging
 from serve_apps.search.args import SearchArgs
 from serve_apps.search.model_switch import ModelSwitch, RegistryReader
 from serve_apps.search.params import Cursor, decode_cursor, encode_cursor, fingerprint, search_filter
@@ -62,6 +64,9 @@ logger = logging.getLogger(__name__)
 
 #: Largest ``k`` a search may ask for.
 MAX_K = 100
+#: The search routes whose latency ``pulse_search_latency_ms`` records (its ``route`` tag).
+SEARCH_ROUTE = "/v1/search"
+SIMILAR_ROUTE = "/v1/documents/{document_id}/similar"
 Mode = Literal["vector", "keyword", "hybrid"]
 Level = Literal["document", "chunk"]
 
@@ -86,6 +91,7 @@ api = FastAPI(
     dependencies=[Depends(reject_unstorable_text)],
 )
 install_error_handlers(api)
+install_http_metrics(api, app="search")
 # Recommendations share this application's prefix, embedder and index handles (serve_apps.recommend).
 api.include_router(recommend_router, tags=["recommendations"])
 
@@ -106,12 +112,6 @@ class SearchIngress:
             RegistryReader(self._sessions, self._args.index_name),
             self._retriever,
             refresh_s=self._args.model_refresh_s,
-        )
-        self._stage_ms = metrics.Histogram(
-            "pulse_search_stage_latency_ms",
-            description="Latency of each stage of /v1/search (embed, vector, keyword, db) in milliseconds.",
-            boundaries=[1, 2, 5, 10, 20, 50, 100, 200, 500, 1000],
-            tag_keys=("stage",),
         )
         self._recommender: Recommender | None = None
         if self._args.recommend.enabled:
@@ -199,7 +199,7 @@ class SearchIngress:
         )
 
     @api.get(
-        "/v1/search",
+        SEARCH_ROUTE,
         response_model=SearchResponse,
         summary="Search: the k best documents for q (hybrid keyword + vector by default), with filters",
     )
@@ -226,6 +226,7 @@ class SearchIngress:
         ] = "document",
         cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
     ) -> SearchResponse:
+        started = time.perf_counter()
         query = q.strip()
         if not query:
             raise InvalidRequest("q: the query is blank; send some words to search for")
@@ -247,7 +248,7 @@ class SearchIngress:
         results = await self._results(page_ids, page_scores, timings)
         more = len(ranked.ids) > offset + k and offset + k < max_depth
         next_cursor = encode_cursor(Cursor(offset + k, digest)) if more else None
-        self._report(response, timings)
+        self._report(response, timings, route=SEARCH_ROUTE, mode=mode, started=started)
         return SearchResponse(
             query=query,
             mode=mode,
@@ -269,10 +270,13 @@ class SearchIngress:
         timings["db"] = time.perf_counter() - t0
         return results
 
-    def _report(self, response: Response, timings: dict[str, float]) -> None:
+    def _report(
+        self, response: Response, timings: dict[str, float], *, route: str, mode: str, started: float
+    ) -> None:
         response.headers["Server-Timing"] = ", ".join(f"{k};dur={v * 1000:.1f}" for k, v in timings.items())
         for stage, seconds in timings.items():
-            self._stage_ms.observe(seconds * 1000, tags={"stage": stage})
+            ray_metrics.observe(SEARCH_STAGE_LATENCY, seconds * 1000, stage=stage)
+        ray_metrics.observe(SEARCH_LATENCY, (time.perf_counter() - started) * 1000, route=route, mode=mode)
 
     @api.get(
         "/v1/documents/{document_id}",
@@ -288,7 +292,7 @@ class SearchIngress:
         return DocumentOut.model_validate(doc)
 
     @api.get(
-        "/v1/documents/{document_id}/similar",
+        SIMILAR_ROUTE,
         response_model=SimilarResponse,
         summary=(
             "More like this: the documents closest in meaning to a stored document, blended with what its "
@@ -334,7 +338,7 @@ class SearchIngress:
         async with self._sessions() as session:
             results = await results_with_reasons(session, picks)
         timings["db"] = time.perf_counter() - t1
-        self._report(response, timings)
+        self._report(response, timings, route=SIMILAR_ROUTE, mode="similar", started=t0)
         return SimilarResponse(
             document_id=document_id,
             model=ModelRef(id=entry.id, name=entry.name),
@@ -351,18 +355,22 @@ def app_builder(args: dict[str, Any]) -> serve.Application:
     # A relative storage path means the caller's working directory, not each replica's.
     parsed.storage_uri = absolute_storage_uri(parsed.storage_uri)
     embedder = serve.deployment(
-        name="QueryEmbedder",
-        num_replicas=parsed.embedder_replicas,
-        max_ongoing_requests=parsed.max_ongoing_requests,
-        ray_actor_options={"num_cpus": parsed.embedder_num_cpus},
-        logging_config=replica_logging(log_level=parsed.log_level, access_log=parsed.access_log),
+        **deployment_options(
+            parsed,
+            name="QueryEmbedder",
+            replicas=parsed.embedder_replicas,
+            max_replicas=parsed.embedder_max_replicas,
+            num_cpus=parsed.embedder_num_cpus,
+        )
     )(QueryEmbedder)
     ingress = serve.deployment(
-        name="SearchIngress",
-        num_replicas=parsed.ingress_replicas,
-        max_ongoing_requests=parsed.max_ongoing_requests,
-        ray_actor_options={"num_cpus": 0},
-        logging_config=replica_logging(log_level=parsed.log_level, access_log=parsed.access_log),
+        **deployment_options(
+            parsed,
+            name="SearchIngress",
+            replicas=parsed.ingress_replicas,
+            max_replicas=parsed.ingress_max_replicas,
+            num_cpus=parsed.ingress_num_cpus,
+        )
     )(SearchIngress)
     app: serve.Application = ingress.bind(
         embedder.bind(parsed.model_name, parsed.device, parsed.max_batch_size, parsed.batch_wait_timeout_s),

@@ -14,29 +14,39 @@ from actors.index_actor import IndexActorConfig
 from actors.keyword_actor import KeywordActorConfig
 from actors.vector_search import IndexConfig
 from cluster.ground.settings import IndexSettings, RecommendSettings, SearchSettings
+from serve_apps.deployment_options import DeploymentArgs
 from serve_apps.search.fusion import DEFAULT_PARAMS, FusionParams
 from storage.model_registry import ModelRow
 
 
-class SearchArgs(BaseModel):
+class SearchArgs(DeploymentArgs):
     """Builder arguments (``serve run ... key=value`` or the Serve config's ``args``)."""
+
+    replica_fields = (
+        ("ingress_replicas", "ingress_max_replicas"),
+        ("embedder_replicas", "embedder_max_replicas"),
+    )
 
     database_url: str = Field(description="SQLAlchemy URL of Pulse's PostgreSQL database")
     storage_uri: str = Field(default="var/storage", description="Storage URI of the vector files")
     model_name: str = Field(default="sentence-transformers/all-MiniLM-L6-v2")
     device: str = Field(default="auto")
     namespace: str = Field(default="pulse")
-    max_ongoing_requests: int = Field(default=256, ge=1)
-    ingress_replicas: int = Field(default=1, ge=1)
-    embedder_replicas: int = Field(default=1, ge=1)
-    embedder_num_cpus: float = Field(default=0.1, ge=0)
+    ingress_replicas: int = Field(default=1, ge=1, description="SearchIngress replicas (the minimum)")
+    ingress_max_replicas: int | None = Field(
+        default=None, ge=1, description="Most SearchIngress replicas when autoscaled (unset: fixed)"
+    )
+    ingress_num_cpus: float = Field(default=0.0, ge=0, description="CPUs reserved per SearchIngress replica")
+    embedder_replicas: int = Field(default=1, ge=1, description="QueryEmbedder replicas (the minimum)")
+    embedder_max_replicas: int | None = Field(
+        default=None, ge=1, description="Most QueryEmbedder replicas when autoscaled (unset: fixed)"
+    )
+    embedder_num_cpus: float = Field(default=0.1, ge=0, description="CPUs reserved per QueryEmbedder replica")
     max_batch_size: int = Field(default=32, ge=1)
     batch_wait_timeout_s: float = Field(default=0.005, ge=0)
     max_query_chars: int = Field(default=1000, ge=1)
     index_name: str = Field(default="default", description="The index whose active model is served")
     model_refresh_s: float = Field(default=5.0, gt=0, description="Seconds between active-model checks")
-    access_log: bool = Field(default=False, description="Serve's per-request access log")
-    log_level: str = Field(default="INFO", description="Level of the replicas' JSON log lines")
     index: IndexSettings = Field(default_factory=IndexSettings, description="Index shards (PULSE_INDEX__*)")
     search: SearchSettings = Field(default_factory=SearchSettings, description="Ranking (PULSE_SEARCH__*)")
     recommend: RecommendSettings = Field(

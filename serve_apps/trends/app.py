@@ -26,9 +26,10 @@ from typing import Any, Literal
 from fastapi import Depends, FastAPI
 from ray import serve
 
+from serve_apps.deployment_options import deployment_options
 from serve_apps.errors import error_responses, install_error_handlers
+from serve_apps.http_metrics import install_http_metrics
 from serve_apps.inputs import reject_unstorable_text
-from serve_apps.replica_logs import replica_logging
 from serve_apps.trends import stories, topics
 from serve_apps.trends.args import TrendsArgs
 from serve_apps.trends.context import TrendsContext
@@ -57,6 +58,7 @@ def build_api(trends: TrendsContext, collection: Collection) -> FastAPI:
         dependencies=[Depends(reject_unstorable_text)],
     )
     install_error_handlers(api)
+    install_http_metrics(api, app=collection)
     api.state.trends = trends
 
     @api.get("/healthz", response_model=Health, summary="Liveness")
@@ -83,11 +85,13 @@ class TrendsIngress:
 def _application(args: dict[str, Any], collection: Collection, name: str) -> serve.Application:
     parsed = TrendsArgs.model_validate(args)
     ingress = serve.deployment(
-        name=name,
-        num_replicas=parsed.replicas,
-        max_ongoing_requests=parsed.max_ongoing_requests,
-        ray_actor_options={"num_cpus": 0},
-        logging_config=replica_logging(log_level=parsed.log_level, access_log=parsed.access_log),
+        **deployment_options(
+            parsed,
+            name=name,
+            replicas=parsed.replicas,
+            max_replicas=parsed.max_replicas,
+            num_cpus=parsed.ingress_num_cpus,
+        )
     )(TrendsIngress)
     app: serve.Application = ingress.bind(parsed.model_dump(), collection)
     return app

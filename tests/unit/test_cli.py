@@ -30,6 +30,14 @@ COMMANDS = [
     "trends",
     "recluster",
     "profiles",
+    "reindex",
+    "backfill",
+    "submit",
+    "jobs",
+    "backup",
+    "restore",
+    "serve-config",
+    "schedules",
 ]
 
 #: Each job command's options: the union of what `pulse <job>` and `python -m jobs.<job>` had apart.
@@ -37,6 +45,9 @@ JOB_OPTIONS = {
     "ingest": {"--source", "--batch-size", "--embed", "--no-progress"},
     "embed": {"--full", "--model", "--input", "--max-actors", "--no-progress"},
     "collect": {"--source", "--force", "--loop", "--embed", "--no-progress"},
+    "reindex": {"--model", "--level", "--shards", "--force", "--restart", "--num-cpus"},
+    "backfill": {"--file", "--source", "--batch-size", "--embed", "--no-progress"},
+    "backup": {"--keep", "--pg-bin", "--no-progress"},
 }
 
 

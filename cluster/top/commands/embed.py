@@ -12,20 +12,23 @@ from cluster.top.commands.env import CommandEnv, pass_env
 from cluster.top.job_configs import embed_config, embed_target
 from cluster.top.targets import RayChoice
 from jobs.embed.notify import notify_index
-from jobs.embed.pipeline import run_embed
+from jobs.embed.pipeline import EmbedSummary, run_embed
 
 #: The ``--no-progress`` flag of the commands that run a job with a progress display.
 no_progress_option = click.option("--no-progress", is_flag=True, help="no progress display")
 
 
-def embed_step(env: CommandEnv, database_url: str, ray_target: RayChoice, **overrides: object) -> None:
+def embed_step(
+    env: CommandEnv, database_url: str, ray_target: RayChoice, **overrides: object
+) -> EmbedSummary:
     """Embed what is pending: the job's configuration (``overrides`` that are not None win), join Ray, run,
-    tell the serving index, print the summary line."""
+    tell the serving index, print the summary line; the summary."""
     cfg = embed_config(env.settings, database_url, **overrides)
     ray_target.join(env.settings)
     summary = run_embed(cfg)
     notify_index(summary, env.settings.ray.namespace)
     env.console.print(summary.line(), markup=False)
+    return summary
 
 
 @click.command("embed", short_help="embed documents lacking a vector for the active model")
