@@ -20,6 +20,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
@@ -64,6 +65,7 @@ class IndexActorConfig:
     poll_interval_s: float = 10.0
     snapshot_interval_s: float = 300.0  # 0 disables snapshots
     index: IndexConfig = field(default_factory=IndexConfig)
+    label_selector: Mapping[str, str] = field(default_factory=dict)  # node labels required; empty: any
 
     @property
     def snapshot_name(self) -> str:
@@ -334,6 +336,7 @@ def get_or_create_index_actor(config: IndexActorConfig) -> ActorProxy[VectorInde
         get_if_exists=True,
         num_cpus=config.num_cpus,
         **INDEX_ACTOR_OPTIONS,
+        **({"label_selector": dict(config.label_selector)} if config.label_selector else {}),
     ).remote(config)
 
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import ray
@@ -38,6 +39,7 @@ class KeywordActorConfig:
     num_cpus: float = 0.25
     poll_interval_s: float = 10.0
     page_size: int = 5_000
+    label_selector: Mapping[str, str] = field(default_factory=dict)  # node labels required; empty: any
 
 
 class KeywordIndexService:
@@ -169,4 +171,5 @@ def get_or_create_keyword_actor(config: KeywordActorConfig) -> ActorProxy[Keywor
         max_task_retries=3,
         max_concurrency=8,
         lifetime="detached",
+        **({"label_selector": dict(config.label_selector)} if config.label_selector else {}),
     ).remote(config)

@@ -229,6 +229,14 @@ class IndexSettings(BaseModel):
         ),
     )
     omp_threads: int = Field(default=1, description="OpenMP threads FAISS uses inside each shard actor.")
+    label_selector: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            'Ray node labels the index shard and keyword index actors must run on, e.g. {"pulse.io/pool": '
+            '"cpu"}: keeps them (and their restarts) off GPU nodes, which could then not scale down. '
+            "Empty: any node."
+        ),
+    )
     poll_interval_s: float = Field(
         default=10.0, description="Seconds between a shard's checks of the vector manifest and deletion log."
     )

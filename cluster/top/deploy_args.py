@@ -83,7 +83,11 @@ def search_args() -> SearchArgs:
         embedder_replicas=1,
         embedder_max_replicas=4,
         embedder_num_cpus=0.5,
-        index=IndexSettings(shards=2, num_cpus=0.5, keyword_num_cpus=0.5),
+        # The shards and the keyword index stay on the cpu group's nodes (labelled so in ray-cluster.yaml
+        # and cluster/launcher/pulse.yaml), off the GPU nodes that scale to zero.
+        index=IndexSettings(
+            shards=2, num_cpus=0.5, keyword_num_cpus=0.5, label_selector={"pulse.io/pool": "cpu"}
+        ),
         jwt_secret=JWT_SECRET_PLACEHOLDER,
     )
 

@@ -78,6 +78,7 @@ class SearchArgs(DeploymentArgs):
             namespace=self.namespace,
             num_cpus=self.index.keyword_num_cpus,
             poll_interval_s=self.index.poll_interval_s,
+            label_selector=dict(self.index.label_selector),
         )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -223,3 +224,38 @@ def test_deletes_and_upserts_are_visible_to_the_next_search(
     finally:
         for actor in [*actors, keyword]:
             ray.kill(actor, no_restart=True)
+
+
+def test_shards_and_the_keyword_index_run_only_on_nodes_their_label_selector_names(
+    database_url: str, clean_db: str, tmp_path: Path
+) -> None:
+    """PULSE_INDEX__LABEL_SELECTOR: a selector the node matches places the actors; one no node matches
+    leaves them pending (on a cluster: off the GPU nodes)."""
+    namespace = ray.get_runtime_context().namespace
+    node = ray.get_runtime_context().get_node_id()
+    base = replace(shard_configs(database_url, tmp_path, model_id=990)[0], shards=1)
+    here = {"ray.io/node-id": node}
+    nowhere = {"pulse.io/pool": "cpu"}  # the session's node has no such label
+    placed = [
+        get_or_create_index_actor(replace(base, label_selector=here)),
+        get_or_create_keyword_actor(
+            KeywordActorConfig(
+                database_url, model_id=990, namespace=namespace, num_cpus=0.05, label_selector=here
+            )
+        ),
+    ]
+    pending = [
+        get_or_create_index_actor(replace(base, model_id=991, label_selector=nowhere)),
+        get_or_create_keyword_actor(
+            KeywordActorConfig(
+                database_url, model_id=991, namespace=namespace, num_cpus=0.05, label_selector=nowhere
+            )
+        ),
+    ]
+    try:
+        assert all(s is not None for s in ray.get([a.stats.remote() for a in placed], timeout=60))
+        _, not_ready = ray.wait([a.stats.remote() for a in pending], num_returns=2, timeout=5)
+        assert len(not_ready) == 2
+    finally:
+        for actor in placed + pending:
+            ray.kill(actor)
