@@ -91,7 +91,12 @@ class TopicLevel:
             delta.topics[t] = ("dead", 0)
             delta.lineage.append(Lineage("topic", "death", t, (), 0, at, f"topic:death:{t}"))
         new_topic = window.topic.copy()
-        new_topic[rows] = np.where(communities >= 0, m.ids[np.maximum(communities, 0)], old_topic)
+        # Rows in no community keep their topic. Masked, not np.where: a re-cluster that found no
+        # community at all (a small partition) has no ids to index, and np.where evaluates both sides.
+        picked = old_topic.copy()
+        grouped = communities >= 0
+        picked[grouped] = m.ids[communities[grouped]]
+        new_topic[rows] = picked
         for t, survivor in gone.items():
             new_topic[new_topic == t] = survivor
         for row in np.flatnonzero(new_topic != window.topic):

@@ -163,3 +163,15 @@ def test_every_document_has_a_topic_in_a_story_or_not() -> None:
     assert again.document_topics().tolist() == [topic] * 5
     again.recluster()
     assert again.drain().document_topics == {}
+
+
+def test_a_recluster_that_finds_no_community_keeps_every_document_as_it_was() -> None:
+    """A small partition (a few documents of a rare language): the re-cluster finds no story and no
+    topic (all -1); the clusterer keeps what it had instead of failing (it once raised IndexError on
+    every catch-up, so the partition never advanced)."""
+    c = TrendClusterer(params(), fixed([-1, -1, -1], [-1, -1, -1]), dim=DIM)
+    ids = feed(c, np.concatenate([group(0, 1, seed=1), group(3, 1, seed=2), group(6, 1, seed=3)]), start=1)
+    before = c.story_of(ids).tolist()
+    c.recluster()
+    assert c.story_of(ids).tolist() == before
+    assert c.reclusters == 1
