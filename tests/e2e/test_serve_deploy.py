@@ -93,6 +93,9 @@ def test_serve_deploy_of_the_committed_config_brings_up_every_application(
             f"--dashboard-agent-listen-port={free_port()}",
             f"--ray-client-server-port={free_port()}",
             "--object-store-memory=268435456",
+            # As the cpu worker group is labelled: the committed config keeps the index shards on such nodes
+            # (PULSE_INDEX__LABEL_SELECTOR).
+            "--labels=pulse.io/pool=cpu",
             "--disable-usage-stats",
         ],
         env,
