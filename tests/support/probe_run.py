@@ -19,7 +19,12 @@ def run_probe(module: str, *args: str, timeout_s: int, clear_pulse_env: bool = F
     env = {
         k: v
         for k, v in os.environ.items()
-        if k != "RAY_ADDRESS" and not (clear_pulse_env and k.startswith("PULSE_"))
+        if k != "RAY_ADDRESS"
+        and not (clear_pulse_env and k.startswith("PULSE_"))
+        # Not the session's HAProxy folder and ports (tests/conftest.py ray_session): the probe's own Ray
+        # would start a second HAProxy on them beside the session's and fail; a probe that wants the
+        # HAProxy ingress sets its own (private_haproxy_env).
+        and not k.startswith(("RAY_SERVE_HAPROXY_", "RAY_SERVE_ENABLE_HA_PROXY"))
     }
     env.update({"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"})
     proc = subprocess.run(
