@@ -28,12 +28,10 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-import psycopg
 import pyarrow.fs as pafs
 
 from storage.errors import RestoreError
 from storage.index_snapshots import SNAPSHOT_DIR
-from storage.pg_tools import libpq_env
 from storage.vector_files import resolve_filesystem
 
 logger = logging.getLogger(__name__)
@@ -216,18 +214,6 @@ def display_uri(uri: str) -> str:
 def backup_stamp(now: datetime) -> str:
     """The folder name of a backup taken at ``now`` (sorts by time)."""
     return f"{BACKUP_PREFIX}{now.astimezone(UTC):%Y%m%dT%H%M%S}.{now.microsecond // 1000:03d}Z"
-
-
-def conninfo(url: str) -> str:
-    env = libpq_env(url, base={})
-    keys = {
-        "PGHOST": "host",
-        "PGPORT": "port",
-        "PGUSER": "user",
-        "PGPASSWORD": "password",
-        "PGDATABASE": "dbname",
-    }
-    return psycopg.conninfo.make_conninfo(**{keys[k]: v for k, v in env.items() if k in keys})
 
 
 # ------------------------------------------------------------------------------------------------ reading

@@ -54,7 +54,6 @@ from storage.backup_layout import (
     Progress,
     backup_stamp,
     child_uri,
-    conninfo,
     copy_file,
     display_uri,
     hash_file,
@@ -65,7 +64,7 @@ from storage.backup_layout import (
     read_text,
     write_text,
 )
-from storage.database import mask_url
+from storage.database import libpq_conninfo, mask_url
 from storage.errors import BackupError
 from storage.index_snapshots import CURRENT_FILE, SNAPSHOT_DIR
 from storage.pg_tools import PgCommandFailed, PgTool, choose_tool, find_tools, run_tool, server_major
@@ -120,7 +119,7 @@ class _Point:
 @contextmanager
 def _exported_snapshot(url: str) -> Iterator[_Point]:
     """Open the consistency point (see the module docstring) and hold it while the block runs."""
-    with psycopg.connect(conninfo(url), connect_timeout=10) as conn:
+    with psycopg.connect(libpq_conninfo(url), connect_timeout=10) as conn:
         conn.isolation_level = IsolationLevel.REPEATABLE_READ
         conn.read_only = True
         with conn.transaction():

@@ -48,6 +48,11 @@ def _libpq_conninfo(url: URL) -> str:
     return psycopg.conninfo.make_conninfo(**{k: str(v) for k, v in parts.items() if v not in (None, "")})
 
 
+def libpq_conninfo(url: str) -> str:
+    """A libpq conninfo string for psycopg.connect from a database URL (as settings give it)."""
+    return _libpq_conninfo(make_url(normalize_url(url)))
+
+
 def check_connection(url: str, *, timeout_s: int = 5) -> str:
     """Connect once and return the server version string; raise ``DatabaseUnavailable`` otherwise."""
     parsed = make_url(normalize_url(url))

@@ -31,7 +31,6 @@ from storage.backup_layout import (
     BackupFile,
     BackupManifest,
     Progress,
-    conninfo,
     copy_file,
     display_uri,
     hash_file,
@@ -40,7 +39,7 @@ from storage.backup_layout import (
     list_files,
     read_manifest,
 )
-from storage.database import ensure_database, mask_url, normalize_url
+from storage.database import ensure_database, libpq_conninfo, mask_url, normalize_url
 from storage.errors import RestoreError, RestoreTargetNotEmpty
 from storage.migrate import alembic_config, current_revision, head_revision, upgrade
 from storage.pg_tools import PgCommandFailed, choose_tool, find_tools, run_tool, server_major
@@ -67,7 +66,7 @@ class RestoreResult:
 
 # ----------------------------------------------------------------------------------------------- restore
 def _database_tables(url: str) -> int:
-    with psycopg.connect(conninfo(url), connect_timeout=10) as conn:
+    with psycopg.connect(libpq_conninfo(url), connect_timeout=10) as conn:
         row = conn.execute(
             "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
             "WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
@@ -77,13 +76,13 @@ def _database_tables(url: str) -> int:
 
 
 def _server_version_num(url: str) -> int:
-    with psycopg.connect(conninfo(url), connect_timeout=10) as conn:
+    with psycopg.connect(libpq_conninfo(url), connect_timeout=10) as conn:
         row = conn.execute("SELECT current_setting('server_version_num')::int").fetchone()
     return int(row[0]) if row else 0
 
 
 def _empty_database(url: str) -> None:
-    with psycopg.connect(conninfo(url), connect_timeout=10, autocommit=True) as conn:
+    with psycopg.connect(libpq_conninfo(url), connect_timeout=10, autocommit=True) as conn:
         user = make_url(normalize_url(url)).username or "postgres"
         conn.execute("DROP SCHEMA IF EXISTS public CASCADE")
         conn.execute("CREATE SCHEMA public")
