@@ -228,3 +228,15 @@ def pytest_configure(config: pytest.Config) -> None:
         sys.stderr.write("waiting for another Pulse test session on this machine to finish...\n")
         fcntl.flock(handle, fcntl.LOCK_EX)
     _SESSION_LOCK.append(handle)
+
+
+@pytest.fixture
+def figure(request: pytest.FixtureRequest) -> Any:
+    """``figure(name, **values)``: print one figure of this test and append it to the reliability figures
+    file (``tests/support/figures.py``; ``bench/reliability.py`` makes the README table from it)."""
+    from tests.support import figures
+
+    def write(name: str, **values: Any) -> dict[str, Any]:
+        return figures.record(request.node.nodeid, name, values)
+
+    return write
