@@ -37,20 +37,18 @@ lint: install
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 
-# The storage and job tests once more on an embedded PostgreSQL, as on a machine without a server.
+# The storage-facing tests once more on an embedded PostgreSQL (pgserver, PostgreSQL 16), as on a machine
+# without a server: migrations, repositories, the CMS, trends, recommendations and schedules stores, the
+# ingest job and backups (pg_dump/pg_restore of that version). Ray-heavy tests run once, in `test`.
+EMBEDDED_TESTS := $(addprefix tests/integration/,test_migrations.py test_database_choice.py \
+	test_documents_repository.py test_collect_storage.py test_ingest_job.py test_cms_content.py \
+	test_cms_users.py test_cms_scheduler.py test_trend_store.py test_trend_queries.py test_rec_store.py \
+	test_job_scheduler.py test_backups.py test_local_node.py)
 test-embedded: install
-	PULSE_TEST_DB=embedded $(BIN)/pytest -q -p no:cacheprovider tests/integration \
-		--deselect tests/integration/test_embed_and_index.py \
-		--deselect tests/integration/test_embed_models.py \
-		--deselect tests/integration/test_embed_placement.py \
-		--deselect tests/integration/test_collect_job.py \
-		--deselect tests/integration/test_search_index.py \
-		--deselect tests/integration/test_fetch.py \
-		--deselect tests/integration/test_cluster_sim.py \
-		--deselect tests/integration/test_job_submit.py
+	PULSE_TEST_DB=embedded $(BIN)/pytest -q -p no:cacheprovider --durations=10 $(EMBEDDED_TESTS)
 
 test: lint test-embedded
-	$(BIN)/pytest
+	$(BIN)/pytest --durations=30
 
 bench: install
 	$(BIN)/python bench/embed.py

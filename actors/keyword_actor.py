@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import ray
 from ray.actor import ActorClass, ActorProxy
 
@@ -143,6 +144,13 @@ class KeywordIndexService:
             ids.append(hits.ids[0])
             scores.append(hits.scores[0])
         return SearchHits(ids=ids, scores=scores)
+
+    @ray.method
+    def document_ids(self) -> np.ndarray:
+        """Ids of the documents searchable now (each once): what a check against the manifest compares."""
+        if not self._ready.is_set():
+            raise IndexNotReady(self._config.model_id)
+        return self._index.ids()
 
     @ray.method
     def stats(self) -> KeywordStats:

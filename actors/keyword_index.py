@@ -206,6 +206,15 @@ class KeywordIndex:
         """Documents changed or deleted since the current build started (found after ``refresh()``)."""
         return len(self._pending)
 
+    def ids(self) -> np.ndarray:
+        """Ids (int64) of the documents searchable now: the current build's rows less the hidden ones."""
+        view = self._view
+        if not view.hidden:
+            return view.row_ids.copy()
+        keep = np.ones(len(view.row_ids), dtype=bool)
+        keep[sorted(view.hidden)] = False
+        return view.row_ids[keep]
+
     def upsert(self, ids: Sequence[int], texts: Sequence[str], languages: Sequence[str | None]) -> None:
         """Add documents, or replace the text of those whose id exists (the last of a repeated id wins)."""
         if not len(ids) == len(texts) == len(languages):

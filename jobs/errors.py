@@ -52,5 +52,6 @@ class EmbedBusy(JobError):
         self.model_id = model_id
         super().__init__(
             f"another embedding run is in progress for model {model_id}; wait for it to finish "
-            "(`pulse models list` shows its progress) or stop it first"
+            "(`pulse models list` shows its progress; `pulse embed --wait SECONDS` waits for it) "
+            "or stop it first"
         )

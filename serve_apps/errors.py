@@ -19,6 +19,7 @@ LastAdmin 409 (code ``last_admin``), UnknownReference 422.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 import sqlalchemy.exc
@@ -141,7 +142,22 @@ def error_body(code: str, message: str, details: list[dict[str, Any]] | None = N
     body: dict[str, Any] = {"code": code, "message": message}
     if details:
         body["details"] = details
-    return {"error": body}
+    return {"error": _encodable(body)}
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _encodable(value: Any) -> Any:
+    """``value`` with each lone surrogate (which UTF-8 cannot encode) spelled as its ``\\udXXX`` escape:
+    an error naming a field such as ``"title\\ud800"`` must render, not fail with a 500."""
+    if isinstance(value, str):
+        return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", value)
+    if isinstance(value, dict):
+        return {_encodable(k): _encodable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_encodable(v) for v in value]
+    return value
 
 
 def _json(

@@ -8,16 +8,22 @@
   dependency installed on every route of both apps, looks at every string a request carries (path and
   query parameters, header values, the JSON body at any depth, its keys too) and answers 422 naming
   each field that holds one.
+- **Values of the type the OpenAPI names.** Pydantic's lax mode reads more than the schema says: a number
+  (or a numeric string such as ``until=0.5``) as a date-time in Unix seconds, ``0`` / ``1`` as a boolean.
+  ``IsoDateTime`` (query parameters and body fields) takes ISO 8601 text only; JSON booleans are
+  ``StrictBool`` in the request schemas. Either mismatch is a 422 (found by schemathesis' negative data).
 """
 
 import json
 import re
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import Path, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
+from pydantic import BeforeValidator
 
 #: Largest value of a PostgreSQL BIGINT: every id column.
 MAX_ID = 2**63 - 1
@@ -30,6 +36,23 @@ Id = Annotated[int, Path(ge=1, le=MAX_ID)]
 Version = Annotated[int, Path(ge=1, le=MAX_VERSION)]
 
 Loc = tuple[str | int, ...]
+
+#: A number as a string (``0.5``, ``-3``, ``1e9``): what Pydantic would read as Unix seconds.
+_NUMERIC = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def _iso_text(value: Any) -> Any:
+    """Refuse a number where an ISO 8601 date or date-time is expected (Pydantic reads it as Unix seconds)."""
+    if isinstance(value, int | float) or (isinstance(value, str) and _NUMERIC.fullmatch(value.strip())):
+        raise ValueError(
+            "expected an ISO 8601 date or date-time such as 2018-02-01 or 2018-02-01T12:00:00Z, not a number"
+        )
+    return value
+
+
+#: A date-time in a query parameter or a body field: ISO 8601 text (a date alone is its midnight), never
+#: a number; its OpenAPI stays ``type: string, format: date-time``.
+IsoDateTime = Annotated[datetime, BeforeValidator(_iso_text)]
 
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 #: What a JSON body must contain to hold either: a NUL byte, or the escapes ``\u0000`` and ``\uD8..``-

@@ -370,7 +370,8 @@ class ApiKeyRepository:
 
 
 class RefreshTokenRepository:
-    """Refresh tokens by JWT id. Using one revokes it (rotation): each is good for exactly one refresh."""
+    """Refresh tokens by JWT id. Using one revokes it (rotation): each is good for exactly one refresh. A
+    revoked token presented again (``reused``) was copied: the CMS then revokes every token of its user."""
 
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -392,6 +393,14 @@ class RefreshTokenRepository:
             )
             .values(revoked_at=at)
             .returning(CmsRefreshToken.user_id)
+        )
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def reused(self, jti: str) -> int | None:
+        """The user id of a known token that was already revoked (used, or logged out): presented again,
+        it was copied; ``None`` for an unknown or still live token."""
+        stmt = select(CmsRefreshToken.user_id).where(
+            CmsRefreshToken.jti == jti, CmsRefreshToken.revoked_at.is_not(None)
         )
         return (await self.session.execute(stmt)).scalar_one_or_none()
 

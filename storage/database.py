@@ -8,12 +8,13 @@ from contextlib import contextmanager
 from typing import Any
 
 import psycopg
+import sqlalchemy.exc
 from sqlalchemy import Engine, create_engine, make_url
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from storage.errors import DatabaseUnavailable
+from storage.errors import DatabaseLost, DatabaseUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,16 @@ def _libpq_conninfo(url: URL) -> str:
 def libpq_conninfo(url: str) -> str:
     """A libpq conninfo string for psycopg.connect from a database URL (as settings give it)."""
     return _libpq_conninfo(make_url(normalize_url(url)))
+
+
+def database_lost(exc: BaseException) -> DatabaseLost | None:
+    """``DatabaseLost`` when ``exc`` is the driver's failure of a statement or a connection (the server
+    stopped, restarted or refused connections mid-command), else None."""
+    if not isinstance(exc, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError):
+        return None
+    text = str(exc.orig or exc).strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return DatabaseLost(lines[-1] if lines else type(exc.orig or exc).__name__)
 
 
 def check_connection(url: str, *, timeout_s: int = 5) -> str:

@@ -41,6 +41,21 @@ def clean_json(value: Any) -> Any:
     return value
 
 
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def storable(value: Any) -> Any:
+    """A JSON value PostgreSQL text and jsonb can hold: NUL dropped, lone surrogates (U+D800-U+DFFF, not
+    Unicode text) replaced by U+FFFD, in strings and keys at any depth."""
+    if isinstance(value, str):
+        return _UNSTORABLE.sub(lambda m: "" if m.group() == "\x00" else "\ufffd", value)
+    if isinstance(value, dict):
+        return {storable(k): storable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [storable(v) for v in value]
+    return value
+
+
 def content_hash(title: str, body: str) -> str:
     """SHA-256 of the normalised title and text: equal content, equal hash, whatever the whitespace."""
     payload = normalize_text(title) + "\x1f" + normalize_text(body)
@@ -167,7 +182,13 @@ class DocumentRepository:
         return int(self.session.execute(select(func.count()).select_from(Document)).scalar_one())
 
     def quarantine(self, *, job: str, source_ref: str, reason: str, payload: dict[str, Any]) -> None:
-        self.session.add(QuarantinedRecord(job=job, source_ref=source_ref, reason=reason, payload=payload))
+        """Record a refused record. What it carries is made storable (``storable``): a record refused
+        for holding NUL or a lone surrogate must not fail its own quarantine."""
+        self.session.add(
+            QuarantinedRecord(
+                job=job, source_ref=storable(source_ref), reason=storable(reason), payload=storable(payload)
+            )
+        )
 
 
 def _row(doc: DocumentRecord, source_id: int | None) -> dict[str, Any]:

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
@@ -22,6 +23,8 @@ from storage.models import Document, DocumentEmbedding, EmbedRun, VectorFile
 
 #: Advisory-lock class of embedding runs (the second key is the model id).
 EMBED_LOCK_CLASS = 0x656D62  # "emb"
+#: SQLSTATE of a lock wait that ran past ``lock_timeout``.
+LOCK_NOT_AVAILABLE = "55P03"
 
 
 @dataclass(frozen=True)
@@ -243,6 +246,23 @@ class EmbedRunRepository:
         """Take the session-level lock of a model's runs; hold the connection for the run's whole life."""
         stmt = select(func.pg_try_advisory_lock(EMBED_LOCK_CLASS, model_id))
         return bool(self.session.execute(stmt).scalar_one())
+
+    def lock(self, model_id: int, *, wait_s: float = 0.0) -> bool:
+        """``try_lock``, waiting up to ``wait_s`` seconds for the run that holds the lock (0: not at all);
+        False when it is still held then. A waiting caller is served before any later ``try_lock`` (a
+        request that conflicts with a queued one waits in PostgreSQL), so a stream of short runs (the CMS
+        scheduler embedding items as editors change them) cannot starve it."""
+        if wait_s <= 0:
+            return self.try_lock(model_id)
+        self.session.execute(text(f"SET LOCAL lock_timeout = {max(1, int(wait_s * 1000))}"))
+        try:
+            self.session.execute(select(func.pg_advisory_lock(EMBED_LOCK_CLASS, model_id)))
+        except OperationalError as exc:
+            if getattr(exc.orig, "sqlstate", None) != LOCK_NOT_AVAILABLE:
+                raise
+            self.session.rollback()
+            return False
+        return True
 
     def unlock(self, model_id: int) -> None:
         self.session.execute(select(func.pg_advisory_unlock(EMBED_LOCK_CLASS, model_id)))

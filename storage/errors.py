@@ -4,6 +4,7 @@ Hierarchy::
 
     StorageError
     ├── DatabaseUnavailable      the server cannot be reached (carries the masked URL)
+    ├── DatabaseLost             the server went away (stopped, restarted) while a command ran
     ├── ModelNotRegistered       no embedding model row for an id
     ├── VectorFileError          a vector Parquet file is missing or has the wrong schema
     ├── DocumentFileError        a Parquet file of documents (embedding input) is missing or malformed
@@ -39,6 +40,17 @@ class DatabaseUnavailable(StorageError):
         self.url = url
         self.reason = reason
         super().__init__(f"cannot connect to PostgreSQL at {url}: {reason}")
+
+
+class DatabaseLost(StorageError):
+    """PostgreSQL stopped answering in the middle of a command (``database_lost`` recognises it)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(
+            f"PostgreSQL stopped answering during the command ({reason}): what was committed before is kept; "
+            "run the command again once the server answers (its writes are idempotent)"
+        )
 
 
 class ModelNotRegistered(StorageError):

@@ -17,7 +17,10 @@ Two checks, because neither alone is enough:
   ``internal.example -> 10.0.0.7`` fails at connect time (``BlockedAddress``) and DNS rebinding cannot
   slip in between a check and the connection: the connection uses exactly the addresses returned here.
 
-``AllowList`` lets chosen networks or exact host names through (a test site on 127.0.0.1, an intranet).
+``AllowList`` lets chosen networks or exact host names through (an intranet), or one service only: a
+``host:port`` entry (``127.0.0.1:8080``, ``[::1]:8080``, ``wiki.internal:8443``) allows that port and no
+other, so allowing a test site on 127.0.0.1 does not open the database, the Ray dashboard or any other
+service on the same machine.
 URLs are parsed with yarl, the parser aiohttp itself uses, so the guard and the client agree on the host.
 """
 
@@ -47,6 +50,8 @@ SHARED_ADDRESS_SPACE = ipaddress.IPv4Network("100.64.0.0/10")
 #: RFC 6052 NAT64 prefix: the last 32 bits are an IPv4 address.
 NAT64_PREFIX = ipaddress.IPv6Network("64:ff9b::/96")
 
+# ``host:port`` and ``[v6]:port`` allow-list entries.
+_ENDPOINT = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9._-]+)):(?P<port>[0-9]{1,5})$")
 # Legacy numeric IPv4 spellings (2130706433, 0x7f.1, 127.1) that socket APIs still accept.
 _NUMERIC_HOST = re.compile(r"^(0x[0-9a-f]*|[0-9]+)(\.(0x[0-9a-f]*|[0-9]+)){0,3}\.?$", re.IGNORECASE)
 
@@ -57,17 +62,23 @@ def _normalize_host(host: str) -> str:
 
 @dataclass(frozen=True)
 class AllowList:
-    """Networks and exact host names that may be reached although their addresses are not public.
-    ``AllowList()`` allows nothing: public addresses only."""
+    """Networks, exact host names and single ``host:port`` endpoints that may be reached although their
+    addresses are not public. ``AllowList()`` allows nothing: public addresses only.
+
+    ``endpoints`` holds ``(host, port)`` pairs, the host an address in its canonical spelling or a
+    normalised name: only that port of that host is allowed."""
 
     networks: tuple[IPNetwork, ...] = ()
     hosts: frozenset[str] = field(default_factory=frozenset)
+    endpoints: frozenset[tuple[str, int]] = field(default_factory=frozenset)
 
     @classmethod
     def from_strings(cls, entries: Iterable[str]) -> AllowList:
-        """``("127.0.0.0/8", "10.1.2.3", "example.internal")``: CIDRs or single addresses, else host names."""
+        """``("127.0.0.0/8", "10.1.2.3", "example.internal", "127.0.0.1:8080", "[::1]:8080")``: CIDRs or
+        single addresses, ``host:port`` endpoints, else host names."""
         networks: list[IPNetwork] = []
         hosts: set[str] = set()
+        endpoints: set[tuple[str, int]] = set()
         for raw in entries:
             entry = raw.strip()
             if not entry:
@@ -77,17 +88,37 @@ class AllowList:
                 continue
             except ValueError:
                 pass
+            endpoint = _ENDPOINT.match(entry)
+            if endpoint is not None:
+                endpoints.add(_endpoint(raw, endpoint))
+                continue
             if "/" in entry or not re.fullmatch(r"[A-Za-z0-9._-]+\.?", entry):
-                raise InvalidAllowList(raw, "not a network and not a host name")
+                raise InvalidAllowList(raw, "not a network, a host name or a host:port")
             hosts.add(_normalize_host(entry))
-        return cls(networks=tuple(networks), hosts=frozenset(hosts))
+        return cls(networks=tuple(networks), hosts=frozenset(hosts), endpoints=frozenset(endpoints))
 
-    def allows_host(self, host: str) -> bool:
-        return _normalize_host(host) in self.hosts
+    def allows_host(self, host: str, port: int | None = None) -> bool:
+        """Whether the name ``host`` is allowed (on ``port``, when the entry names one)."""
+        name = _normalize_host(host)
+        return name in self.hosts or (port is not None and (name, port) in self.endpoints)
 
-    def allows_address(self, address: IPAddress) -> bool:
+    def allows_address(self, address: IPAddress, port: int | None = None) -> bool:
+        """Whether ``address`` is in an allowed network, or is an allowed endpoint's address on ``port``."""
         candidates = [address, *_embedded_ipv4(address)]
-        return any(candidate in network for candidate in candidates for network in self.networks)
+        if any(candidate in network for candidate in candidates for network in self.networks):
+            return True
+        return port is not None and any((str(candidate), port) in self.endpoints for candidate in candidates)
+
+
+def _endpoint(raw: str, match: re.Match[str]) -> tuple[str, int]:
+    port = int(match.group("port"))
+    if not 0 < port < 65536:
+        raise InvalidAllowList(raw, f"port {port} is out of range (1-65535)")
+    host = match.group("v6") or match.group("host")
+    address = parse_ip_host(host)
+    if match.group("v6") is not None and not isinstance(address, ipaddress.IPv6Address):
+        raise InvalidAllowList(raw, "the part in brackets is not an IPv6 address")
+    return (str(address) if address is not None else _normalize_host(host)), port
 
 
 def _embedded_ipv4(address: IPAddress) -> list[ipaddress.IPv4Address]:
@@ -136,11 +167,13 @@ def _address_class(address: IPAddress) -> str | None:
     return None
 
 
-def address_refusal(address: IPAddress, allow: AllowList) -> str | None:
-    """Why a connection to ``address`` is refused under ``allow``; None when it may be used."""
+def address_refusal(address: IPAddress, allow: AllowList, port: int | None = None) -> str | None:
+    """Why a connection to ``address`` (on ``port``) is refused under ``allow``; None when it may be used."""
     reason = blocked_reason(address)
-    if reason is None or allow.allows_address(address):
+    if reason is None or allow.allows_address(address, port):
         return None
+    if port is not None and any(host == str(address) for host, _ in allow.endpoints):
+        return f"{reason} allowed on other ports only, not {port}"
     return reason
 
 
@@ -184,7 +217,8 @@ def check_url(url: str | URL, allow: AllowList, *, hint: str) -> None:
         raise BlockedURL("blocked_scheme", shown, f"the {scheme!r} scheme is never used, only http and https")
     if not raw_host or not host:
         raise BlockedURL("invalid_url", shown, "the URL has no host")
-    if allow.allows_host(raw_host) or allow.allows_host(host):
+    port = parsed.port  # the scheme's default when the URL names none
+    if allow.allows_host(raw_host, port) or allow.allows_host(host, port):
         return
     name = _normalize_host(host)
     if name == "localhost" or name.endswith(".localhost"):
@@ -194,13 +228,13 @@ def check_url(url: str | URL, allow: AllowList, *, hint: str) -> None:
         legacy = _legacy_ipv4(host)
         if legacy is None:
             return  # a host name: its addresses are checked at connect time
-        reason = address_refusal(legacy, allow)
+        reason = address_refusal(legacy, allow, port)
         if reason is not None:
             raise BlockedURL("blocked_address", shown, f"{host} means {reason}; {hint}")
         raise BlockedURL(
             "invalid_url", shown, f"{host} is a legacy numeric IPv4 spelling; write it as {legacy}"
         )
-    reason = address_refusal(address, allow)
+    reason = address_refusal(address, allow, port)
     if reason is not None:
         raise BlockedURL("blocked_address", shown, f"{reason}; {hint}")
 
@@ -218,13 +252,17 @@ class SafeResolver(AbstractResolver):
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
         results = await self._inner.resolve(host, port, family)
-        if self._allow.allows_host(host):
+        if self._allow.allows_host(host, port or None):
             return results
         kept: list[ResolveResult] = []
         refused: list[tuple[str, str]] = []
         for result in results:
             address = parse_ip_host(result["host"])
-            reason = "not an IP address" if address is None else address_refusal(address, self._allow)
+            reason = (
+                "not an IP address"
+                if address is None
+                else address_refusal(address, self._allow, port or None)
+            )
             if reason is None:
                 kept.append(result)
             else:

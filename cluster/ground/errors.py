@@ -43,5 +43,6 @@ class InvalidAllowList(AddressGuardError, ValueError):
     def __init__(self, entry: str, reason: str) -> None:
         self.entry = entry
         super().__init__(
-            f"allow-list entry {entry!r}: {reason}; use a CIDR such as '127.0.0.0/8' or an exact host name"
+            f"allow-list entry {entry!r}: {reason}; use a CIDR such as '127.0.0.0/8', an exact host name "
+            "or a host:port such as '127.0.0.1:8080'"
         )

@@ -182,8 +182,9 @@ class CollectSettings(BaseModel):
     allow_networks: list[str] = Field(
         default_factory=list,
         description=(
-            "Private, loopback or link-local networks (CIDRs) or host names the collector may fetch from, "
-            'as a JSON list, e.g. ["127.0.0.0/8"]. Empty: only public addresses.'
+            "Private, loopback or link-local networks (CIDRs), host names or single host:port services the "
+            'collector may fetch from, as a JSON list, e.g. ["127.0.0.0/8"] or ["127.0.0.1:8080"] (that port '
+            "only). Empty: only public addresses."
         ),
     )
     fetch_partitions: int | None = Field(

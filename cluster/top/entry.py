@@ -2,7 +2,8 @@
 
 Exit codes: what the command returns (0 when it returns nothing); 2 for a usage error (click's message,
 as argparse did) and for a user-facing error (one ``error: ...`` line on stderr, no traceback); 130 when
-interrupted (Ctrl-C).
+interrupted (Ctrl-C). PostgreSQL going away mid-command (stopped, restarted) is a user-facing error too:
+the line says that what was committed is kept and that a rerun completes the work.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import click
 from cluster.ground.errors import AddressGuardError
 from cluster.ground.runtime import drop_ray_core_noise
 from jobs.errors import JobError
+from storage.database import database_lost
 from storage.errors import StorageError
 
 #: Exit code of an entry point that stopped on a user-facing error (click's usage errors exit 2 too).
@@ -54,6 +56,11 @@ def run_command(command: click.Command, argv: list[str] | None = None, *, prog_n
     except click.Abort:  # click's form of KeyboardInterrupt (and of EOFError) outside standalone mode
         sys.stderr.write("interrupted\n")
         return EXIT_INTERRUPTED
+    except Exception as exc:
+        lost = database_lost(exc)  # PostgreSQL stopped mid-command: one line that says to rerun
+        if lost is None:
+            raise
+        return user_error(lost)
     return result if isinstance(result, int) else 0
 
 

@@ -73,6 +73,14 @@ def search_app_args(settings: Settings, database_url: str) -> dict[str, Any]:
     }
 
 
+#: When HAProxy replays a request on another replica (``retry-on``). Serve's default, ``conn-failure``, only
+#: covers a replica that refused the connection: a request in flight on a replica that dies (killed, its
+#: node lost) came back as a dropped client connection (tests/chaos/test_serve_replica_kill.py).
+#: ``empty-response`` replays a request that got no byte back from the dead replica on another one. A
+#: write whose replica died after committing and before answering may then be applied twice; the lost
+#: answer was the alternative.
+HAPROXY_RETRY_ON = "conn-failure empty-response"
+
 #: Longest HAProxy folder: Serve adds ``/<56-hex node id>/metrics.sock`` (70 characters) and HAProxy's
 #: unix socket paths may be 97 long.
 HAPROXY_FOLDER_MAX = 27
@@ -91,6 +99,7 @@ def haproxy_env(folder: Path, *, stats_port: int, metrics_port: int) -> dict[str
     folder.mkdir(parents=True, exist_ok=True)
     return {
         "RAY_SERVE_ENABLE_HA_PROXY": "1",
+        "RAY_SERVE_HAPROXY_RETRY_ON": HAPROXY_RETRY_ON,
         "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(folder / "haproxy.cfg"),
         "RAY_SERVE_HAPROXY_SOCKET_PATH": str(folder / "admin.sock"),
         "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(folder),

@@ -67,6 +67,7 @@ class EmbedJobConfig:
     input_path: str | None = None
     full: bool = False
     progress: bool = True
+    lock_wait_s: float = 0.0  # wait this long for another run of the entry to finish (0: refuse at once)
 
 
 @dataclass(frozen=True)
@@ -258,7 +259,7 @@ def run_embed(cfg: EmbedJobConfig) -> EmbedSummary:
     """Embed every document lacking a current vector for the model entry; needs Ray only if there is work.
 
     The model is resolved and the recipe checked before anything else, so a bad model name or recipe
-    fails at once. Runs of one entry are exclusive (``EmbedBusy``).
+    fails at once. Runs of one entry are exclusive (``EmbedBusy``, after ``lock_wait_s`` of waiting).
     """
     start = time.perf_counter()
     # A missing or malformed Parquet input fails here, before any work; the row groups are read once.
@@ -281,7 +282,7 @@ def run_embed(cfg: EmbedJobConfig) -> EmbedSummary:
                 entry = registry.register(spec, activate_if_none=True)
         info = info_of(entry)
         runs = EmbedRunRepository(lock_session)
-        if not runs.try_lock(entry.id):
+        if not runs.lock(entry.id, wait_s=cfg.lock_wait_s):
             raise EmbedBusy(entry.id)
         lock_session.commit()
         try:

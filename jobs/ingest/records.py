@@ -3,13 +3,17 @@
 Accepted fields per record (JSONL object or CSV row): ``id``, ``title``, ``text``, ``url``,
 ``published_at`` (ISO 8601 date or datetime; naive means UTC), ``language``, ``metadata`` (an object, or
 a JSON object string in CSV). Other fields are kept in ``metadata``. A record needs a ``url`` or an
-``id``, and a non-empty ``title`` or ``text``; otherwise it is rejected with its reason.
+``id``, and a non-empty ``title`` or ``text``; otherwise it is rejected with its reason. A record holding a
+lone surrogate anywhere (the JSON escape ``"\\ud800"``: not Unicode text, PostgreSQL cannot store it) is
+rejected too, naming the field; NUL characters are dropped when the document is stored
+(``storage.documents.normalize_text``).
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -22,6 +26,7 @@ from storage.documents import DocumentRecord
 
 KNOWN_FIELDS = frozenset({"id", "title", "text", "url", "published_at", "language", "metadata"})
 MAX_TEXT_CHARS = 1_000_000
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -49,8 +54,34 @@ def parse_published_at(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+def _surrogate_field(value: Any, where: str) -> str | None:
+    """The first field (``metadata.tags[2]``) of ``value`` whose string or key holds a lone surrogate."""
+    if isinstance(value, str):
+        return where if _SURROGATE.search(value) else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            here = f"{where}.{key}" if where else str(key)
+            if isinstance(key, str) and _SURROGATE.search(key):
+                return here
+            found = _surrogate_field(item, here)
+            if found is not None:
+                return found
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            found = _surrogate_field(item, f"{where}[{i}]")
+            if found is not None:
+                return found
+    return None
+
+
 def to_record(raw: dict[str, Any], *, source_name: str) -> DocumentRecord:
     """Validate one raw record; raise ``ValueError`` with a readable reason when it cannot be stored."""
+    field = _surrogate_field(raw, "")
+    if field is not None:
+        raise ValueError(
+            f"{field!a} contains a lone surrogate (an escape such as \\ud800 that is not Unicode "
+            "text and cannot be stored); fix the producer's encoding or remove it"
+        )
     title = raw.get("title") or ""
     body = raw.get("text") or ""
     if not isinstance(title, str) or not isinstance(body, str):

@@ -120,9 +120,15 @@ def check_read(principal: Principal, item: ItemRow) -> None:
     _require(decision, action, item)
 
 
+def reschedules(item: ItemRow, fields: Mapping[str, Any]) -> bool:
+    """Whether ``fields`` change the item's publishing times (a PUT that sends them unchanged, or unset,
+    schedules nothing)."""
+    return any(fields[name] != getattr(item, name) for name in SCHEDULE_FIELDS & set(fields))
+
+
 def check_write(principal: Principal, action: AuditAction, fields: Mapping[str, Any] | None = None) -> Check:
     """The check a write runs on the locked item: may read it, may do ``action`` to it, and may schedule
-    when ``fields`` set publishing times."""
+    when ``fields`` change its publishing times."""
 
     def check(item: ItemRow) -> None:
         check_read(principal, item)
@@ -130,7 +136,7 @@ def check_write(principal: Principal, action: AuditAction, fields: Mapping[str, 
         _require(
             decide(principal.role, action, owner=owner, status=item.status, item_id=item.id), action, item
         )
-        if fields and SCHEDULE_FIELDS & set(fields):
+        if fields and reschedules(item, fields):
             schedule = AuditAction.ITEM_SCHEDULE
             _require(decide(principal.role, schedule, item_id=item.id), schedule, item)
 

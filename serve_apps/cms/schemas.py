@@ -6,9 +6,17 @@ import dataclasses
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, get_type_hints
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
-from serve_apps.inputs import MAX_ID, MAX_VERSION
+from serve_apps.inputs import MAX_ID, MAX_VERSION, IsoDateTime
 from storage.cms_audit import AuditRow
 from storage.cms_events import DeliveryLogRow
 
@@ -43,7 +51,7 @@ class Seo(BaseModel):
     description_ar: str | None = Field(default=None, max_length=500)
     keywords: list[str] = Field(default_factory=list, max_length=30)
     canonical_url: str | None = Field(default=None, max_length=2000)
-    noindex: bool = False
+    noindex: StrictBool = False
 
 
 def _http_url(value: str | None) -> str | None:
@@ -70,8 +78,8 @@ class ItemFields(BaseModel):
     slug_ar: str | None = Field(default=None, max_length=100, description="Generated from the title if unset")
     featured_image_url: str | None = Field(default=None, max_length=2000)
     seo: Seo | None = None
-    publish_at: datetime | None = Field(default=None, description="Publish automatically at this time")
-    unpublish_at: datetime | None = Field(default=None, description="Archive automatically at this time")
+    publish_at: IsoDateTime | None = Field(default=None, description="Publish automatically at this time")
+    unpublish_at: IsoDateTime | None = Field(default=None, description="Archive automatically at this time")
 
     _url = field_validator("featured_image_url")(_http_url)
 
@@ -244,7 +252,7 @@ class UserUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     role: Role | None = None
-    active: bool | None = None
+    active: StrictBool | None = None
     display_name: str | None = Field(default=None, min_length=1, max_length=200)
 
 

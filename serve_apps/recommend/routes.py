@@ -30,6 +30,7 @@ from actors.filters import SearchFilter
 from actors.rec_ranking import BlendParams, Pick
 from serve_apps.cms.security import Principal
 from serve_apps.errors import Forbidden, InvalidRequest, NotFound, Unauthorized, error_responses
+from serve_apps.inputs import IsoDateTime
 from serve_apps.recommend.context import EXPERIMENT_ROLES, Caller, Rec, check_reader, may_act_for, subject_of
 from serve_apps.recommend.engine import Outcome, blend_params
 from serve_apps.recommend.experiments import assign_variant, difference, wilson
@@ -364,7 +365,7 @@ async def recommend(
         Query(max_length=64, description="The experiment to assign a variant of (default: the active one)"),
     ] = None,
     as_of: Annotated[
-        datetime | None,
+        IsoDateTime | None,
         Query(
             description=(
                 "Rank as of this time (freshness and popularity; documents published later are left out): "

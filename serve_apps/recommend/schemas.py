@@ -6,8 +6,9 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StringConstraints, field_validator
 
+from serve_apps.inputs import IsoDateTime
 from serve_apps.search.schemas import ModelRef, RecommendResult
 
 EventType = Literal["view", "click", "like", "dislike", "share", "dwell", "impression"]
@@ -32,7 +33,7 @@ class EventIn(BaseModel):
     type: EventType = Field(
         description="view, click, like, dislike, share, dwell (seconds in value), impression (shown only)"
     )
-    timestamp: datetime = Field(description="When it happened (ISO 8601; without an offset, UTC)")
+    timestamp: IsoDateTime = Field(description="When it happened (ISO 8601; without an offset, UTC)")
     value: float | None = Field(default=None, ge=0, le=86_400, description="dwell: seconds spent reading")
     list_id: uuid.UUID | None = Field(
         default=None, description="The list_id of the recommendation list the event answers, if any"
@@ -99,8 +100,8 @@ class RecommendQuery(BaseModel):
     lang: list[str] = Field(default_factory=list, max_length=20)
     source: list[str] = Field(default_factory=list, max_length=50)
     category: list[str] = Field(default_factory=list, max_length=50)
-    since: datetime | None = None
-    until: datetime | None = None
+    since: IsoDateTime | None = None
+    until: IsoDateTime | None = None
 
 
 VariantName = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
@@ -133,7 +134,9 @@ class ExperimentIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     variants: list[VariantIn] = Field(min_length=2, max_length=10)
-    active: bool = Field(default=True, description="Active experiments assign every personal list a variant")
+    active: StrictBool = Field(
+        default=True, description="Active experiments assign every personal list a variant"
+    )
 
 
 class RateOut(BaseModel):

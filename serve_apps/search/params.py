@@ -16,6 +16,7 @@ from actors.filters import SearchFilter
 from serve_apps import cursors
 from serve_apps.cursors import fingerprint
 from serve_apps.errors import InvalidRequest
+from serve_apps.inputs import IsoDateTime
 
 __all__ = ["Cursor", "decode_cursor", "encode_cursor", "fingerprint", "search_filter"]
 
@@ -45,9 +46,11 @@ def search_filter(
     source: Annotated[list[str], Query(description="Only documents from these sources (names)")] = [],  # noqa: B006
     category: Annotated[list[str], Query(description="Only documents in these categories")] = [],  # noqa: B006
     since: Annotated[
-        datetime | None, Query(description="Published at or after (ISO date or date-time, UTC by default)")
+        IsoDateTime | None, Query(description="Published at or after (ISO date or date-time, UTC by default)")
     ] = None,
-    until: Annotated[datetime | None, Query(description="Published before (ISO date or date-time)")] = None,
+    until: Annotated[
+        IsoDateTime | None, Query(description="Published before (ISO date or date-time)")
+    ] = None,
 ) -> SearchFilter:
     """FastAPI dependency: the request's filter (malformed dates are 422 by validation)."""
     flt = SearchFilter(

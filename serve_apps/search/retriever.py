@@ -159,8 +159,14 @@ class Retriever:
         return np.vstack(rows) if rows else np.zeros((0, entry.dimension), np.float32)
 
     async def nearest(self, entry: ModelRow, vector: np.ndarray, k: int, flt: SearchFilter) -> Answer:
-        """The ``k`` documents nearest to ``vector`` in the entry's document index."""
-        return _raise_or(await self._vector_batch.submit(_VectorAsk(entry.id, "document", vector, k, flt)))
+        """The ``k`` documents nearest to ``vector`` in the entry's document index; ``NotReady`` (503) when
+        no shard answers in time, as for a search (recommendations and "more like this" call this)."""
+        answer = await self._vector_batch.submit(_VectorAsk(entry.id, "document", vector, k, flt))
+        if isinstance(answer, TimeoutError | ray.exceptions.RayError):
+            raise NotReady(
+                "the search index did not answer in time; retry shortly", retry_after_s=2
+            ) from answer
+        return _raise_or(answer)
 
     # ------------------------------------------------------------------------------------ batching
     async def _embed_many(self, asks: list[tuple[str, QueryModel]]) -> list[np.ndarray]:

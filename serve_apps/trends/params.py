@@ -19,7 +19,7 @@ from fastapi import Query
 
 from serve_apps import cursors
 from serve_apps.errors import InvalidRequest
-from serve_apps.inputs import MAX_ID
+from serve_apps.inputs import MAX_ID, IsoDateTime
 from storage.trend_queries import After, Granularity, Status, StoryFilter, StoryState, TopicFilter
 
 #: How a listing's sort value is written in a cursor.
@@ -37,11 +37,11 @@ SORT_KINDS: dict[str, ValueKind] = {
 MAX_LANGUAGE = 16
 
 Since = Annotated[
-    datetime | None,
+    IsoDateTime | None,
     Query(description="Last seen at or after this time (ISO date or date-time, UTC by default)"),
 ]
 Until = Annotated[
-    datetime | None, Query(description="First seen at or before this time (ISO date or date-time)")
+    IsoDateTime | None, Query(description="First seen at or before this time (ISO date or date-time)")
 ]
 Language = Annotated[
     str | None, Query(min_length=1, max_length=MAX_LANGUAGE, description="Language code (en, ar...)")

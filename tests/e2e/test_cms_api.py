@@ -2,48 +2,23 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from ray import serve
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from cluster.ground.passwords import hash_password
-from storage.cms_users import UserRepository
-from storage.database import make_async_engine
 from tests.conftest import CMS_TABLES, SHARED_DATA, truncate
-from tests.support.fuzz import fuzz
+from tests.support import cms_service
+from tests.support.cms_service import PASSWORD
 
 PORT = 8012  # the session's Serve proxy (the search e2e tests use the same one)
 BASE = f"http://127.0.0.1:{PORT}/v1/cms"
 LIMITED = f"http://127.0.0.1:{PORT}/v1/cms-limited"
 SECRET = "e2e-secret-" + "x" * 40
 NAMESPACE = "pulse-e2e"
-PASSWORD = "correct horse battery"
-USERS = {  # "admin" is created by the app itself (the configured first admin)
-    "admin": "admin",
-    "editor": "editor",
-    "author": "author",
-    "author2": "author",
-    "viewer": "viewer",
-}
-
-
-async def _create_users(url: str) -> None:
-    engine = make_async_engine(url, pool_size=1)
-    try:
-        async with async_sessionmaker(engine)() as session, session.begin():
-            repo = UserRepository(session)
-            for name, role in USERS.items():
-                if name != "admin":
-                    await repo.create(f"{name}@pulse.test", name.title(), hash_password(PASSWORD), role)
-    finally:
-        await engine.dispose()
 
 
 @pytest.fixture(scope="module")
@@ -51,42 +26,22 @@ def cms(  # type: ignore[no-untyped-def]
     ray_session: None, database_url: str, engine, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, str]]:
     from cluster.top.cms_scheduler import start_cms_scheduler
-    from cluster.top.serve_config import load_builder
 
     truncate(engine, CMS_TABLES)
-    asyncio.run(_create_users(database_url))
-    serve.start(http_options={"host": "127.0.0.1", "port": PORT})
-    builder = load_builder("serve_apps.cms.app:app_builder")
+    cms_service.create_users(database_url)
     storage = str(tmp_path_factory.mktemp("cms-storage"))
-    common = {
-        "database_url": database_url,
-        "jwt_secret": SECRET,
-        "max_body_bytes": 65_536,
-        "storage_uri": storage,
-        "namespace": NAMESPACE,
-        "scheduler_interval_s": 0.5,
-        "admin_email": "admin@pulse.test",
-        "admin_password": PASSWORD,
-    }
+    common = cms_service.cms_args(database_url, SECRET, storage, NAMESPACE)
     args = {
         **common,
         "rate_per_key": "100000/minute",
         "rate_per_ip": "100000/minute",
         "webhook_private_targets": True,  # the test subscriber listens on 127.0.0.1
     }
-    serve.run(builder(args), name="cms", route_prefix="/v1/cms")
+    cms_service.deploy_cms("cms", "/v1/cms", args, port=PORT)
     start_cms_scheduler(args)  # as `pulse up` does beside the CMS application
-    serve.run(
-        builder({**common, "rate_per_key": "100000/minute", "rate_per_ip": "5/minute", "scheduler": False}),
-        name="cms-limited",
-        route_prefix="/v1/cms-limited",
-    )
-    tokens = {}
-    for name in USERS:
-        resp = httpx.post(f"{BASE}/auth/login", json={"email": f"{name}@pulse.test", "password": PASSWORD})
-        assert resp.status_code == 200, resp.text
-        tokens[name] = resp.json()["access_token"]
-    yield tokens
+    limited = {**common, "rate_per_key": "100000/minute", "rate_per_ip": "5/minute", "scheduler": False}
+    cms_service.deploy_cms("cms-limited", "/v1/cms-limited", limited, port=PORT)
+    yield cms_service.access_tokens(BASE)
     serve.delete("cms")
     serve.delete("cms-limited")
     import ray
@@ -545,40 +500,3 @@ def cms_documents(engine, item_id: int) -> dict[str, int]:  # type: ignore[no-un
             {"i": str(item_id)},
         ).all()
     return {r[0]: int(r[1]) for r in rows}
-
-
-# Last in the module: schemathesis on the app the tests above used (tests/support/fuzz.py).
-FUZZ_ADMIN = "fuzz-admin@pulse.test"
-
-
-@pytest.fixture(scope="module")
-def fuzz_admin(cms: dict[str, str]) -> dict[str, str]:
-    """Headers of an admin created for the run by the session's admin: the run may demote or deactivate
-    the users it finds, but cannot take away the session's own access."""
-    created = httpx.post(
-        f"{BASE}/users",
-        json={"email": FUZZ_ADMIN, "display_name": "Fuzz admin", "password": PASSWORD, "role": "admin"},
-        headers={"Authorization": f"Bearer {cms['admin']}"},
-        timeout=30,
-    )
-    assert created.status_code == 201, created.text
-    login = httpx.post(f"{BASE}/auth/login", json={"email": FUZZ_ADMIN, "password": PASSWORD}, timeout=30)
-    assert login.status_code == 200, login.text
-    return {"Authorization": f"Bearer {login.json()['access_token']}"}
-
-
-def test_cms_api_fuzz_anonymous(cms: dict[str, str], tmp_path: Path) -> None:
-    fuzz(f"{BASE}/openapi.json", tmp_path / "cms-anonymous.json")
-
-
-def test_cms_api_fuzz_as_admin(fuzz_admin: dict[str, str], tmp_path: Path) -> None:
-    fuzz(f"{BASE}/openapi.json", tmp_path / "cms-admin.json", fuzz_admin)
-
-
-def test_an_admin_still_exists(cms: dict[str, str], engine) -> None:  # type: ignore[no-untyped-def]
-    """The fuzzed user routes (demote, deactivate, delete) must leave the CMS an active admin."""
-    with engine.connect() as conn:
-        admins = conn.execute(text("SELECT count(*) FROM cms_users WHERE role = 'admin' AND active")).scalar()
-    assert admins and admins >= 1
-    resp = httpx.get(f"{BASE}/users", headers={"Authorization": f"Bearer {cms['admin']}"}, timeout=30)
-    assert resp.status_code == 200, resp.text

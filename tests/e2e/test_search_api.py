@@ -7,7 +7,6 @@ import json
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import pytest
@@ -18,7 +17,6 @@ from cluster.ground.constants import PROFILE_ACTOR_NAME
 from jobs.embed.pipeline import EmbedJobConfig, run_embed
 from jobs.ingest.loader import ingest_file
 from tests.integration.helpers import PROTEST_WORDS, sample_subset
-from tests.support.fuzz import fuzz
 
 #: Real sentences from SIB-200 (FLORES-200, CC BY-SA 4.0), ../shared/data/sib200_ar_en/arb_Arab/train.tsv.
 ARABIC_SENTENCES = (
@@ -391,9 +389,3 @@ def test_model_switch_is_atomic_and_never_serves_a_half_built_index(  # type: ig
         for s in range(2)
     ]
     assert all(s.ready for s in shards) and sum(s.index.size for s in shards) == total
-
-
-# Last in the module: schemathesis on the app the tests above used (tests/support/fuzz.py).
-def test_search_api_fuzz(api: str, tmp_path: Path) -> None:
-    # The search API has no accounts: every caller is anonymous.
-    fuzz(f"{BASE}/openapi.json", tmp_path / "search.json")

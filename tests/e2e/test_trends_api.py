@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,7 +15,6 @@ from ray import serve
 
 from cluster.ground.constants import PROFILE_ACTOR_NAME
 from tests.integration.test_trend_queries import Seeded, seed_trends
-from tests.support.fuzz import fuzz
 
 PORT = 8012  # the session's Serve proxy (the search and CMS e2e tests use the same one)
 ROOT = f"http://127.0.0.1:{PORT}"
@@ -212,9 +210,3 @@ def test_a_cursor_pages_only_its_own_listing(world: Seeded) -> None:
     error(get(f"{TRENDS}/{world.en[1]}/documents", limit=1, cursor=documents), 422, "invalid_request")
     topics = ok(TOPICS, limit=1)["next_cursor"]
     error(get(TOPICS, limit=1, sort="recency", cursor=topics), 422, "invalid_request")
-
-
-# Last in the module: schemathesis on the apps the tests above used (tests/support/fuzz.py).
-@pytest.mark.parametrize("url", [TRENDS, TOPICS], ids=["trends", "topics"])
-def test_trends_api_fuzz(world: Seeded, url: str, tmp_path: Path) -> None:
-    fuzz(f"{url}/openapi.json", tmp_path / "trends.json")

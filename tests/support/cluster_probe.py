@@ -1,10 +1,25 @@
-"""Collect -> embed -> index -> search on a simulated three-node Ray cluster, then lose a shard's node
-while a second batch is ingested, and check that every embedded document is still indexed once.
+"""Collect -> embed -> index -> search on a simulated three-node Ray cluster, then kill parts of it while
+more batches are ingested, and count what every kill lost or duplicated (issue 20, chaos items a-c, g and
+the trend clusterer's catch-up).
 
-Used by ``tests/integration/test_cluster_sim.py`` in a subprocess (one process holds one Ray cluster; the
-test session may hold one already)::
+Used by ``tests/chaos/test_cluster_kills.py`` in a subprocess (one process holds one Ray cluster; the test
+session may hold one already)::
 
-    python -m tests.support.cluster_probe DATABASE_URL WORK_DIR [gpu|cpu]
+    python -m tests.support.cluster_probe DATABASE_URL WORK_DIR [SCENARIO[,SCENARIO...]] [gpu|cpu]
+
+SCENARIO (default ``node``), run one after another, each during its own batch's ingest (``a+b+c`` kills
+the parts one after another at once during one batch, each part's recovery timed on its own):
+
+- ``shard``: ``ray.kill`` an index shard actor (detached, ``max_restarts=-1``: Ray restarts it; it loads
+  its snapshot and catches up from the manifest);
+- ``node``: remove the worker node hosting a shard without grace (as a crashed machine) and add a
+  replacement of the same kind; ``gpu`` (default) or ``cpu`` names the pool whose node goes;
+- ``encoder``: SIGKILL the process of the running embed job's encoder actor (Ray Data's ``_MapWorker``
+  of ``EncodeBatch``, found in the GCS actor table: ``ray.util.state.list_actors`` needs the dashboard,
+  which the simulated head leaves out); Ray restarts it and retries its blocks;
+- ``keyword``: ``ray.kill`` the keyword index actor (it rereads the collection from PostgreSQL);
+- ``clusterer``: ``ray.kill`` every trend clusterer actor (started as ``pulse up`` starts them:
+  ``cluster.top.trends.start_trends``) while they follow the manifest.
 
 The cluster (``ray.cluster_utils.Cluster``: every node is a raylet on this machine, one GCS):
 
@@ -28,12 +43,15 @@ Everything runs through the entry points a user runs, against the cluster's addr
 ``pulse collect``, ``pulse embed`` in this process; the search application (which starts the two index
 shard actors, SPREAD over the nodes) through ``deploy_search``, as `pulse up` does; searches over HTTP.
 
-Then, while ``python -m jobs.collect --embed`` (a second driver) collects and embeds a second batch, the
-node hosting one shard is removed without grace, as a crashed machine, and a replacement node of the same
-kind is added: by default the GPU worker, which also runs the job's encoder; with ``cpu`` the CPU worker,
-which runs its reading and tokenizing actors. The shard comes back (a detached actor, ``max_restarts=-1``)
-from its snapshot plus catch-up from the manifest; Ray re-places the job's lost actors and work on the
-nodes left or the new one. The last line of stdout is one JSON object with the figures.
+For each scenario a second driver (``python -m jobs.collect --source <batch> --embed``, as a user runs
+it) collects and embeds a new batch; once it has committed a vector file the part is killed, while a
+background loop sends ``/v1/search`` (hybrid: both indexes) over HTTP and counts answers that failed
+(non-2xx or no answer) and answers that said ``partial: true`` (degraded). Recovery is the time from the
+kill to the killed part answering again (a new process, ready) with at least what it held at the kill
+(its manifest watermark), or, for the encoder, to the job's next committed file. After the batch the
+probe waits for every index to reach the manifest's last file and compares what they hold with
+PostgreSQL's ground truth (documents with a vector): lost, duplicated and unknown ids. The last line of
+stdout is one JSON object with the figures.
 """
 
 from __future__ import annotations
@@ -41,8 +59,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +78,12 @@ NODE_TIMEOUT_S = 60.0
 #: Pages of the local site per batch (its /articles pages are BBC News articles).
 FIRST_BATCH = 60
 SECOND_BATCH = 100
+#: Pages of a kill's batch (the node loss keeps its larger one): several files, so the kill lands mid-job.
+KILL_BATCH = {"node": SECOND_BATCH, "encoder": 96}
+DEFAULT_KILL_BATCH = 64
+SCENARIOS = ("shard", "node", "encoder", "keyword", "clusterer")
+#: Seconds between two searches of the background load (gentle: two cores run the whole cluster).
+SEARCH_PAUSE_S = 0.1
 SHARDS = 2
 #: Documents per embedded block (and vector file): small, so the second batch is several files and the
 #: node goes while the job is between them.
@@ -81,7 +107,7 @@ class Probe:
     workers: dict[str, Any] = field(default_factory=dict)  # pool -> its worker node (ray._private.node.Node)
 
     # ----------------------------------------------------------------------------------- set-up
-    def start(self) -> dict[str, Any]:
+    def start(self, *, trends: bool = False) -> dict[str, Any]:
         from ray.cluster_utils import Cluster
 
         from cluster.top.serve_config import free_port
@@ -125,7 +151,13 @@ class Probe:
                 "PULSE_SERVE__PORT": str(port),
                 "PULSE_SERVE__INGRESS": "proxy",
                 "PULSE_SEARCH__DEADLINE_MS": "3000",
-                "PULSE_TRENDS__ENABLED": "false",
+                "PULSE_TRENDS__ENABLED": "true" if trends else "false",
+                # The clusterers keep every document (the site's articles span years) and re-cluster
+                # often enough that a small batch gets stories.
+                "PULSE_TRENDS__WINDOW_DAYS": "100000",
+                "PULSE_TRENDS__RECLUSTER_EVERY": "40",
+                "PULSE_TRENDS__POLL_INTERVAL_S": "1",
+                "PULSE_TRENDS__SNAPSHOT_INTERVAL_S": "2",
             }
         )
         self.api = f"http://127.0.0.1:{port}"
@@ -276,20 +308,85 @@ class Probe:
         step = max(1, len(picked) // n)
         return picked[::step][:n]
 
+    # ------------------------------------------------------------------------- the other parts
+    def keyword(self, model_id: int) -> Any:
+        import ray
+
+        from cluster.ground.constants import keyword_actor_name
+
+        return ray.get_actor(keyword_actor_name(model_id), self.namespace)
+
+    def clusterer_names(self) -> list[str]:
+        import ray
+
+        from actors.trend_supervisor import TREND_SUPERVISOR_NAME
+        from cluster.ground.constants import TREND_ACTOR_PREFIX
+
+        return sorted(
+            e["name"]
+            for e in ray.util.list_named_actors(all_namespaces=True)
+            if e["namespace"] == self.namespace
+            and e["name"].startswith(f"{TREND_ACTOR_PREFIX}-")
+            and e["name"] != TREND_SUPERVISOR_NAME
+        )
+
+    def clusterer_stats(self, timeout_s: float = 10.0) -> dict[str, Any]:
+        import ray
+
+        names = self.clusterer_names()
+        handles = [ray.get_actor(n, self.namespace) for n in names]
+        return dict(zip(names, ray.get([h.stats.remote() for h in handles], timeout=timeout_s), strict=True))
+
+    def clusterer_ids(self) -> list[int]:
+        """Every document id in the clusterers' windows (one entry per window row)."""
+        import ray
+
+        ids: list[int] = []
+        for name in self.clusterer_names():
+            window = ray.get(ray.get_actor(name, self.namespace).window.remote(None, None), timeout=30)
+            ids.extend(int(i) for i in window[0])
+        return ids
+
+
+def _actors(alive_only: bool = True) -> list[dict[str, Any]]:
+    """The GCS actor table (name, class, repr name, resources, node, pid, restarts), read without the
+    dashboard's state API."""
+    from ray._private import state
+    from ray.core.generated import gcs_pb2
+
+    accessor = state.state._connect_and_get_accessor()
+    rows = []
+    for raw in accessor.get_actor_table(None, "ALIVE" if alive_only else None):
+        a = gcs_pb2.ActorTableData.FromString(raw)
+        rows.append(
+            {
+                "name": a.name,
+                "class": a.class_name,
+                "repr": a.repr_name,
+                "resources": dict(a.required_resources),
+                "node": a.address.node_id.hex(),
+                "pid": int(a.pid),
+                "restarts": int(a.num_restarts),
+            }
+        )
+    return rows
+
 
 def _alive_actor(name: str) -> dict[str, Any] | None:
     """The GCS's record of the named actor (this cluster holds one namespace of Pulse's) if it is ALIVE:
     its node id, pid and restarts; else None."""
-    from ray._private import state
-
-    for actor in state.actors().values():  # type: ignore[no-untyped-call]
-        if actor.get("Name") == name and actor.get("State") == "ALIVE":
-            return {
-                "node": str(actor["Address"]["NodeID"]),
-                "pid": int(actor.get("Pid") or 0),
-                "restarts": int(actor.get("NumRestarts") or 0),
-            }
+    for actor in _actors():
+        if actor["name"] == name:
+            return actor
     return None
+
+
+def _encoders() -> list[dict[str, Any]]:
+    """The running embed job's encoder actors (Ray Data map workers of ``EncodeBatch``)."""
+    alive = _actors()
+    named = [a for a in alive if "EncodeBatch" in a["repr"] or "EncodeBatch" in a["class"]]
+    # Else by what only the encoder asks for: the GPU (the probe's encoders plan one per GPU).
+    return named or [a for a in alive if a["resources"].get("GPU", 0) > 0 and not a["name"]]
 
 
 def _search_hits(probe: Probe, pairs: list[tuple[int, str]]) -> dict[str, Any]:
@@ -297,17 +394,366 @@ def _search_hits(probe: Probe, pairs: list[tuple[int, str]]) -> dict[str, Any]:
     return {"asked": len(pairs), "found": sum(found)}
 
 
-def run(database_url: str, work: Path, lose: str = "gpu") -> dict[str, Any]:
+class SearchLoad:
+    """A background loop of ``/v1/search`` (hybrid) over HTTP: answers, failures (non-2xx or no answer)
+    and degraded answers (2xx saying ``partial: true``)."""
+
+    def __init__(self, api: str, queries: list[str]) -> None:
+        self.api = api
+        self.queries = queries or ["news"]
+        self.requests = self.failed = self.degraded = 0
+        self.samples: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="search-load", daemon=True)
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=15) as client:
+            i = 0
+            while not self._stop.is_set():
+                query = self.queries[i % len(self.queries)]
+                i += 1
+                self.requests += 1
+                try:
+                    resp = client.get(f"{self.api}/v1/search", params={"q": query, "k": 5})
+                    if resp.status_code // 100 != 2:
+                        self.failed += 1
+                        self._sample(f"{resp.status_code} {resp.text[:160]}")
+                    elif resp.json().get("partial"):
+                        self.degraded += 1
+                except (httpx.HTTPError, ValueError) as exc:
+                    self.failed += 1
+                    self._sample(f"{type(exc).__name__}: {exc}")
+                self._stop.wait(SEARCH_PAUSE_S)
+
+    def _sample(self, line: str) -> None:
+        if len(self.samples) < 5:
+            self.samples.append(line)
+
+    def __enter__(self) -> SearchLoad:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def figures(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "failed_requests": self.failed,
+            "degraded_requests": self.degraded,
+            "failure_samples": self.samples,
+        }
+
+
+def _wait(what: str, check: Any, since: float, timeout_s: float = RECOVERY_TIMEOUT_S) -> float:
+    """Poll ``check()`` (errors count as not yet) until true; seconds since ``since``."""
+    import ray
+
+    last = ""
+    while True:
+        try:
+            if check():
+                return round(time.monotonic() - since, 2)
+        except (ray.exceptions.RayError, TimeoutError, ValueError) as exc:
+            last = f"{type(exc).__name__}: {str(exc)[:200]}"
+        if time.monotonic() - since > timeout_s:
+            raise TimeoutError(f"{what} not done after {timeout_s} s ({last})")
+        time.sleep(0.2)
+
+
+def _restarted(name: str, old_pid: int, ready: Any) -> Any:
+    """A check: the named actor is alive in a new process and ``ready()`` says it holds enough."""
+
+    def check() -> bool:
+        found = _alive_actor(name)
+        return bool(found and found["pid"] != old_pid and ready())
+
+    return check
+
+
+# --------------------------------------------------------------------------------- the kills
+def _kill_shard(probe: Probe, model_id: int, rec: dict[str, Any]) -> Any:
     import ray
 
     from cluster.ground.constants import index_actor_name
 
+    victim = probe.shard_stats(model_id)[0]
+    name = index_actor_name(model_id, victim.shard, level="document", shards=SHARDS)
+    held = victim.index.watermark
+    rec["killed"] = {"actor": name, "pid": victim.pid, "node": victim.node_id, "watermark": held}
+    ray.kill(probe.shards(model_id)[victim.shard], no_restart=False)
+
+    def ready() -> bool:
+        s = ray.get(probe.shards(model_id)[victim.shard].stats.remote(), timeout=5)
+        rec["restored_from"] = s.restored_from
+        return bool(s.ready and s.index.watermark >= held)
+
+    return _restarted(name, victim.pid, ready)
+
+
+def _kill_keyword(probe: Probe, model_id: int, rec: dict[str, Any]) -> Any:
+    import ray
+
+    from cluster.ground.constants import keyword_actor_name
+
+    name = keyword_actor_name(model_id)
+    before = ray.get(probe.keyword(model_id).stats.remote(), timeout=10)
+    rec["killed"] = {"actor": name, "pid": before.pid, "watermark": before.watermark, "size": before.size}
+    ray.kill(probe.keyword(model_id), no_restart=False)
+
+    def ready() -> bool:
+        s = ray.get(probe.keyword(model_id).stats.remote(), timeout=5)
+        return bool(s.ready and s.watermark >= before.watermark and s.size >= before.size)
+
+    return _restarted(name, before.pid, ready)
+
+
+def _kill_encoder(probe: Probe, model_id: int, rec: dict[str, Any]) -> Any:
+    encoders = _encoders()
+    if not encoders:
+        raise RuntimeError(f"no encoder actor alive to kill; actors: {[a['repr'] for a in _actors()]}")
+    victim = encoders[0]
+    files_at_kill = probe.files(model_id)[0]
+    rec["killed"] = {
+        "actor": victim["repr"] or victim["class"],
+        "pid": victim["pid"],
+        "node": victim["node"],
+        "files_at_kill": files_at_kill,
+    }
+    os.kill(victim["pid"], signal.SIGKILL)  # every simulated node is a raylet on this machine
+    ingest = rec["_ingest"]
+
+    def check() -> bool:
+        # Encoding goes on: a file committed after the kill (or the job ended, checked afterwards).
+        return probe.files(model_id)[0] > files_at_kill or ingest.poll() is not None
+
+    return check
+
+
+def _kill_clusterers(probe: Probe, model_id: int, rec: dict[str, Any]) -> Any:
+    import ray
+
+    stats = probe.clusterer_stats()
+    if not stats:
+        raise RuntimeError("no trend clusterer to kill")
+    rec["killed"] = {
+        n: {"pid": s.pid, "watermark": s.watermark, "window": s.window} for n, s in stats.items()
+    }
+    for name in stats:
+        ray.kill(ray.get_actor(name, probe.namespace), no_restart=False)
+
+    def check() -> bool:
+        now = probe.clusterer_stats(timeout_s=5)
+        return all(
+            name in now
+            and now[name].pid != old.pid
+            and now[name].ready
+            and now[name].watermark >= old.watermark
+            and now[name].window >= old.window
+            for name, old in stats.items()
+        )
+
+    return check
+
+
+def _remove_node(probe: Probe, model_id: int, rec: dict[str, Any], lose: str) -> Any:
+    from cluster.ground.constants import index_actor_name
+
+    # The shard on the worker of the pool ``lose`` names, else the one on the other worker.
+    placed = {s.node_id: s for s in probe.shard_stats(model_id)}
+    other = "cpu" if lose == "gpu" else "gpu"
+    pool = lose if probe.workers[lose].node_id in placed else other
+    victim = placed[probe.workers[pool].node_id]
+    name = index_actor_name(model_id, victim.shard, level="document", shards=SHARDS)
+    rec.update({"pool": pool, "shard": victim.shard, "node": victim.node_id, "pid_before": victim.pid})
+    rec["killed"] = {"node": victim.node_id, "actor": name, "pid": victim.pid}
+    probe.cluster.remove_node(probe.workers[pool], allow_graceful=False)
+    # A replacement joins, as an autoscaler would add one for the actors left pending.
+    probe.workers[pool] = probe._add(pool)
+    rec["replacement"] = probe.workers[pool].node_id
+
+    def check() -> bool:
+        import ray
+
+        found = _alive_actor(name)
+        if not (found and found["node"] != victim.node_id and found["pid"] != victim.pid):
+            return False
+        if not ray.get(probe.shards(model_id)[victim.shard].stats.remote(), timeout=5).ready:
+            return False
+        rec.update({"new_node": found["node"], "restarts": found["restarts"]})
+        return True
+
+    return check
+
+
+def _kill(probe: Probe, model_id: int, part: str, rec: dict[str, Any], lose: str) -> Any:
+    """Kill one part; the check that says it recovered."""
+    if part == "shard":
+        return _kill_shard(probe, model_id, rec)
+    if part == "keyword":
+        return _kill_keyword(probe, model_id, rec)
+    if part == "encoder":
+        return _kill_encoder(probe, model_id, rec)
+    if part == "clusterer":
+        return _kill_clusterers(probe, model_id, rec)
+    return _remove_node(probe, model_id, rec, lose)
+
+
+# ------------------------------------------------------------------------------ one scenario
+def _caught_up(probe: Probe, model_id: int, trends: bool) -> Any:
+    import ray
+
+    def check() -> bool:
+        _, last_file = probe.files(model_id)
+        n = len(probe.embedded_ids(model_id))
+        stats = probe.shard_stats(model_id)
+        if not (all(s.ready and s.index.watermark >= last_file for s in stats)):
+            return False
+        if sum(s.index.size for s in stats) < n:
+            return False
+        kw = ray.get(probe.keyword(model_id).stats.remote(), timeout=5)
+        if not (kw.ready and kw.watermark >= last_file and kw.size >= n):
+            return False
+        if trends:
+            tr = probe.clusterer_stats(timeout_s=5)
+            if not tr or not all(s.ready and s.watermark >= last_file for s in tr.values()):
+                return False
+        return True
+
+    return check
+
+
+def _count(probe: Probe, model_id: int, trends: bool) -> dict[str, Any]:
+    """What every index holds against PostgreSQL's documents with a vector."""
+    import ray
+
+    ids = probe.embedded_ids(model_id)
+    held = probe.indexed(model_id, ids)
+    union = [i for part in held for i in part]
+    keyword = [int(i) for i in ray.get(probe.keyword(model_id).document_ids.remote(), timeout=30)]
+    out: dict[str, Any] = {
+        "documents": int(probe.sql("SELECT count(*) FROM documents")[0][0]),
+        "vectors": len(ids),
+        "indexed": len(union),
+        "indexed_distinct": len(set(union)),
+        "shard_sizes": [len(part) for part in held],
+        "vector_lost": len(ids - set(union)),
+        "vector_duplicated": len(union) - len(set(union)),
+        "keyword_indexed": len(keyword),
+        "keyword_lost": len(ids - set(keyword)),
+        "keyword_duplicated": len(keyword) - len(set(keyword)),
+        "extra": len((set(union) | set(keyword)) - ids),
+    }
+    lost = out["vector_lost"] + out["keyword_lost"]
+    duplicated = out["vector_duplicated"] + out["keyword_duplicated"]
+    if trends:
+        window = probe.clusterer_ids()
+        out["trend_window"] = len(window)
+        out["trend_lost"] = len(ids - set(window))
+        out["trend_duplicated"] = len(window) - len(set(window))
+        out["trend_assignments"] = int(probe.sql("SELECT count(*) FROM document_topics")[0][0])
+        out["story_assignments"] = int(probe.sql("SELECT count(*) FROM story_documents")[0][0])
+        lost += out["trend_lost"]
+        duplicated += out["trend_duplicated"]
+    out["lost"] = lost
+    out["duplicated"] = duplicated
+    return out
+
+
+def _scenario(
+    probe: Probe, model_id: int, scenario: str, start: int, lose: str, trends: bool
+) -> dict[str, Any]:
+    """Ingest a new batch through a second driver, kill the scenario's part (``a+b``: each part, one
+    after another, at once) once a file of it is committed, under a background search load; then count."""
+    parts = scenario.split("+")
+    count = max(KILL_BATCH.get(part, DEFAULT_KILL_BATCH) for part in parts)
+    name = f"batch-{scenario.replace('+', '-')}"
+    before_ids = probe.embedded_ids(model_id)
+    probe.pulse("sources", "add", name, "sitemap", probe.sitemap(start, count))
+    files_before, _ = probe.files(model_id)
+    rec: dict[str, Any] = {"scenario": scenario, "pages": count}
+    log_path = probe.work / f"ingest-{scenario}.log"
+    started = time.monotonic()
+    with log_path.open("w") as log:
+        ingest = subprocess.Popen(
+            [sys.executable, "-m", "jobs.collect", "--source", name, "--embed", "--no-progress"],
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        rec["_ingest"] = ingest
+        queries = [title for _, title in probe.titles(before_ids, 8)]
+        try:
+            with SearchLoad(probe.api, queries) as load:
+                # The part goes once the job has committed its first file of the batch: encoding is under way.
+                _wait(
+                    f"a first file of {name}",
+                    lambda: probe.files(model_id)[0] > files_before or ingest.poll() is not None,
+                    started,
+                    INGEST_TIMEOUT_S,
+                )
+                rec["ingest_running"] = ingest.poll() is None
+                rec["files_committed_before"] = probe.files(model_id)[0] - files_before
+                rec["after_s"] = round(time.monotonic() - started, 1)
+                killed_at = time.monotonic()
+                # One part: its figures in ``rec``; several: each part's in ``rec["parts"][part]``.
+                recs = {part: rec if len(parts) == 1 else {"_ingest": ingest} for part in parts}
+                checks = {part: _kill(probe, model_id, part, recs[part], lose) for part in parts}
+                for part, recovered in checks.items():
+                    recs[part]["recovery_s"] = _wait(f"recovery from the {part} kill", recovered, killed_at)
+                if len(parts) > 1:
+                    rec["parts"] = {
+                        part: {k: v for k, v in r.items() if k != "_ingest"} for part, r in recs.items()
+                    }
+                    rec["recovery_s"] = max(r["recovery_s"] for r in recs.values())
+                left = max(1.0, INGEST_TIMEOUT_S - (time.monotonic() - started))
+                rec["ingest_rc"] = ingest.wait(timeout=left)
+                rec["ingest_s"] = round(time.monotonic() - started, 1)
+                rec["caught_up_s"] = _wait(
+                    "every index at the manifest's last file", _caught_up(probe, model_id, trends), killed_at
+                )
+            rec.update(load.figures())
+        finally:
+            if ingest.poll() is None:
+                ingest.kill()  # the probe failed while the second driver ran
+                ingest.wait()
+    del rec["_ingest"]
+    if rec["ingest_rc"] != 0:
+        lines = log_path.read_text(errors="replace").splitlines()
+        rec["ingest_tail"] = [line for line in lines if "[state-dump]" not in line][-40:]
+    rec.update(_count(probe, model_id, trends))
+    batch = probe.embedded_ids(model_id) - before_ids
+    rec["batch"] = len(batch)
+    rec["files"] = probe.files(model_id)[0] - files_before
+    if "encoder" in parts:  # files the job committed after its encoder was killed
+        killed = rec["parts"]["encoder"]["killed"] if len(parts) > 1 else rec["killed"]
+        rec["files_after_kill"] = probe.files(model_id)[0] - killed["files_at_kill"]
+        rec["encoders_after"] = len(_encoders())
+    rec["search"] = _search_hits(probe, probe.titles(batch, 12 if scenario == "node" else 4))
+    if scenario == "node":
+        stats = probe.shard_stats(model_id)
+        after = stats[rec["shard"]]
+        rec.update(
+            {
+                "restored_from": after.restored_from,
+                "pid_after": after.pid,
+                "shard_nodes": [s.node_id for s in stats],
+            }
+        )
+    rec["seconds"] = round(time.monotonic() - started, 1)
+    return rec
+
+
+def run(database_url: str, work: Path, scenarios: list[str], lose: str = "gpu") -> dict[str, Any]:
+    import ray
+
+    trends = any("clusterer" in scenario.split("+") for scenario in scenarios)
     probe = Probe(database_url, work)
-    ingest: subprocess.Popen[bytes] | None = None
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"scenarios": scenarios}
     started = time.monotonic()
     try:
-        out["nodes"] = probe.start()
+        out["nodes"] = probe.start(trends=trends)
         # ---- A: collect -> embed -> index -> search through the user's entry points
         probe.pulse("sources", "add", "site-a", "sitemap", probe.sitemap(0, FIRST_BATCH))
         probe.pulse("collect", "--no-progress")
@@ -315,6 +761,11 @@ def run(database_url: str, work: Path, lose: str = "gpu") -> dict[str, Any]:
         model_id = probe.model_id()
         first_ids = probe.embedded_ids(model_id)
         probe.deploy()
+        if trends:
+            from cluster.ground.settings import get_settings
+            from cluster.top.trends import start_trends
+
+            out["clusterers"] = start_trends(get_settings(), database_url)  # as `pulse up` does
         stats = probe.shard_stats(model_id)
         out["first"] = {
             "documents": int(probe.sql("SELECT count(*) FROM documents")[0][0]),
@@ -325,124 +776,38 @@ def run(database_url: str, work: Path, lose: str = "gpu") -> dict[str, Any]:
             "search": _search_hits(probe, probe.titles(first_ids, 6)),
             "seconds": round(time.monotonic() - started, 1),
         }
-        # Both shards have written a snapshot before the node goes (a restart loads it, then catches up).
+        _wait("the first batch in every index", _caught_up(probe, model_id, trends), time.monotonic())
+        # Every shard has written a snapshot before a kill (a restart loads it, then catches up).
         ray.get([a.snapshot.remote() for a in probe.shards(model_id)], timeout=30)
 
-        # ---- B: a second batch collected and embedded by another driver; a shard's node is lost meanwhile
-        probe.pulse("sources", "add", "site-b", "sitemap", probe.sitemap(FIRST_BATCH, SECOND_BATCH))
-        files_before, _ = probe.files(model_id)
-        log = (work / "ingest.log").open("w")
-        ingest = subprocess.Popen(
-            [sys.executable, "-m", "jobs.collect", "--source", "site-b", "--embed", "--no-progress"],
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        ingest_started = time.monotonic()
-        # The node goes once the job has committed its first file of the batch: encoding is under way.
-        deadline = ingest_started + INGEST_TIMEOUT_S
-        while probe.files(model_id)[0] <= files_before and ingest.poll() is None:
-            if time.monotonic() > deadline:
-                raise TimeoutError("the second batch's embedding committed no file in time")
-            time.sleep(0.2)
-        # The shard on the worker of the pool ``lose`` names, else the one on the other worker.
-        placed = {s.node_id: s for s in probe.shard_stats(model_id)}
-        other = "cpu" if lose == "gpu" else "gpu"
-        pool = lose if probe.workers[lose].node_id in placed else other
-        victim = placed[probe.workers[pool].node_id]
-        victim_name = index_actor_name(model_id, victim.shard, level="document", shards=SHARDS)
-        removal: dict[str, Any] = {
-            "pool": pool,
-            "shard": victim.shard,
-            "node": victim.node_id,
-            "pid_before": victim.pid,
-            "ingest_running": ingest.poll() is None,
-            "files_committed_before": probe.files(model_id)[0] - files_before,
-            "after_s": round(time.monotonic() - ingest_started, 1),
-        }
-        removed_at = time.monotonic()
-        probe.cluster.remove_node(probe.workers[pool], allow_graceful=False)
-        # A replacement joins, as an autoscaler would add one for the actors left pending.
-        probe.workers[pool] = probe._add(pool)
-        removal["replacement"] = probe.workers[pool].node_id
-
-        # Alive again: a new process on a live node, answering stats.
-        alive = None
-        while alive is None:
-            if time.monotonic() - removed_at > RECOVERY_TIMEOUT_S:
-                raise TimeoutError(f"shard {victim_name} not alive again after {RECOVERY_TIMEOUT_S} s")
-            found = _alive_actor(victim_name)
-            if found and found["node"] != victim.node_id and found["pid"] != victim.pid:
-                try:
-                    if ray.get(probe.shards(model_id)[victim.shard].stats.remote(), timeout=5).ready:
-                        alive = found
-                except (ray.exceptions.RayError, TimeoutError):
-                    pass
-            if alive is None:
-                time.sleep(0.2)
-        removal["alive_s"] = round(time.monotonic() - removed_at, 1)
-        removal["new_node"] = alive["node"]
-        removal["restarts"] = alive["restarts"]
-
-        ingest_rc = ingest.wait(timeout=max(1.0, INGEST_TIMEOUT_S - (time.monotonic() - ingest_started)))
-        log.close()
-        removal["ingest_rc"] = ingest_rc
-        removal["ingest_s"] = round(time.monotonic() - ingest_started, 1)
-        if ingest_rc != 0:
-            lines = (work / "ingest.log").read_text(errors="replace").splitlines()
-            removal["ingest_tail"] = [line for line in lines if "[state-dump]" not in line][-40:]
-        # Caught up: every shard at the manifest's last file, holding every embedded document.
-        _, last_file = probe.files(model_id)
-        ids = probe.embedded_ids(model_id)
-        while True:
-            stats = probe.shard_stats(model_id)
-            if all(s.ready and s.index.watermark >= last_file for s in stats) and sum(
-                s.index.size for s in stats
-            ) >= len(ids):
-                break
-            if time.monotonic() - removed_at > RECOVERY_TIMEOUT_S:
-                raise TimeoutError(
-                    f"shards not caught up to file {last_file}: "
-                    f"{[(s.index.watermark, s.index.size, s.last_error) for s in stats]}"
-                )
-            time.sleep(0.2)
-        removal["caught_up_s"] = round(time.monotonic() - removed_at, 1)
-        victim_after = stats[victim.shard]
-        removal["restored_from"] = victim_after.restored_from
-        removal["pid_after"] = victim_after.pid
-        out["removal"] = removal
-
-        held = probe.indexed(model_id, ids)
-        union = [i for part in held for i in part]
-        second_ids = ids - first_ids
-        out["final"] = {
-            "documents": int(probe.sql("SELECT count(*) FROM documents")[0][0]),
-            "vectors": len(ids),
-            "second_batch": len(second_ids),
-            "files": probe.files(model_id)[0],
-            "indexed": len(union),
-            "indexed_distinct": len(set(union)),
-            "lost": len(ids - set(union)),
-            "extra": len(set(union) - ids),
-            "duplicated": len(union) - len(set(union)),
-            "shard_sizes": [s.index.size for s in stats],
-            "shard_nodes": [s.node_id for s in stats],
-            "search": _search_hits(probe, probe.titles(second_ids, SEARCHED_TITLES)),
-            "search_first": _search_hits(probe, probe.titles(first_ids, 4)),
-        }
+        # ---- B: one new batch per scenario, ingested by another driver; the part is killed meanwhile
+        out["kills"] = []
+        start = FIRST_BATCH
+        for scenario in scenarios:
+            out["kills"].append(_scenario(probe, model_id, scenario, start, lose, trends))
+            start += max(KILL_BATCH.get(part, DEFAULT_KILL_BATCH) for part in scenario.split("+"))
         out["embed_runs"] = probe.embed_runs()
+        out["final"] = _count(probe, model_id, trends)
+        out["final"]["search_first"] = _search_hits(probe, probe.titles(first_ids, 4))
         out["seconds"] = round(time.monotonic() - started, 1)
     finally:
-        if ingest is not None and ingest.poll() is None:
-            ingest.kill()  # the probe failed while the second driver ran
-            ingest.wait()
         probe.stop()
     return out
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) not in (2, 3) or argv[2:] not in ([], ["gpu"], ["cpu"]):
-        print("usage: python -m tests.support.cluster_probe DATABASE_URL WORK_DIR [gpu|cpu]", file=sys.stderr)
+    scenarios = argv[2].split(",") if len(argv) > 2 else ["node"]
+    lose = argv[3:] or ["gpu"]
+    if (
+        len(argv) not in (2, 3, 4)
+        or not {p for s in scenarios for p in s.split("+")} <= set(SCENARIOS)
+        or lose not in (["gpu"], ["cpu"])
+    ):
+        print(
+            "usage: python -m tests.support.cluster_probe DATABASE_URL WORK_DIR "
+            f"[SCENARIO[,SCENARIO...]] [gpu|cpu]; scenarios: {', '.join(SCENARIOS)}",
+            file=sys.stderr,
+        )
         return 2
     # This process starts its own cluster: never join one named by the environment.
     os.environ.pop("RAY_ADDRESS", None)
@@ -453,7 +818,7 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     work = Path(argv[1])
     work.mkdir(parents=True, exist_ok=True)
-    result = run(argv[0], work, *argv[2:])
+    result = run(argv[0], work, scenarios, lose[0])
     print(json.dumps(result, sort_keys=True), flush=True)
     return 0
 

@@ -47,6 +47,24 @@ ETAG = '"pulse-etag-v1"'
 LAST_MODIFIED = "Wed, 01 Jan 2025 00:00:00 GMT"
 #: Size of /huge and /huge-declared.
 HUGE_BYTES = 50 * 1024 * 1024
+
+
+async def stream_huge_page(request: web.Request) -> web.StreamResponse:
+    """``HUGE_BYTES`` of HTML, chunked, with no Content-Length (a client that stops reading ends it)."""
+    response = web.StreamResponse(headers={"Content-Type": "text/html; charset=utf-8"})
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    line = b"<p>" + b"lorem ipsum " * 5000 + b"</p>\n"
+    try:
+        await response.write(b"<!DOCTYPE html><html><body>")
+        for _ in range(HUGE_BYTES // len(line)):
+            await response.write(line)
+        await response.write_eof()
+    except ConnectionError:
+        pass
+    return response
+
+
 #: Decompressed size of /gzip-bomb (served with Content-Encoding: gzip).
 BOMB_BYTES = 20 * 1024 * 1024
 #: Letters /latin1.html carries, encoded as ISO-8859-1.
@@ -346,18 +364,7 @@ def build_app(
         return html_response("End of the chain", "<p>You made it.</p>")
 
     async def huge(request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse(headers={"Content-Type": "text/html; charset=utf-8"})
-        response.enable_chunked_encoding()
-        await response.prepare(request)
-        line = b"<p>" + b"lorem ipsum " * 5000 + b"</p>\n"
-        try:
-            await response.write(b"<!DOCTYPE html><html><body>")
-            for _ in range(HUGE_BYTES // len(line)):
-                await response.write(line)
-            await response.write_eof()
-        except ConnectionError:
-            pass
-        return response
+        return await stream_huge_page(request)
 
     async def huge_declared(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/html; charset=utf-8"})

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import click
 import pytest
+import sqlalchemy.exc
 from click.testing import CliRunner
 
 from cluster.top import cli
@@ -43,7 +44,7 @@ COMMANDS = [
 #: Each job command's options: the union of what `pulse <job>` and `python -m jobs.<job>` had apart.
 JOB_OPTIONS = {
     "ingest": {"--source", "--batch-size", "--embed", "--no-progress"},
-    "embed": {"--full", "--model", "--input", "--max-actors", "--no-progress"},
+    "embed": {"--full", "--model", "--input", "--max-actors", "--wait", "--no-progress"},
     "collect": {"--source", "--force", "--loop", "--embed", "--no-progress"},
     "reindex": {"--model", "--level", "--shards", "--force", "--restart", "--num-cpus"},
     "backfill": {"--file", "--source", "--batch-size", "--embed", "--no-progress"},
@@ -130,6 +131,12 @@ def _probe(outcome: str) -> int:
         raise JobError("the model is busy; try again later")
     if outcome == "interrupt":
         raise KeyboardInterrupt
+    if outcome == "db-lost":  # what a statement raises when PostgreSQL is stopped under it
+        raise sqlalchemy.exc.OperationalError(
+            "COMMIT", None, Exception("terminating connection due to administrator command")
+        )
+    if outcome == "bug":
+        raise ValueError("a bug keeps its traceback")
     return int(outcome)
 
 
@@ -145,6 +152,12 @@ def _probe(outcome: str) -> int:
         ),
         ("job", EXIT_USER_ERROR, "error: the model is busy; try again later"),
         ("interrupt", EXIT_INTERRUPTED, "interrupted"),
+        (
+            "db-lost",
+            EXIT_USER_ERROR,
+            "error: PostgreSQL stopped answering during the command (terminating connection due to "
+            "administrator command): what was committed before is kept; run the command again",
+        ),
     ],
 )
 def test_an_entry_point_turns_outcomes_into_exit_codes(
@@ -154,6 +167,11 @@ def test_an_entry_point_turns_outcomes_into_exit_codes(
     err = capsys.readouterr().err
     assert err.strip().splitlines()[-1].startswith(stderr) if stderr else err == ""
     assert "Traceback" not in err
+
+
+def test_an_unexpected_error_keeps_its_traceback() -> None:
+    with pytest.raises(ValueError, match="a bug keeps its traceback"):
+        run_command(_probe, ["bug"], prog_name="probe")
 
 
 def test_a_usage_error_exits_2_with_the_usage_as_argparse_did(capsys: pytest.CaptureFixture[str]) -> None:

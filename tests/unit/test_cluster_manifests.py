@@ -40,7 +40,7 @@ from cluster.top.kuberay import (
     sync_rayservice,
     synced_rayservice,
 )
-from cluster.top.serve_config import haproxy_env
+from cluster.top.serve_config import HAPROXY_RETRY_ON, haproxy_env
 
 ROOT = Path(__file__).resolve().parents[2]
 RAY_CLUSTER = ROOT / "ray-cluster.yaml"
@@ -175,6 +175,7 @@ def test_pods_run_the_pulse_images_with_known_settings_and_the_haproxy_ingress(
         env = {e["name"]: e for e in container["env"]}
         assert not unknown_settings(set(env)), f"{source} {group}: not Pulse settings"
         assert env[HAPROXY_SWITCH]["value"] == "1", f"{source} {group}: HAProxy ingress off"
+        assert env["RAY_SERVE_HAPROXY_RETRY_ON"]["value"] == HAPROXY_RETRY_ON, f"{source} {group}: retry-on"
         secret_ref = env["PULSE_DATABASE__URL"]["valueFrom"]["secretKeyRef"]
         secret = one(RAY_CLUSTER, "Secret")
         assert secret_ref["name"] == secret["metadata"]["name"]
@@ -187,6 +188,8 @@ def test_pods_run_the_pulse_images_with_known_settings_and_the_haproxy_ingress(
 def test_the_haproxy_switch_is_the_one_serve_config_sets() -> None:
     env = haproxy_env(Path("/tmp/phx-test"), stats_port=1, metrics_port=2)
     assert env[HAPROXY_SWITCH] == "1"
+    # A request in flight on a replica that dies is replayed on another one (chaos test_serve_replica_kill).
+    assert set(env["RAY_SERVE_HAPROXY_RETRY_ON"].split()) == {"conn-failure", "empty-response"}
 
 
 # --- KubeRay: the RayService ------------------------------------------------------------------------------
@@ -345,6 +348,7 @@ def test_launcher_config_matches_the_kuberay_cluster() -> None:
     assert config["docker"]["image"].endswith("pulse:0.1.0")
     assert sum(t.get("max_workers", 0) for n, t in types.items() if n != "head") <= config["max_workers"]
     assert f"--env {HAPROXY_SWITCH}=1" in config["docker"]["run_options"]
+    assert f'--env "RAY_SERVE_HAPROXY_RETRY_ON={HAPROXY_RETRY_ON}"' in config["docker"]["run_options"]
     commands = " ".join(config["head_start_ray_commands"] + config["worker_start_ray_commands"])
     assert not unknown_settings(set(re.findall(r"\bPULSE_[A-Z0-9_]+", commands)))
     assert commands.count("RAY_AUTH_MODE=token") == 2, "token authentication on head and workers"
@@ -451,6 +455,7 @@ def test_compose_ray_nodes_start_a_head_and_a_worker_that_joins_it() -> None:
     for name in ("ray-head", "ray-worker"):
         env = services[name]["environment"]
         assert env[HAPROXY_SWITCH] == "1" and env["RAY_AUTH_MODE"] == "token"
+        assert env["RAY_SERVE_HAPROXY_RETRY_ON"] == HAPROXY_RETRY_ON
         assert not unknown_settings(set(env)), name
         assert "storage:/data/pulse" in services[name]["volumes"]
         assert env["PULSE_STORAGE__URI"].startswith("/data/pulse/")

@@ -3,6 +3,7 @@ NUL and lone surrogates anywhere in a request, ids beyond BIGINT and versions be
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Query
@@ -10,7 +11,15 @@ from fastapi.testclient import TestClient
 from pydantic import BaseModel
 
 from serve_apps.errors import install_error_handlers
-from serve_apps.inputs import MAX_ID, MAX_VERSION, Id, Version, reject_unstorable_text, unstorable_text
+from serve_apps.inputs import (
+    MAX_ID,
+    MAX_VERSION,
+    Id,
+    IsoDateTime,
+    Version,
+    reject_unstorable_text,
+    unstorable_text,
+)
 
 
 class Body(BaseModel):
@@ -91,3 +100,25 @@ def test_a_body_that_is_not_utf8_is_422_naming_the_body() -> None:
     # FastAPI answers 400 "There was an error parsing the body"; the API's invalid input is 422 (fuzzing).
     resp = make_client().post("/items", content=b"\xff\xfe{", headers={"content-type": "application/json"})
     assert fields(resp) == ["body"]
+
+
+def test_a_date_time_is_iso_text_never_a_number() -> None:
+    """Found by fuzzing (issue 20): Pydantic reads ``until=0.5`` as Unix seconds; ``IsoDateTime`` refuses
+    numbers and numeric strings with a 422 and keeps ISO dates and date-times."""
+    app = FastAPI()
+    install_error_handlers(app)
+
+    @app.get("/since")
+    def since(at: Annotated[IsoDateTime | None, Query()] = None) -> dict[str, str | None]:
+        return {"at": at.isoformat() if isinstance(at, datetime) else None}
+
+    client = TestClient(app)
+    assert client.get("/since", params={"at": "2018-02-01"}).json() == {"at": "2018-02-01T00:00:00"}
+    assert client.get("/since", params={"at": "2018-02-01T12:00:00Z"}).json() == {
+        "at": "2018-02-01T12:00:00+00:00"
+    }
+    for number in ("0.5", "1700000000", "-3", "1e9", " 7 "):
+        resp = client.get("/since", params={"at": number})
+        assert resp.status_code == 422, resp.text
+        assert resp.json()["error"]["code"] == "invalid_request" and "not a number" in resp.text
+    assert client.get("/since").json() == {"at": None}

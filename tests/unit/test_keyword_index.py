@@ -252,3 +252,13 @@ def test_normalised_scores_are_bm25_over_the_query_upper_bound() -> None:
     assert max(norm.scores[0]) < 1
     single = filled({1: "alpha"})
     assert single.search("alpha", 1, normalize=True).scores == [[pytest.approx(1.0)]]
+
+
+def test_ids_are_the_searchable_documents_each_once() -> None:
+    index = filled(ENGLISH)
+    assert sorted(index.ids().tolist()) == [1, 2, 3]
+    index.upsert([2], ["A quiet library, rebuilt."], ["en"])  # hidden until the next build
+    index.delete([3])
+    assert sorted(index.ids().tolist()) == [1]
+    assert index.refresh()
+    assert sorted(index.ids().tolist()) == [1, 2]

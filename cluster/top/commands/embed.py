@@ -41,6 +41,14 @@ def embed_step(
     help="read documents (id, content_hash, title, text) from this Parquet file or folder instead",
 )
 @click.option("--max-actors", type=int, help="largest embedding actor pool (default: one per CPU)")
+@click.option(
+    "--wait",
+    "wait_s",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    metavar="SECONDS",
+    help="wait up to SECONDS for another embedding run of the model to finish (default 0: refuse at once)",
+)
 @no_progress_option
 @pass_env
 def embed(
@@ -50,6 +58,7 @@ def embed(
     model: str | None,
     input_path: str | None,
     max_actors: int | None,
+    wait_s: float,
     no_progress: bool,
 ) -> int:
     """Embed the documents that lack a current vector for the index's active entry (or --model)."""
@@ -62,6 +71,7 @@ def embed(
         max_actors=max_actors,
         input_path=input_path,
         progress=not no_progress,
+        lock_wait_s=wait_s,
         **embed_target(model, db.url, env.settings),
     )
     return 0

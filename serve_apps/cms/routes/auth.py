@@ -1,4 +1,5 @@
-"""Login, token refresh (rotation) and logout; the configured first admin is created on first login."""
+"""Login, token refresh (rotation, with reuse detection) and logout; the configured first admin is created
+on first login."""
 
 from __future__ import annotations
 
@@ -74,13 +75,22 @@ async def login(request: Request, body: s.Login, cms: Cms) -> s.Tokens:
 
 @router.post("/auth/refresh", response_model=s.Tokens, summary="Rotate a refresh token into new tokens")
 async def refresh(body: s.Refresh, cms: Cms) -> s.Tokens:
+    """Each refresh token works once. One used again (already rotated, or logged out) is refused and
+    revokes every refresh token of its user: whoever copied it and the user both log in again."""
     try:
         user_id, jti = cms.tokens.decode_refresh(body.refresh_token)
     except InvalidToken as exc:
         raise Unauthorized(f"refresh token {exc.reason}; log in again") from exc
     async with cms.sessions() as session, session.begin():
-        owner = await RefreshTokenRepository(session).consume(jti)
+        tokens = RefreshTokenRepository(session)
+        owner = await tokens.consume(jti)
         user = await UserRepository(session).get(user_id) if owner == user_id else None
+        reused = await tokens.reused(jti) if owner is None else None
+        if reused is not None:
+            # Reuse detection (OAuth 2.0 Security BCP): a rotated or logged-out token came back, so someone
+            # holds a copy; every session of its user ends, the thief's and the user's alike.
+            revoked = await tokens.revoke_all(reused)
+            logger.warning("refresh token of user %s reused; revoked its %d live tokens", reused, revoked)
     if user is None or not user.active:
         raise Unauthorized("refresh token already used, revoked or expired; log in again")
     return await issue(cms, user.id, user.role)

@@ -26,7 +26,7 @@ from serve_apps.cms.item_views import (
 from serve_apps.cms.security import Principal
 from serve_apps.cursors import decode_cursor, encode_cursor, fingerprint
 from serve_apps.errors import InvalidRequest, error_responses
-from serve_apps.inputs import MAX_ID, Id
+from serve_apps.inputs import MAX_ID, Id, IsoDateTime
 from storage.cms_actions import AuditAction
 from storage.cms_content import ContentRepository
 from storage.cms_items import ItemQuery
@@ -119,8 +119,8 @@ async def list_items(
     category: Annotated[str | None, Query(max_length=100)] = None,
     tag: Annotated[str | None, Query(max_length=100)] = None,
     author: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
-    since: Annotated[datetime | None, Query(description="Updated at or after")] = None,
-    until: Annotated[datetime | None, Query(description="Updated before")] = None,
+    since: Annotated[IsoDateTime | None, Query(description="Updated at or after")] = None,
+    until: Annotated[IsoDateTime | None, Query(description="Updated before")] = None,
     sort: Annotated[
         str, Query(pattern="^(updated_at|created_at|published_at|title|relevance)$")
     ] = "updated_at",
