@@ -60,6 +60,10 @@ TRANSITIONS: dict[str, tuple[str, ...]] = {
 Check = Callable[["ItemRow"], None]
 #: Longest generated slug.
 SLUG_MAX = 80
+#: Writes of an item whose generated slug concurrent saves keep taking first (each try picks a new free one).
+SLUG_TRIES = 5
+#: The unique index of each locale's slug (migration 0005), by the field it guards.
+SLUG_CONSTRAINTS = {f"uq_cms_items_slug_{locale}": f"slug_{locale}" for locale in LOCALES}
 
 
 @dataclass(frozen=True)
@@ -189,11 +193,46 @@ class ContentRepository:
 
     # --------------------------------------------------------------------------------------- writes
     async def _write(self, stmt: Any) -> Any:
-        """Run an INSERT or UPDATE ... RETURNING the item's columns; a slug taken meanwhile is a conflict."""
-        try:
-            return (await self._exec(stmt.returning(*ITEM_COLUMNS))).mappings().one()
-        except IntegrityError as exc:  # a concurrent save took a generated slug first
-            raise CmsConflict("slug", "", "taken by a concurrent save; retry") from exc
+        """Run an INSERT or UPDATE ... RETURNING the item's columns."""
+        return (await self._exec(stmt.returning(*ITEM_COLUMNS))).mappings().one()
+
+    async def _write_fields(
+        self,
+        before: ItemRow | None,
+        fields: dict[str, Any],
+        extra: dict[str, Any],
+        build: Callable[[dict[str, Any]], Any],
+    ) -> Any:
+        """Write ``fields`` (plus the ``extra`` columns) with the statement ``build`` makes of the values.
+
+        A slug the caller did not give is made from the title and checked free, but a concurrent save can
+        take it between the check and the write (two items of one title created at once): the write then
+        runs again in a savepoint with a freshly chosen slug (``name-2``...), up to ``SLUG_TRIES`` times. A
+        slug the caller gave that was taken meanwhile is a ``CmsConflict`` naming it."""
+        for attempt in range(1, SLUG_TRIES + 1):
+            values = {**await self._columns.values(before, fields), **extra}
+            # Only a write that generates a slug pays for the savepoint (most updates do not).
+            retry = any(f"slug_{locale}" in values and not fields.get(f"slug_{locale}") for locale in LOCALES)
+            try:
+                if not retry:
+                    return await self._write(build(values))
+                async with self.session.begin_nested():
+                    return await self._write(build(values))
+            except IntegrityError as exc:
+                field = SLUG_CONSTRAINTS.get(getattr(getattr(exc.orig, "diag", None), "constraint_name", ""))
+                if field is None:
+                    raise
+                if fields.get(field) or not retry:
+                    raise CmsConflict(
+                        field, values.get(field), "was taken by a concurrent save; choose another"
+                    ) from exc
+                if attempt == SLUG_TRIES:
+                    raise CmsConflict(
+                        field,
+                        values.get(field),
+                        f"was taken by {SLUG_TRIES} concurrent saves in a row; retry",
+                    ) from exc
+        raise AssertionError("unreachable")  # the loop returns or raises
 
     async def _journal(
         self,
@@ -233,9 +272,13 @@ class ContentRepository:
         emit: bool = True,
     ) -> ItemRow:
         """A new draft. ``emit=False`` leaves the outbox event to the caller (bulk operations emit one)."""
-        values = await self._columns.values(None, fields)
-        values.update(type=fields.get("type") or "article", status="draft", author_id=author_id, version=1)
-        m = await self._write(insert(ITEMS).values(**values))
+        extra = {
+            "type": fields.get("type") or "article",
+            "status": "draft",
+            "author_id": author_id,
+            "version": 1,
+        }
+        m = await self._write_fields(None, fields, extra, lambda values: insert(ITEMS).values(**values))
         tags = await self._columns.set_tags(m["id"], fields["tags"]) if fields.get("tags") else ()
         row = row_of(m, fields.get("category"), tags)
         await self._journal(
@@ -270,11 +313,12 @@ class ContentRepository:
         check: Check | None = None,
     ) -> tuple[ItemRow, ItemRow]:
         before = await self._locked(item_id, expected_version, check)
-        values = await self._columns.values(before, fields)
+        extra: dict[str, Any] = {"version": before.version + 1, "updated_at": datetime.now(UTC)}
         if fields.get("type"):
-            values["type"] = fields["type"]
-        values.update(version=before.version + 1, updated_at=datetime.now(UTC))
-        m = await self._write(update(ITEMS).where(ITEMS.c.id == item_id).values(**values))
+            extra["type"] = fields["type"]
+        m = await self._write_fields(
+            before, fields, extra, lambda values: update(ITEMS).where(ITEMS.c.id == item_id).values(**values)
+        )
         # "tags": null clears them, as null clears any other field (it used to fail on iterating None).
         tags = (
             await self._columns.set_tags(item_id, fields["tags"] or ()) if "tags" in fields else before.tags

@@ -78,6 +78,49 @@ def test_create_generates_unique_slugs_per_locale_and_records_history(cms_db: st
         run(cms_db, taken)
 
 
+def test_two_items_of_one_title_created_at_once_both_get_a_slug(cms_db: str) -> None:
+    """The second save's generated slug is taken by the first between its check and its write: it is
+    chosen again (``-2``) instead of failing with a 409 (found by tests/security/test_access_control.py)."""
+
+    async def main() -> tuple[Any, Any]:
+        engine = make_async_engine(cms_db, pool_size=2)
+        sessions = async_sessionmaker(engine, expire_on_commit=False)
+        try:
+            async with sessions() as first_session, sessions() as second_session:
+                await first_session.begin()
+                first = await ContentRepository(first_session).create(
+                    {"title_en": "Rivers rise", "title_ar": "ارتفاع الأنهار"}, actor="user:1", author_id=None
+                )
+
+                async def second_save() -> Any:
+                    async with second_session.begin():
+                        return await ContentRepository(second_session).create(
+                            {"title_en": "Rivers rise", "title_ar": "ارتفاع الأنهار"},
+                            actor="user:2",
+                            author_id=None,
+                        )
+
+                # The second save checked the slug free (the first is not committed) and now waits on the
+                # unique index for the first transaction; it must retry once that commits.
+                second_task = asyncio.create_task(second_save())
+                await asyncio.sleep(1.0)
+                assert not second_task.done()
+                await first_session.commit()
+                second = await asyncio.wait_for(second_task, timeout=30)
+            return first, second
+        finally:
+            await engine.dispose()
+
+    first, second = asyncio.run(main())
+    assert (first.fields["slug_en"], first.fields["slug_ar"]) == ("rivers-rise", "ارتفاع-الأنهار")
+    assert (second.fields["slug_en"], second.fields["slug_ar"]) == ("rivers-rise-2", "ارتفاع-الأنهار-2")
+
+    async def stored(_: ContentRepository, session: AsyncSession) -> list[str]:
+        return list((await session.execute(text("SELECT slug_en FROM cms_items ORDER BY id"))).scalars())
+
+    assert run(cms_db, stored) == ["rivers-rise", "rivers-rise-2"]
+
+
 def test_stale_version_is_refused_and_changes_nothing(cms_db: str) -> None:
     item = run(cms_db, lambda repo, _: repo.create({"title_en": "One"}, actor="user:1", author_id=None))
     _, after = run(
