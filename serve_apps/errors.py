@@ -30,6 +30,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from actors.errors import IndexNotReady
+from storage.documents import map_json_strings
 from storage.errors import (
     CmsConflict,
     CmsNotFound,
@@ -145,19 +146,14 @@ def error_body(code: str, message: str, details: list[dict[str, Any]] | None = N
     return {"error": _encodable(body)}
 
 
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
 def _encodable(value: Any) -> Any:
-    """``value`` with each lone surrogate (which UTF-8 cannot encode) spelled as its ``\\udXXX`` escape:
-    an error naming a field such as ``"title\\ud800"`` must render, not fail with a 500."""
-    if isinstance(value, str):
-        return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", value)
-    if isinstance(value, dict):
-        return {_encodable(k): _encodable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_encodable(v) for v in value]
-    return value
+    """``value`` with each lone surrogate (which UTF-8 cannot encode) written as its JSON escape text
+    (``\\ud800``): an error naming a field such as ``"title\\ud800"`` must render, not fail with a 500."""
+    return map_json_strings(value, lambda text: _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text))
+
+
+#: A lone surrogate (U+D800-U+DFFF).
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _json(

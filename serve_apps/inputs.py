@@ -25,6 +25,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from pydantic import BeforeValidator
 
+from storage.documents import UNSTORABLE
+
 #: Largest value of a PostgreSQL BIGINT: every id column.
 MAX_ID = 2**63 - 1
 #: Largest value of a PostgreSQL INTEGER: item versions.
@@ -54,7 +56,6 @@ def _iso_text(value: Any) -> Any:
 #: a number; its OpenAPI stays ``type: string, format: date-time``.
 IsoDateTime = Annotated[datetime, BeforeValidator(_iso_text)]
 
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 #: What a JSON body must contain to hold either: a NUL byte, or the escapes ``\u0000`` and ``\uD8..``-
 #: ``\uDF..`` (valid JSON spells both as escapes; a surrogate in raw UTF-8 fails decoding before this).
 _MAYBE_UNSTORABLE = re.compile(rb"\x00|\\u0000|\\u[dD][89a-fA-F]")
@@ -70,13 +71,13 @@ def unstorable_text(value: Any, loc: Loc) -> Iterator[tuple[Loc, str]]:
     """``(location, reason)`` for each string in ``value`` (lists and dicts at any depth, dict keys too)
     that holds a character PostgreSQL text cannot store."""
     if isinstance(value, str):
-        found = _UNSTORABLE.search(value)
+        found = UNSTORABLE.search(value)
         if found:
             yield loc, _reason(found.group())
     elif isinstance(value, dict):
         for key, item in value.items():
             here = (*loc, str(key))
-            if isinstance(key, str) and (found := _UNSTORABLE.search(key)):
+            if isinstance(key, str) and (found := UNSTORABLE.search(key)):
                 yield here, f"the field name {_reason(found.group())}"
             yield from unstorable_text(item, here)
     elif isinstance(value, list):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
@@ -30,30 +30,32 @@ def normalize_text(value: str) -> str:
     return _WS.sub(" ", unicodedata.normalize("NFC", value.replace("\x00", ""))).strip()
 
 
-def clean_json(value: Any) -> Any:
-    """A JSON value without NUL characters in its strings (PostgreSQL's jsonb refuses ``\\u0000``)."""
+def map_json_strings(value: Any, fn: Callable[[str], str]) -> Any:
+    """``value`` (a JSON value) with ``fn`` applied to every string in it, keys included, at any depth."""
     if isinstance(value, str):
-        return value.replace("\x00", "")
+        return fn(value)
     if isinstance(value, dict):
-        return {clean_json(k): clean_json(v) for k, v in value.items()}
+        return {map_json_strings(k, fn): map_json_strings(v, fn) for k, v in value.items()}
     if isinstance(value, list):
-        return [clean_json(v) for v in value]
+        return [map_json_strings(v, fn) for v in value]
     return value
 
 
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+def clean_json(value: Any) -> Any:
+    """A JSON value without NUL characters in its strings (PostgreSQL's jsonb refuses ``\\u0000``)."""
+    return map_json_strings(value, lambda text: text.replace("\x00", ""))
+
+
+#: What PostgreSQL text and jsonb cannot hold: NUL and lone surrogates (U+D800-U+DFFF, not Unicode text).
+UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 def storable(value: Any) -> Any:
-    """A JSON value PostgreSQL text and jsonb can hold: NUL dropped, lone surrogates (U+D800-U+DFFF, not
-    Unicode text) replaced by U+FFFD, in strings and keys at any depth."""
-    if isinstance(value, str):
-        return _UNSTORABLE.sub(lambda m: "" if m.group() == "\x00" else "\ufffd", value)
-    if isinstance(value, dict):
-        return {storable(k): storable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [storable(v) for v in value]
-    return value
+    """A JSON value PostgreSQL text and jsonb can hold: NUL dropped, lone surrogates replaced by U+FFFD,
+    in strings and keys at any depth."""
+    return map_json_strings(
+        value, lambda text: UNSTORABLE.sub(lambda m: "" if m.group() == "\x00" else "\ufffd", text)
+    )
 
 
 def content_hash(title: str, body: str) -> str:
