@@ -188,6 +188,9 @@ def ray_session() -> Iterator[None]:
     # Serve's HAProxy ingress, as `pulse up` runs it, with its own files and ports (a `pulse up` started
     # by a test runs beside this Ray with the default ones).
     os.environ.update(private_haproxy_env())
+    # A replica being stopped behind HAProxy stays up 30 s by default so load balancers can deregister it;
+    # every serve.delete and redeploy of a test then took 31 s (HAProxy retries refused connections anyway).
+    os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "2")
     ray.init(
         num_cpus=2,
         object_store_memory=256 * 1024 * 1024,

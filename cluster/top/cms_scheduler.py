@@ -52,7 +52,10 @@ def start_cms_scheduler(app_args: Mapping[str, Any]) -> Any:
     embed = None
     if args.embed_on_publish:
         job = EmbedJobConfig(
-            database_url=args.database_url, storage_uri=args.storage_uri, model_name="default"
+            database_url=args.database_url,
+            storage_uri=args.storage_uri,
+            model_name="default",
+            inline_max=args.embed_inline_max,
         )
         embed = EmbedCmsDocuments(job=job, namespace=args.namespace)
     return get_or_create_cms_scheduler(scheduler_config(args), embed)

@@ -210,6 +210,12 @@ def model_token_limit(info: ModelInfo, tokenizer: Any) -> int:
     return limit if limit < 100_000 else 512
 
 
+def embedding_dimension(model: Any) -> int:
+    """The model's output dimension (sentence-transformers 6 renamed the method; 5 has only the old name)."""
+    getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    return int(getter())
+
+
 def encode_tokens(model: Any, input_ids: list[list[int]], *, batch_size: int, normalize: bool) -> Any:
     """float32 vectors of already tokenized inputs (special tokens included), in the order given.
 
@@ -220,7 +226,7 @@ def encode_tokens(model: Any, input_ids: list[list[int]], *, batch_size: int, no
     import torch
 
     n = len(input_ids)
-    dimension = model.get_sentence_embedding_dimension()
+    dimension = embedding_dimension(model)
     out = np.empty((n, dimension), dtype=np.float32)
     if n == 0:
         return out

@@ -11,6 +11,9 @@
    fp16 there): every chunk is encoded from its token ids, document vectors are the normalised mean of
    their chunks, and the block becomes one durable Parquet file whose manifest entry is returned.
 
+A small delta (at most ``inline_max`` documents) skips Ray Data: the same stages run in the calling
+process with a model it keeps loaded (``jobs.embed.inline``; the CMS scheduler embeds edits so).
+
 The driver commits each manifest row as it arrives, so a crash loses at most the files not yet
 committed (their documents are pending again on the next run, and the orphan files are never read).
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -31,6 +35,7 @@ import ray.data
 from cluster.ground import ray_metrics
 from cluster.ground.metrics import EMBED_ERRORS
 from jobs.embed.encode import ModelInfo
+from jobs.embed.inline import embed_inline
 from jobs.embed.registry import entry_spec, info_of
 from jobs.embed.stages import EncodeBatch, FilterPending, ReadPending, TokenizeBatch
 from jobs.errors import EmbedBusy
@@ -68,6 +73,9 @@ class EmbedJobConfig:
     full: bool = False
     progress: bool = True
     lock_wait_s: float = 0.0  # wait this long for another run of the entry to finish (0: refuse at once)
+    # At most this many pending documents (and no input_path): embed them in this process with a model it
+    # keeps loaded (jobs.embed.inline), not with the Ray Data pipeline. 0: always the pipeline.
+    inline_max: int = 0
 
 
 @dataclass(frozen=True)
@@ -330,42 +338,29 @@ def _run_locked(
         total = EmbeddingRepository(session).count_pending(model_id=entry.id, cutoff=cutoff)
     if total == 0:
         return EmbedSummary(entry.id, entry.name, 0, 0, 0, 0, 0, time.perf_counter() - start, run_id=run_id)
-    plan = plan_pools(cfg, free_resources(), total=ray.cluster_resources())  # type: ignore[no-untyped-call]
-    wait_placeable(
-        f"the embed job (model entry {entry.id})", plan.asks(cfg), timeout_s=cfg.placement_timeout_s
-    )
-    rows = plan_blocks(total, actors=plan.encoders, rows_per_file=cfg.rows_per_file, min_rows=cfg.batch_size)
-    ranges: list[Any] = []
-    if not cfg.input_path:
-        with session_scope(sessions) as session:
-            repo = EmbeddingRepository(session)
-            ranges = list(repo.plan_ranges(model_id=entry.id, cutoff=cutoff, rows_per_range=rows))
-    logger.info(
-        "embedding %d documents with %s (entry %d) in blocks of %d on up to %d encoders (%s)",
-        total,
-        info.name,
-        entry.id,
-        rows,
-        plan.encoders,
-        "GPU" if plan.encoder_gpus else "CPU",
-    )
-    # The job reports its own progress (documents committed); Ray Data's per-operator bars are off.
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    dataset = build(
-        _source(ranges, row_groups, rows),
-        info=info,
-        entry=entry,
-        cfg=cfg,
-        plan=plan,
-        cutoff=cutoff,
-        rows=rows,
-    )
+    rows_out: Iterable[dict[str, Any]]
+    if cfg.inline_max and cutoff is None and not cfg.input_path and total <= cfg.inline_max:
+        logger.info("embedding %d documents with %s (entry %d) in this process", total, info.name, entry.id)
+        encoders = 1
+        rows_out = embed_inline(
+            sessions,
+            info=info,
+            entry=entry,
+            storage_uri=cfg.storage_uri,
+            device=cfg.device,
+            batch_size=cfg.batch_size,
+            gpu_batch_size=cfg.gpu_batch_size,
+        )
+    else:
+        encoders, rows_out = _pipeline_rows(
+            cfg, sessions, info=info, entry=entry, cutoff=cutoff, total=total, row_groups=row_groups
+        )
     totals = {"embedded": 0, "skipped": 0, "files": 0, "chunks": 0, "tokens": 0}
     encode_s = load_s = peak = 0.0
     devices: set[str] = set()
     placement: dict[str, dict[str, int]] = {"encode": {}, "tokenize": {}}
     with JobProgress(total=total, label="embedding", enabled=cfg.progress) as progress:
-        for row in dataset.iter_rows():
+        for row in rows_out:
             if row["path"]:
                 with session_scope(sessions) as session:
                     EmbeddingRepository(session).record_vector_file(
@@ -397,7 +392,7 @@ def _run_locked(
         totals["embedded"],
         totals["skipped"],
         totals["files"],
-        plan.encoders,
+        encoders,
         time.perf_counter() - start,
         chunks=totals["chunks"],
         tokens=totals["tokens"],
@@ -408,3 +403,47 @@ def _run_locked(
         devices=tuple(sorted(devices)),
         placement=placement,
     )
+
+
+def _pipeline_rows(
+    cfg: EmbedJobConfig,
+    sessions: Any,
+    *,
+    info: ModelInfo,
+    entry: ModelRow,
+    cutoff: datetime | None,
+    total: int,
+    row_groups: list[RowGroupRef] | None,
+) -> tuple[int, Iterable[dict[str, Any]]]:
+    """Plan and place the Ray Data pipeline; its encoders at most and the encode stage's rows."""
+    plan = plan_pools(cfg, free_resources(), total=ray.cluster_resources())  # type: ignore[no-untyped-call]
+    wait_placeable(
+        f"the embed job (model entry {entry.id})", plan.asks(cfg), timeout_s=cfg.placement_timeout_s
+    )
+    rows = plan_blocks(total, actors=plan.encoders, rows_per_file=cfg.rows_per_file, min_rows=cfg.batch_size)
+    ranges: list[Any] = []
+    if not cfg.input_path:
+        with session_scope(sessions) as session:
+            repo = EmbeddingRepository(session)
+            ranges = list(repo.plan_ranges(model_id=entry.id, cutoff=cutoff, rows_per_range=rows))
+    logger.info(
+        "embedding %d documents with %s (entry %d) in blocks of %d on up to %d encoders (%s)",
+        total,
+        info.name,
+        entry.id,
+        rows,
+        plan.encoders,
+        "GPU" if plan.encoder_gpus else "CPU",
+    )
+    # The job reports its own progress (documents committed); Ray Data's per-operator bars are off.
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    dataset = build(
+        _source(ranges, row_groups, rows),
+        info=info,
+        entry=entry,
+        cfg=cfg,
+        plan=plan,
+        cutoff=cutoff,
+        rows=rows,
+    )
+    return plan.encoders, dataset.iter_rows()

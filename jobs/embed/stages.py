@@ -28,14 +28,15 @@ logger = logging.getLogger(__name__)
 
 
 def _node_id() -> str:
-    return str(ray.get_runtime_context().get_node_id())
+    # Inline runs (``jobs.embed.inline``) may run in a process without Ray.
+    return str(ray.get_runtime_context().get_node_id()) if ray.is_initialized() else "local"
 
 
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _documents_table(rows: list[Any]) -> pa.Table:
+def documents_table(rows: list[Any]) -> pa.Table:
     return pa.table(
         {
             "id": pa.array([r.id for r in rows], type=pa.int64()),
@@ -63,7 +64,7 @@ class ReadPending(_PendingReader):
             repo = EmbeddingRepository(session)
             for lo, hi in zip(batch.column("lo").to_pylist(), batch.column("hi").to_pylist(), strict=True):
                 rows.extend(repo.pending_in_range(model_id=self._model_id, lo=lo, hi=hi, cutoff=self._cutoff))
-        return _documents_table(rows)
+        return documents_table(rows)
 
 
 class FilterPending(_PendingReader):
@@ -80,7 +81,7 @@ class FilterPending(_PendingReader):
                 batch.column("path").to_pylist(), batch.column("row_group").to_pylist(), strict=True
             )
         ]
-        table = pa.concat_tables(parts).cast(_documents_table([]).schema)
+        table = pa.concat_tables(parts).cast(documents_table([]).schema)
         keys = list(
             zip(table.column("id").to_pylist(), table.column("content_hash").to_pylist(), strict=True)
         )

@@ -55,3 +55,8 @@ class CmsArgs(DeploymentArgs):
     scheduler_interval_s: float = 2.0
     webhook_max_attempts: int = 8
     embed_on_publish: bool = True
+    embed_inline_max: int = Field(
+        default=32,
+        ge=0,
+        description="Embed changes of at most this many documents in the scheduler (0: a job)",
+    )

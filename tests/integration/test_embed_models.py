@@ -20,6 +20,7 @@ from sqlalchemy import text
 from actors.index_actor import IndexActorConfig, get_or_create_index_actor
 from cluster.ground.settings import get_settings
 from jobs.embed.encode import describe_model, encode, load_model
+from jobs.embed.inline import loaded_model_id
 from jobs.embed.pipeline import run_embed
 from jobs.embed.recipe import TextRecipe
 from jobs.ingest.loader import ingest_file
@@ -144,6 +145,46 @@ def test_long_documents_are_chunked_with_overlap_and_pooled(clean_db: str, engin
         assert hits.ids[0][0] == doc and len(set(hits.ids[0])) == len(hits.ids[0])
     finally:
         ray.kill(actor, no_restart=True)
+
+
+def test_a_small_delta_is_embedded_inline_like_the_pipeline_and_keeps_its_model(  # type: ignore[no-untyped-def]
+    clean_db: str, engine, tmp_path: Path
+) -> None:
+    """``inline_max`` (the CMS scheduler's edits): the same vectors and manifest as the Ray Data pipeline,
+    written in this process, and the second run reuses the model the first one loaded."""
+    ingest_bbc(tmp_path, clean_db, 4)
+    storage = tmp_path / "storage"
+    first = run_embed(config(clean_db, storage, recipe=SMALL_CHUNKS, inline_max=8))
+    assert (first.embedded, first.files, first.actors) == (4, 1, 1)
+    assert first.actor_load_s > 0 and loaded_model_id() == first.model_id
+    inline = live_rows(engine, storage)
+    with engine.connect() as conn:
+        inline_path = conn.execute(text("SELECT path FROM vector_files")).scalar_one()
+    # More than inline_max pending: the pipeline. Re-embedding everything (full) never goes inline.
+    piped = run_embed(config(clean_db, storage, recipe=SMALL_CHUNKS, inline_max=8, full=True))
+    assert piped.embedded == 4 and piped.placement["encode"] and "local" not in piped.placement["encode"]
+    assert live_rows(engine, storage) == inline  # one live vector per (document, chunk), as before
+    with engine.connect() as conn:
+        piped_path = conn.execute(
+            text("SELECT path FROM vector_files WHERE path <> :p"), {"p": inline_path}
+        ).scalar_one()
+    store = VectorFileStore(str(storage))
+    a, b = store.read(inline_path), store.read(piped_path)
+    order_a = np.lexsort((a.column("chunk"), a.document_ids))
+    order_b = np.lexsort((b.column("chunk"), b.document_ids))
+    np.testing.assert_array_equal(a.document_ids[order_a], b.document_ids[order_b])
+    cosines = np.sum(a.vectors[order_a] * b.vectors[order_b], axis=1)
+    assert cosines.min() > 0.9999, "inline and pipeline vectors differ"
+    # A new document: the next inline run reuses the loaded model (no load time).
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO documents (canonical_url, title, text, content_hash) "
+                "VALUES ('urn:x:new', 'A new item', 'Published a moment ago by an editor.', 'n1')"
+            )
+        )
+    again = run_embed(config(clean_db, storage, recipe=SMALL_CHUNKS, inline_max=8))
+    assert (again.embedded, again.files, again.actor_load_s) == (1, 1, 0.0)
 
 
 def test_crash_of_an_encoder_midway_then_rerun_leaves_one_vector_per_chunk(
