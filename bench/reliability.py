@@ -106,6 +106,8 @@ def soak_summary(result: dict[str, Any]) -> dict[str, Any]:
         "max_memory_drift_pct",
         "processes",
         "memory_flat",
+        "not_flat",
+        "data_growth_pct",
     )
     return {key: summary[key] for key in keys if key in summary}
 
@@ -165,13 +167,23 @@ def table_rows(lines: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
             )
         )
     for line in (x for x in lines if x["figure"] == "soak"):
+        grew = line.get("not_flat") or []
+        flat = int(line.get("processes", 0)) - len(grew)
+        memory = f"{flat} of {line.get('processes')} Ray processes flat within 10 %"
+        if grew:
+            memory += "; grew: " + ", ".join(
+                f"{e.get('actor') or e['process']} {e['drift_pct']:+} %" for e in grew
+            )
+        data = line.get("data_growth_pct") or {}
+        if data:
+            memory += " (documents indexed " + f"{data.get('documents_indexed', 0):+} %, vectors in shards "
+            memory += f"{data.get('shard_rows', 0):+} %)"
         rows.append(
             (
                 "soak",
                 f"{line.get('duration_s')} s mixed load while collecting and embedding",
                 f"{line.get('requests')} requests, error rate {line.get('error_rate')}, p50 "
-                f"{line.get('p50_ms')} ms, p99 {line.get('p99_ms')} ms; memory drift max "
-                f"{line.get('max_memory_drift_pct')} % over {line.get('processes')} Ray processes",
+                f"{line.get('p50_ms')} ms, p99 {line.get('p99_ms')} ms; {memory}",
             )
         )
     return rows

@@ -415,6 +415,32 @@ class World:
     summaries: list[str]
 
 
+def data_held(api_url: str) -> dict[str, Any]:
+    """What the indexes hold now (``/readyz``): documents with a vector, keyword documents, shard rows
+    (document and chunk vectors, the unmerged delta included); the memory verdict's context."""
+    try:
+        ready = httpx.get(f"{api_url}/readyz", timeout=10).json()
+    except (httpx.HTTPError, ValueError) as exc:
+        return {"error": type(exc).__name__}
+    shards = ready.get("shards") or []
+    return {
+        "documents_indexed": ready.get("vectors"),
+        "keyword_documents": ready.get("keyword_documents"),
+        "shard_rows": sum(int(s.get("vectors") or 0) for s in shards),
+        "shard_delta": sum(int(s.get("delta") or 0) for s in shards),
+    }
+
+
+def data_growth(start: dict[str, Any], end: dict[str, Any]) -> dict[str, Any]:
+    """Start, end and growth (%) of each count ``data_held`` reports."""
+    growth = {
+        k: round((end[k] - v) / v * 100, 1)
+        for k, v in start.items()
+        if isinstance(v, int) and v and isinstance(end.get(k), int)
+    }
+    return {"start": start, "end": end, "growth_pct": growth}
+
+
 def _check(resp: httpx.Response, what: str) -> dict[str, Any]:
     if resp.status_code >= 300:
         raise RuntimeError(f"{what}: {resp.status_code} {resp.text[:500]}")
@@ -780,9 +806,13 @@ def main(argv: list[str] | None = None) -> int:
         marks: dict[str, int] = {}
         load_t0 = time.monotonic()
 
+        held: dict[str, dict[str, Any]] = {}
+
         def on_warm() -> None:
             sampler.sample()
             marks["start"] = len(sampler.samples) - 1
+            # Off the load's event loop: a blocking read here would delay requests that are due.
+            threading.Thread(target=lambda: held.update(start=data_held(p.api_url)), daemon=True).start()
             log(f"warm-up done ({args.warmup:.0f} s): counting {args.duration:.0f} s at {args.rate} req/s")
 
         def on_minute(m: int) -> None:
@@ -800,6 +830,7 @@ def main(argv: list[str] | None = None) -> int:
         load_s = time.monotonic() - load_t0
         sampler.sample()
         marks["end"] = len(sampler.samples) - 1
+        held["end"] = data_held(p.api_url)
         sampler.stop()
         if args.duration >= 60 and args.duration % 60 == 0:
             on_minute(int(args.duration // 60) - 1)
@@ -810,6 +841,7 @@ def main(argv: list[str] | None = None) -> int:
         result["load_s"] = round(load_s, 1)
         result["background"] = background.report()
         result["memory"] = sampler.report(marks.get("start", 0), marks["end"])
+        result["memory"]["data"] = data_growth(held.get("start", {}), held["end"])
         result["server_errors"] = server_errors(p.ray_tmp)
         result["commands_s"] = dict(p.timings)
     result["machine"]["after"] = machine()
@@ -825,6 +857,12 @@ def main(argv: list[str] | None = None) -> int:
         "max_memory_drift_pct": mem["max_drift_pct"],
         "processes": len(mem["processes"]),
         "memory_flat": mem["all_flat"],
+        "not_flat": [
+            {k: e[k] for k in ("process", "actor", "start_mb", "end_mb", "drift_pct") if k in e}
+            for e in mem["processes"]
+            if e["verdict"] != "flat"
+        ],
+        "data_growth_pct": mem["data"]["growth_pct"],
     }
     if args.png:
         draw(result, args.png)
@@ -835,7 +873,8 @@ def main(argv: list[str] | None = None) -> int:
     log(
         f"soak: {args.duration:.0f} s at {args.rate} req/s, {o['requests']} requests, {o['errors']} errors "
         f"({(o['error_rate'] or 0) * 100:.2f}%), p50 {o['p50_ms']} ms, p99 {o['p99_ms']} ms; "
-        f"{mem['verdict']} (max drift {mem['max_drift_pct']}%); {bg['collect_runs']} collect and "
+        f"{mem['verdict']} (max drift {mem['max_drift_pct']}%; the indexes' data grew "
+        f"{mem['data']['growth_pct']}); {bg['collect_runs']} collect and "
         f"{bg['embed_runs']} embed runs in the background"
     )
     return 0 if o["errors"] == 0 and not result["background"]["failures"] else 1
