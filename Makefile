@@ -10,7 +10,7 @@ TORCH_PIP_ARGS ?=
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install up down status test lint test-embedded bench clean
+.PHONY: install browser-deps up down status test lint test-embedded bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,15 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# The browser tests' axe-core (tests/e2e/test_console.py), from the npm registry; without npm they skip.
+BROWSER_STAMP := tests/browser/node_modules/.pulse-installed
+$(BROWSER_STAMP): tests/browser/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		npm ci --prefix tests/browser --silent --no-audit --no-fund && touch $(BROWSER_STAMP); \
+	else echo "npm not found: the console's browser tests will be skipped"; fi
+
+browser-deps: $(BROWSER_STAMP)
 
 up: install
 	$(BIN)/pulse up
@@ -47,7 +56,7 @@ EMBEDDED_TESTS := $(addprefix tests/integration/,test_migrations.py test_databas
 test-embedded: install
 	PULSE_TEST_DB=embedded $(BIN)/pytest -q -p no:cacheprovider --durations=10 $(EMBEDDED_TESTS)
 
-test: lint test-embedded
+test: lint test-embedded browser-deps
 	$(BIN)/pytest --durations=30
 
 bench: install
@@ -59,4 +68,4 @@ bench: install
 	$(BIN)/python bench/cms.py
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .ruff_cache .mypy_cache .import_linter_cache
+	rm -rf $(VENV) var tests/browser/node_modules .pytest_cache .ruff_cache .mypy_cache .import_linter_cache

@@ -277,6 +277,14 @@ async def fetch_summaries(session: AsyncSession, ids: Sequence[int]) -> dict[int
     return {row.id: _summary(row) for row in result}
 
 
+async def fetch_leads(session: AsyncSession, ids: Sequence[int], *, chars: int) -> dict[int, str]:
+    """The first ``chars`` characters of each document's text (snippets are cut from them)."""
+    if not ids:
+        return {}
+    stmt = select(Document.id, func.left(Document.text, chars)).where(Document.id.in_(list(ids)))
+    return {int(i): str(text or "") for i, text in (await session.execute(stmt)).all()}
+
+
 async def fetch_document(session: AsyncSession, document_id: int) -> DocumentDetail | None:
     """One whole document, or ``None`` if there is no document with that id."""
     stmt = summary_statement([document_id]).add_columns(

@@ -778,6 +778,26 @@ class ScheduleSettings(BaseModel):
     )
 
 
+class ConsoleSettings(BaseModel):
+    enabled: bool = Field(
+        default=True, description="Serve the web console at /console/ (from the search application)."
+    )
+    dashboard_url: str | None = Field(
+        default=None,
+        description=(
+            "Link to the Ray dashboard on the console's Ops page. Unset: http://127.0.0.1 at "
+            "PULSE_RAY__DASHBOARD_PORT when the local node has a dashboard, else no link."
+        ),
+    )
+    grafana_url: str | None = Field(
+        default=None,
+        description=(
+            "Link to Grafana on the Ops page (docker/compose.yaml runs it at http://localhost:3000). "
+            "Unset: no link."
+        ),
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="PULSE_",
@@ -812,6 +832,7 @@ class Settings(BaseSettings):
     recommend: RecommendSettings = Field(
         default_factory=RecommendSettings, description="Events, profiles and recommendations."
     )
+    console: ConsoleSettings = Field(default_factory=ConsoleSettings, description="The web console.")
     jobs: JobsSettings = Field(
         default_factory=JobsSettings, description="Submitting jobs to Ray's job server."
     )

@@ -216,6 +216,8 @@ def up(settings: Settings, console: Console, *, ingest_sample: bool = True) -> P
         f"[bold green]Pulse is up[/] in {time.perf_counter() - started:.0f} s: "
         f"{ready.get('vectors')} vectors, model {ready.get('model')}"
     )
+    if settings.console.enabled:
+        console.print(f"  console:   {state.api_url}/console/  (trends, search and the editor, in a browser)")
     console.print(f"  search:    {state.api_url}/v1/search?q=students+march+against+gun+violence")
     console.print(f"  trends:    {state.api_url}/v1/trends?until=2018-03-31")
     console.print(f"  API docs:  {state.api_url}/docs")

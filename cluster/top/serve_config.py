@@ -70,7 +70,16 @@ def search_app_args(settings: Settings, database_url: str) -> dict[str, Any]:
         "search": settings.search.model_dump(),
         "recommend": settings.recommend.model_dump(),
         "jwt_secret": cms_jwt_secret(settings),
+        "console": console_args(settings),
     }
+
+
+def console_args(settings: Settings) -> dict[str, Any]:
+    """The console's settings, with the local Ray dashboard's address when no link is set."""
+    console = settings.console.model_dump()
+    if console["dashboard_url"] is None and settings.ray.include_dashboard and not settings.ray.address:
+        console["dashboard_url"] = f"http://127.0.0.1:{settings.ray.dashboard_port}"
+    return console
 
 
 #: When HAProxy replays a request on another replica (``retry-on``). Serve's default, ``conn-failure``, only

@@ -30,6 +30,7 @@ from actors.rec_ranking import Pick, Reason
 from cluster.ground import ray_metrics
 from cluster.ground.metrics import SEARCH_LATENCY, SEARCH_STAGE_LATENCY
 from serve_apps.cms.security import TokenIssuer
+from serve_apps.console import router as console_router
 from serve_apps.deployment_options import deployment_options
 from serve_apps.errors import InvalidRequest, NotFound, NotReady, error_responses, install_error_handlers
 from serve_apps.http_metrics import install_http_metrics
@@ -94,6 +95,8 @@ install_error_handlers(api)
 install_http_metrics(api, app="search")
 # Recommendations share this application's prefix, embedder and index handles (serve_apps.recommend).
 api.include_router(recommend_router, tags=["recommendations"])
+# The web console's static pages (serve_apps.console): no replica of its own.
+api.include_router(console_router)
 
 
 @serve.ingress(api)
@@ -116,6 +119,7 @@ class SearchIngress:
         self._recommender: Recommender | None = None
         if self._args.recommend.enabled:
             self._recommender = self._recommendations()
+        api.state.console = self._args.console.model_dump()
 
     def _recommendations(self) -> Recommender:
         """The profile actor (created if missing), the recommender over it, and the routes' context."""
@@ -245,7 +249,7 @@ class SearchIngress:
         timings: dict[str, float] = {}
         ranked = await self._retriever.rank(entry, query, mode, level, flt, depth, timings)
         page_ids, page_scores = ranked.ids[offset : offset + k], ranked.scores[offset : offset + k]
-        results = await self._results(page_ids, page_scores, timings)
+        results = await self._results(page_ids, page_scores, timings, query=query)
         more = len(ranked.ids) > offset + k and offset + k < max_depth
         next_cursor = encode_cursor(Cursor(offset + k, digest)) if more else None
         self._report(response, timings, route=SEARCH_ROUTE, mode=mode, started=started)
@@ -262,11 +266,11 @@ class SearchIngress:
         )
 
     async def _results(
-        self, ids: list[int], scores: list[float], timings: dict[str, float]
+        self, ids: list[int], scores: list[float], timings: dict[str, float], *, query: str | None = None
     ) -> list[SearchResult]:
         t0 = time.perf_counter()
         async with self._sessions() as session:
-            results = await search_results(session, ids, scores)
+            results = await search_results(session, ids, scores, query)
         timings["db"] = time.perf_counter() - t0
         return results
 

@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 from actors.index_actor import IndexActorConfig
 from actors.keyword_actor import KeywordActorConfig
 from actors.vector_search import IndexConfig
-from cluster.ground.settings import IndexSettings, RecommendSettings, SearchSettings
+from cluster.ground.settings import ConsoleSettings, IndexSettings, RecommendSettings, SearchSettings
 from serve_apps.deployment_options import DeploymentArgs
 from serve_apps.search.fusion import DEFAULT_PARAMS, FusionParams
 from storage.model_registry import ModelRow
@@ -55,6 +55,9 @@ class SearchArgs(DeploymentArgs):
     jwt_secret: str | None = Field(
         default=None,
         description="The CMS's token secret: users' access tokens are accepted by the recommendation routes",
+    )
+    console: ConsoleSettings = Field(
+        default_factory=ConsoleSettings, description="The web console at /console/ (PULSE_CONSOLE__*)"
     )
 
     def shard_config(self, entry: ModelRow, level: str) -> IndexActorConfig:

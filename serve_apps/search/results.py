@@ -1,6 +1,6 @@
-"""Search results from ranked ids: each document's title, URL, dates, language, source and category, and
-the story the trend clusterer put it in, read from PostgreSQL in one session (one query for the documents,
-one for their stories, whatever the page size)."""
+"""Search results from ranked ids: each document's title, URL, dates, language, source and category, the
+story the trend clusterer put it in and a snippet of its text, read from PostgreSQL in one session (one
+query each for the documents, their stories and their texts' beginnings, whatever the page size)."""
 
 from __future__ import annotations
 
@@ -10,21 +10,25 @@ from dataclasses import asdict
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from serve_apps.search.schemas import SearchResult, StoryRef
-from storage.documents import fetch_summaries
+from serve_apps.search.snippets import LEAD_CHARS, snippet
+from storage.documents import fetch_leads, fetch_summaries
 from storage.trend_queries import stories_of_documents
 
 
 async def search_results(
-    session: AsyncSession, ids: Sequence[int], scores: Sequence[float]
+    session: AsyncSession, ids: Sequence[int], scores: Sequence[float], query: str | None = None
 ) -> list[SearchResult]:
-    """The results of ``ids`` ranked with ``scores``, in order; deleted documents are left out."""
+    """The results of ``ids`` ranked with ``scores``, in order; deleted documents are left out. With a
+    ``query``, each result has a snippet of its text around the query's words."""
     docs = await fetch_summaries(session, ids)
     stories = await stories_of_documents(session, list(docs))
+    leads = await fetch_leads(session, list(docs), chars=LEAD_CHARS) if query is not None else {}
     return [
         SearchResult(
             **asdict(docs[i]),
             score=score,
             story=StoryRef(id=stories[i].id, label=stories[i].label) if i in stories else None,
+            snippet=snippet(leads.get(i, ""), query) if query is not None else None,
         )
         for i, score in zip(ids, scores, strict=True)
         if i in docs

@@ -37,6 +37,13 @@ class SearchResult(DocumentSummaryOut):
     story: StoryRef | None = Field(
         default=None, description="The story the trend clusterer put the document in; null when in none"
     )
+    snippet: str | None = Field(
+        default=None,
+        description=(
+            "About 240 characters of the text where the query's words are densest (from its first 2,000 "
+            "characters; its beginning when none is there); null for a document without text"
+        ),
+    )
 
 
 class ReasonOut(BaseModel):

@@ -4,7 +4,7 @@ import pytest
 
 #: Modules whose tests run `pulse up` in a subprocess and need a test process that has not joined a Ray yet
 #: (the session's Ray starts with the first test that uses it), so they run first.
-BEFORE_RAY = ("test_cli_lifecycle.py",)
+BEFORE_RAY = ("test_cli_lifecycle.py", "test_console.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -13,6 +13,7 @@ from sqlalchemy import text
 from tests.conftest import CMS_TABLES, SHARED_DATA, truncate
 from tests.support import cms_service
 from tests.support.cms_service import PASSWORD
+from tests.support.polling import wait_for
 
 PORT = 8012  # the session's Serve proxy (the search e2e tests use the same one)
 BASE = f"http://127.0.0.1:{PORT}/v1/cms"
@@ -429,18 +430,6 @@ class Subscriber:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-
-def wait_for(predicate: Any, timeout_s: float = 90) -> Any:
-    import time
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError("timed out waiting")
 
 
 def test_scheduled_publish_fires_after_a_scheduler_restart_and_webhooks_are_signed_and_retried(  # type: ignore[no-untyped-def]
