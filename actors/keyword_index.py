@@ -62,14 +62,12 @@ import Stemmer
 from bm25s.stopwords import STOPWORDS_EN
 
 from actors.vector_search import SearchHits
-from storage.languages import script_language
+from storage.languages import ARABIC_MARKS, script_language
 
 logger = logging.getLogger(__name__)
 
 #: Words of two or more word characters (bm25s' default token pattern).
 TOKEN_PATTERN = re.compile(r"(?u)\b\w\w+\b")
-#: Arabic harakat, superscript alef and tatweel: removed before tokenizing (they would split words).
-ARABIC_MARKS = re.compile("[\u0610-\u061a\u064b-\u065f\u0670\u06d6-\u06dc\u06df-\u06e8\u06ea-\u06ed\u0640]")
 
 
 @dataclass(frozen=True)

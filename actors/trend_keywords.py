@@ -58,8 +58,8 @@ from dataclasses import dataclass
 import bm25s.stopwords as bm25s_stopwords
 import stopwordsiso
 
-from actors.keyword_index import ARABIC_MARKS, primary_language
-from storage.languages import ARABIC_LETTER, script_language
+from actors.keyword_index import primary_language
+from storage.languages import ARABIC_LETTER, ARABIC_MARKS, script_language
 
 logger = logging.getLogger(__name__)
 

@@ -35,6 +35,7 @@ from storage.cms_items import (
 )
 from storage.cms_models import LOCALES, CmsCategory, CmsItem, CmsItemTag, CmsRevision, CmsTag, table_of
 from storage.errors import CmsConflict, CmsNotFound, InvalidTransition, StaleVersion, UnknownReference
+from storage.languages import ARABIC_MARKS
 
 #: Fields a client sets (``body_text_*`` are derived from the bodies by the caller).
 EDITABLE = (
@@ -60,6 +61,15 @@ TRANSITIONS: dict[str, tuple[str, ...]] = {
 Check = Callable[["ItemRow"], None]
 #: Longest generated slug.
 SLUG_MAX = 80
+
+
+def make_slug(text: str) -> str:
+    """A URL slug of ``text``: lower-case letters and digits of any script joined by hyphens, at most
+    ``SLUG_MAX`` characters. Arabic harakat and tatweel are dropped first: a shadda would otherwise cut a word
+    in two ("عمّان" gave "عم-ان")."""
+    return str(slugify(ARABIC_MARKS.sub("", text), allow_unicode=True, max_length=SLUG_MAX))
+
+
 #: Writes of an item whose generated slug concurrent saves keep taking first (each try picks a new free one).
 SLUG_TRIES = 5
 #: The unique index of each locale's slug (migration 0005), by the field it guards.
@@ -149,7 +159,7 @@ class ItemColumns:
             title = values[title_field] if title_field in values else (before and before.fields[title_field])
             current = before.fields[slug_field] if before else None
             if explicit:
-                wanted = slugify(explicit, allow_unicode=True, max_length=SLUG_MAX)
+                wanted = make_slug(explicit)
                 if not wanted:
                     raise CmsConflict(slug_field, explicit, "has no letters or digits")
                 if await self._free_slug(locale, wanted, item_id) != wanted:
@@ -157,7 +167,7 @@ class ItemColumns:
                 values[slug_field] = wanted
             elif title and not current:
                 kind = fields.get("type") or (before.type if before else "article")
-                base = slugify(title, allow_unicode=True, max_length=SLUG_MAX) or f"{kind}-{locale}"
+                base = make_slug(title) or f"{kind}-{locale}"
                 values[slug_field] = await self._free_slug(locale, base, item_id)
         return values
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from slugify import slugify
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from storage.cms_content import SLUG_MAX
+from storage.cms_content import make_slug
 from storage.cms_models import CmsCategory, CmsTag
 from storage.errors import CmsConflict
 
@@ -39,7 +38,7 @@ class TaxonomyRepository:
     ) -> TaxonomyRow:
         model: type[CmsCategory] | type[CmsTag] = CmsCategory if kind == "category" else CmsTag
         base = slug or name_en or name_ar or ""
-        value = slugify(base, allow_unicode=True, max_length=SLUG_MAX)
+        value = make_slug(base)
         if not value:
             raise CmsConflict("slug", base, "has no letters or digits")
         exists = (await self.session.execute(select(model.id).where(model.slug == value))).scalar()

@@ -46,6 +46,9 @@ ARABIC_LETTER = re.compile("[\u0600-\u06ff\u0750-\u077f\u08a0-\u08ff\ufb50-\ufdf
 #: Letters of the Latin script (ASCII, Latin-1, Latin Extended-A and -B).
 LATIN_LETTER = re.compile("[A-Za-z\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u024f]")
 
+#: Arabic harakat, superscript alef and tatweel: they would split words (keyword and trend analysis, slugs).
+ARABIC_MARKS = re.compile("[\u0610-\u061a\u064b-\u065f\u0670\u06d6-\u06dc\u06df-\u06e8\u06ea-\u06ed\u0640]")
+
 
 @dataclass(frozen=True)
 class LanguageGuess:

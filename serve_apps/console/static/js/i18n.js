@@ -273,7 +273,7 @@ const STRINGS = {
   },
 };
 
-let current = localStorage.getItem("pulse.lang") === "ar" ? "ar" : "en";
+let current = globalThis.localStorage?.getItem("pulse.lang") === "ar" ? "ar" : "en";
 
 export function lang() {
   return current;

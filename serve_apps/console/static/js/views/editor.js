@@ -101,11 +101,13 @@ async function itemList(params) {
 }
 
 // ------------------------------------------------------------------------------------------ an item
-// A client-side preview of the slug the server generates from a title when none is given (lower case,
-// letters and digits of any script, hyphens); the saved item shows the server's own.
+// A client-side preview of the slug the server generates from a title when none is given (storage.cms_content
+// make_slug: Arabic harakat dropped, lower case, letters and digits of any script, hyphens); the saved item
+// shows the server's own.
 export function slugPreview(title) {
   return (title || "")
     .normalize("NFKC")
+    .replace(/[\u0610-\u061a\u064b-\u065f\u0670\u06d6-\u06dc\u06df-\u06e8\u06ea-\u06ed\u0640]/g, "") // harakat, tatweel
     .toLowerCase()
     .replace(/[^\p{L}\p{N}]+/gu, "-")
     .replace(/^-+|-+$/g, "")
