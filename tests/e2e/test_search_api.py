@@ -124,7 +124,9 @@ def test_search_finds_the_2018_student_gun_violence_protests(api: str) -> None:
         "category",
         "score",
         "story",  # the trend story it belongs to, or null
+        "snippet",  # a passage of its text around the query's words
     }
+    assert all(isinstance(r["snippet"], str) and r["snippet"] for r in results)
     assert body["mode"] == "hybrid" and body["partial"] is False and body["shards"]["total"] == 3
     assert {"embed", "vector", "keyword", "fuse", "db"} <= set(body["timings_ms"])
     assert "vector;dur=" in resp.headers["Server-Timing"]
