@@ -43,6 +43,11 @@ class AuditAction(StrEnum):
     BULK_UPDATE = "bulk.update"
     BULK_PUBLISH = "bulk.publish"
     BULK_ARCHIVE = "bulk.archive"
+    SCHEDULE_LIST = "schedule.list"
+    SCHEDULE_RUNS = "schedule.runs"
+    SCHEDULE_PAUSE = "schedule.pause"
+    SCHEDULE_RESUME = "schedule.resume"
+    SCHEDULE_RUN_NOW = "schedule.run_now"
 
 
 class TransitionAction(str):
@@ -73,6 +78,11 @@ class EventType(StrEnum):
     BULK_UPDATE = "bulk.update"
     BULK_PUBLISH = "bulk.publish"
     BULK_ARCHIVE = "bulk.archive"
+    SCHEDULE_LIST = "schedule.list"
+    SCHEDULE_RUNS = "schedule.runs"
+    SCHEDULE_PAUSE = "schedule.pause"
+    SCHEDULE_RESUME = "schedule.resume"
+    SCHEDULE_RUN_NOW = "schedule.run_now"
 
 
 #: Event of a move into a status (other moves are ``item.status_changed``).

@@ -327,12 +327,14 @@ class ScheduleRepository:
         rows = self.session.execute(stmt, execution_options={"populate_existing": True}).scalars()
         return [_run_row(r) for r in rows]
 
-    def runs(self, name: str | None = None, *, limit: int = 20) -> list[RunRow]:
-        """The most recent runs (of one schedule, or of all), newest first."""
+    def runs(self, name: str | None = None, *, state: str | None = None, limit: int = 20) -> list[RunRow]:
+        """The most recent runs (of one schedule, or of all; in one state, or any), newest first."""
         stmt = select(ScheduleRun).order_by(ScheduleRun.id.desc()).limit(limit)
         if name is not None:
             self.get(name)
             stmt = stmt.where(ScheduleRun.schedule == name)
+        if state is not None:
+            stmt = stmt.where(ScheduleRun.state == state)
         rows = self.session.execute(stmt, execution_options={"populate_existing": True}).scalars()
         return [_run_row(r) for r in rows]
 

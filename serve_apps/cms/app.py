@@ -21,7 +21,18 @@ from ray import serve
 from serve_apps.cms.args import CmsArgs
 from serve_apps.cms.context import CmsContext
 from serve_apps.cms.limits import BodySizeLimit
-from serve_apps.cms.routes import audit, auth, bulk, items, keys, revisions, taxonomy, users, webhooks
+from serve_apps.cms.routes import (
+    audit,
+    auth,
+    bulk,
+    items,
+    keys,
+    revisions,
+    schedules,
+    taxonomy,
+    users,
+    webhooks,
+)
 from serve_apps.deployment_options import deployment_options
 from serve_apps.errors import error_responses, install_error_handlers
 from serve_apps.http_metrics import install_http_metrics
@@ -30,7 +41,7 @@ from serve_apps.inputs import reject_unstorable_text
 logger = logging.getLogger(__name__)
 
 #: The routers, in the order of the OpenAPI document.
-ROUTERS = (auth, taxonomy, users, keys, audit, webhooks)
+ROUTERS = (auth, taxonomy, users, keys, audit, webhooks, schedules)
 ITEM_ROUTERS = (items, revisions, bulk)
 
 

@@ -21,6 +21,8 @@ user.manage        any            -              -                  -          -
 key.manage         any            -              -                  -          -
 webhook.manage     any            -              -                  -          -
 audit.read         any            -              -                  -          -
+schedule.read      any            any            -                  -          -
+schedule.manage    any            -              -                  -          -
 =================  =============  =============  =================  =========  =========
 
 ``item.restore`` writes an old revision's content as a new version, so it follows ``item.update``:
@@ -111,6 +113,8 @@ MATRIX: Mapping[str, Rule] = {
     "key.manage": Rule("manage API keys", _ADMIN_ONLY),
     "webhook.manage": Rule("manage webhooks", _ADMIN_ONLY),
     "audit.read": Rule("read the audit log", _ADMIN_ONLY),
+    "schedule.read": Rule("see the job schedules and their runs", _STAFF),
+    "schedule.manage": Rule("pause, resume or run scheduled jobs", _ADMIN_ONLY),
 }
 
 #: The workflow (the second table of the docstring), in the order moves are offered.

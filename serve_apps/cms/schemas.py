@@ -19,6 +19,7 @@ from pydantic import (
 from serve_apps.inputs import MAX_ID, MAX_VERSION, IsoDateTime
 from storage.cms_audit import AuditRow
 from storage.cms_events import DeliveryLogRow
+from storage.schedules import RunRow
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -322,3 +323,25 @@ if TYPE_CHECKING:
 else:
     #: A webhook's delivery log, as storage reads it.
     DeliveryOut = row_out("DeliveryOut", DeliveryLogRow)
+
+
+if TYPE_CHECKING:
+    RunOut = RowOut
+else:
+    #: A run of a scheduled job (``schedule_runs``), as storage reads it.
+    RunOut = row_out("RunOut", RunRow)
+
+
+class ScheduleOut(BaseModel):
+    """A scheduled job (``pulse schedules list``): what it runs, when, and how its last run went."""
+
+    name: str
+    kind: str = Field(description="The job: collect, recluster, embed, backup, ...")
+    args: list[str]
+    timing: str = Field(description="'every 900 s', 'daily at 03:00 UTC' or 'on model-activation'")
+    enabled: bool = Field(description="False when the settings disable it; note says why")
+    paused: bool
+    note: str | None
+    next_run_at: datetime | None
+    run_requested_at: datetime | None = Field(description="A run-now the scheduler has not started yet")
+    last_run: RunOut | None

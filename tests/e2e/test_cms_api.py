@@ -489,3 +489,91 @@ def cms_documents(engine, item_id: int) -> dict[str, int]:  # type: ignore[no-un
             {"i": str(item_id)},
         ).all()
     return {r[0]: int(r[1]) for r in rows}
+
+
+@pytest.fixture
+def schedules(engine) -> Iterator[list[str]]:  # type: ignore[no-untyped-def]
+    """Two schedules as the job scheduler seeds them (one disabled by the settings), with runs."""
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy.orm import Session
+
+    from storage.schedules import ScheduleRepository, ScheduleSpec
+
+    now = datetime.now(UTC)
+    names = ["e2e-collect", "e2e-backup"]
+    with Session(engine) as db, db.begin():
+        repo = ScheduleRepository(db)
+        repo.seed(ScheduleSpec(name=names[0], kind="collect", every_s=900), first_run_at=now, now=now)
+        off = ScheduleSpec(
+            name=names[1], kind="backup", every_s=86400, enabled=False, note="no backup URI set"
+        )
+        repo.seed(off, first_run_at=None, now=now)
+        for n, state in enumerate(("succeeded", "failed")):
+            run = repo.start_run(
+                schedule=names[0],
+                kind="collect",
+                submission_id=f"e2e-{n}-{now.timestamp()}",
+                reason="due",
+                now=now,
+            )
+            assert run is not None
+            repo.finish_run(run.id, state=state, message=f"run {n}\nlog", now=now + timedelta(seconds=n))
+    yield names
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM schedules WHERE name LIKE 'e2e-%'"))
+
+
+def test_schedules_and_their_runs_for_staff_and_admin_controls(
+    cms: dict[str, str], schedules: list[str]
+) -> None:
+    collect, backup = schedules
+    listed = {s["name"]: s for s in httpx.get(f"{BASE}/schedules", headers=auth(cms, "editor")).json()}
+    assert {collect, backup} <= set(listed)
+    assert listed[collect]["timing"] == "every 900 s" and listed[collect]["enabled"] is True
+    assert listed[collect]["last_run"]["state"] == "failed"  # the newest run
+    assert listed[backup]["enabled"] is False and listed[backup]["note"] == "no backup URI set"
+    assert listed[backup]["last_run"] is None
+
+    runs = httpx.get(
+        f"{BASE}/schedule-runs", params={"schedule": collect}, headers=auth(cms, "editor")
+    ).json()
+    assert [r["state"] for r in runs] == ["failed", "succeeded"]
+    failed = httpx.get(
+        f"{BASE}/schedule-runs",
+        params={"schedule": collect, "state": "succeeded"},
+        headers=auth(cms, "admin"),
+    ).json()
+    assert [r["message"] for r in failed] == ["run 0\nlog"]
+    unknown = httpx.get(f"{BASE}/schedule-runs", params={"schedule": "e2e-nope"}, headers=auth(cms, "admin"))
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "schedule_not_found"
+
+    # Editors read; only admins change; authors, viewers and anonymous callers see nothing.
+    assert httpx.post(f"{BASE}/schedules/{collect}/pause", headers=auth(cms, "editor")).status_code == 403
+    for who in ("author", "viewer", None):
+        assert httpx.get(f"{BASE}/schedules", headers=auth(cms, who)).status_code == (
+            401 if who is None else 403
+        )
+    paused = httpx.post(f"{BASE}/schedules/{collect}/pause", headers=auth(cms, "admin"))
+    assert paused.status_code == 200 and paused.json()["paused"] is True
+    requested = httpx.post(f"{BASE}/schedules/{collect}/run-now", headers=auth(cms, "admin"))
+    assert requested.status_code == 202 and requested.json()["run_requested_at"] is not None
+    resumed = httpx.post(f"{BASE}/schedules/{collect}/resume", headers=auth(cms, "admin"))
+    assert resumed.status_code == 200 and resumed.json()["paused"] is False
+    disabled = httpx.post(f"{BASE}/schedules/{backup}/run-now", headers=auth(cms, "admin"))
+    assert disabled.status_code == 409 and "no backup URI set" in disabled.json()["error"]["message"]
+    missing = httpx.post(f"{BASE}/schedules/e2e-nope/pause", headers=auth(cms, "admin"))
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "schedule_not_found"
+    bad = httpx.post(f"{BASE}/schedules/Not%20A%20Name/pause", headers=auth(cms, "admin"))
+    assert bad.status_code == 422
+
+    audit = httpx.get(
+        f"{BASE}/audit", params={"target": f"schedule:{collect}"}, headers=auth(cms, "admin")
+    ).json()
+    ok = [(a["action"], a["outcome"]) for a in audit]
+    assert ok[:3] == [("schedule.resume", "ok"), ("schedule.run_now", "ok"), ("schedule.pause", "ok")]
+    assert ("schedule.pause", "denied") in ok  # the editor's refusal
+    assert (
+        audit[2]["before"] == {"paused": False, "run_requested_at": None}
+        and audit[2]["after"]["paused"] is True
+    )

@@ -265,7 +265,7 @@ PAGES = [
 
 
 @pytest.mark.parametrize("lang", ["en", "ar"])
-def test_every_page_passes_axe_in_both_languages(browser: Any, lang: str) -> None:
+def test_every_page_passes_axe_in_both_languages(browser: Any, platform: dict[str, str], lang: str) -> None:
     page = open_page(browser, lang=lang)
     found: dict[str, Any] = {}
     for route, ready in PAGES:
@@ -287,8 +287,75 @@ def test_every_page_passes_axe_in_both_languages(browser: Any, lang: str) -> Non
     found["items"] = axe_violations(page)
     go(page, "editor/new", "form.item-form")
     found["new item"] = axe_violations(page)
+    seed_schedule_runs(platform["PULSE_DATABASE__URL"])
+    go(page, "ops", "table.schedules")  # staff see the job schedules
+    found["ops (editor)"] = axe_violations(page)
     assert {k: v for k, v in found.items() if v} == {}
     assert ERRORS[page] == [], ERRORS[page]
+
+
+def test_ops_shows_the_schedules_and_their_runs_and_an_admin_pauses_one(
+    browser: Any, platform: dict[str, str]
+) -> None:
+    seed_schedule_runs(platform["PULSE_DATABASE__URL"])
+    page = open_page(browser)
+    go(page, "ops", "[data-ready]")
+    assert page.locator("table.schedules").count() == 0  # signed out: a link to sign in instead
+    sign_in(page, ADMIN)
+    go(page, "ops", "table.schedules tr[data-schedule='collect']")
+    row = page.locator("tr[data-schedule='collect']")
+    assert "every 900 s" in row.inner_text() and row.locator(".badge.run-failed").count() == 1
+    assert page.locator("table.runs tr[data-run]").count() == 2
+    assert "disabled" in page.locator("tr[data-schedule='backup']").inner_text()
+    page.screenshot(path=str(ARTIFACTS / "ops.png"), full_page=True)
+    row.get_by_role("button", name="Pause: collect").click()
+    shown(page, "tr[data-schedule='collect'] button[aria-label='Resume: collect']")
+    assert "paused" in page.locator("tr[data-schedule='collect']").inner_text()
+    page.locator("tr[data-schedule='collect']").get_by_role("button", name="Resume: collect").click()
+    shown(page, "tr[data-schedule='collect'] button[aria-label='Pause: collect']")
+    assert ERRORS[page] == [], ERRORS[page]
+
+
+def seed_schedule_runs(url: str) -> None:
+    """Schedules as the job scheduler seeds them, with a success and a failure. `pulse up` here runs
+    without the Ray dashboard, hence without a job server, so its scheduler does not start (and its
+    collect jobs would compete with the browser for the two cores)."""
+    from datetime import UTC, datetime, timedelta
+
+    from storage.database import make_engine, make_session_factory, session_scope
+    from storage.schedules import ScheduleRepository, ScheduleSpec
+
+    now = datetime.now(UTC)
+    engine = make_engine(url, pool_size=1)
+    try:
+        with session_scope(make_session_factory(engine)) as db:
+            repo = ScheduleRepository(db)
+            if any(s.name == "collect" for s in repo.all()):
+                return
+            repo.seed(
+                ScheduleSpec(name="collect", kind="collect", args=("--embed",), every_s=900),
+                first_run_at=now + timedelta(minutes=15),
+                now=now,
+            )
+            note = "set PULSE_SCHEDULES__BACKUP_DEST to a folder or URI to enable it"
+            spec = ScheduleSpec(name="backup", kind="backup", every_s=86400, enabled=False, note=note)
+            repo.seed(spec, first_run_at=None, now=now)
+            for n, state in enumerate(("succeeded", "failed")):
+                started = now - timedelta(minutes=30 - 15 * n)
+                run = repo.start_run(
+                    schedule="collect",
+                    kind="collect",
+                    submission_id=f"console-{n}",
+                    reason="due",
+                    now=started,
+                )
+                assert run is not None
+                message = (
+                    "collected 120 pages from 3 sources" if n == 0 else "feed.example: HTTP 503 after 3 tries"
+                )
+                repo.finish_run(run.id, state=state, message=message, now=started + timedelta(seconds=40))
+    finally:
+        engine.dispose()
 
 
 def test_phone_width_and_keyboard(browser: Any) -> None:

@@ -65,6 +65,8 @@ RATE = 5
 MAX_BODY = 65_536
 #: API keys made for the matrix: one per role.
 KEYS = {f"key-{role}": role for role in ("admin", "editor", "author", "viewer")}
+#: The job schedule the schedule routes' cells act on.
+SCHEDULE = "access-matrix"
 
 #: Pseudo-actions of operations outside the permission table: anyone; a signed-in user (not a key).
 PUBLIC, USER_ONLY = "public", "signed-in user"
@@ -148,6 +150,7 @@ def world(  # type: ignore[no-untyped-def]
     truncate(engine, CMS_TABLES)
     cms_service.create_users(database_url)
     keys = cms_service.create_keys(database_url, KEYS)
+    _seed_schedule(engine)
     storage = str(tmp_path_factory.mktemp("cms-access-storage"))
     common = cms_service.cms_args(database_url, SECRET, storage, NAMESPACE)
     main = {**common, "rate_per_key": "100000/minute", "rate_per_ip": "100000/minute"}
@@ -162,6 +165,22 @@ def world(  # type: ignore[no-untyped-def]
         yield World(tokens, keys, ids, client)
     serve.delete(APP)
     serve.delete(LIMITED_APP)
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM schedules WHERE name = :n"), {"n": SCHEDULE})
+
+
+def _seed_schedule(engine) -> None:  # type: ignore[no-untyped-def]
+    """The schedule the schedule routes act on (the job scheduler is not running here)."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy.orm import Session
+
+    from storage.schedules import ScheduleRepository, ScheduleSpec
+
+    now = datetime.now(UTC)
+    with Session(engine) as db, db.begin():
+        spec = ScheduleSpec(name=SCHEDULE, kind="collect", every_s=3600)
+        ScheduleRepository(db).seed(spec, first_run_at=now, now=now)
 
 
 # ------------------------------------------------------------------------------------- the operations
@@ -277,6 +296,21 @@ OPERATIONS: dict[tuple[str, str], list[Case]] = {
         Case("key.manage", build=lambda w, i: ("DELETE", f"{BASE}/keys/{_key(w)}", None))
     ],
     ("GET", "/audit"): [Case("audit.read", build=lambda w, i: ("GET", f"{BASE}/audit", None), mutates=False)],
+    ("GET", "/schedules"): [
+        Case("schedule.read", build=lambda w, i: ("GET", f"{BASE}/schedules", None), mutates=False)
+    ],
+    ("GET", "/schedule-runs"): [
+        Case("schedule.read", build=lambda w, i: ("GET", f"{BASE}/schedule-runs", None), mutates=False)
+    ],
+    **{
+        ("POST", f"/schedules/{{name}}/{verb}"): [
+            Case(
+                "schedule.manage",
+                build=lambda w, i, v=verb: ("POST", f"{BASE}/schedules/{SCHEDULE}/{v}", None),
+            )
+        ]
+        for verb in ("pause", "resume", "run-now")
+    },
     ("POST", "/webhooks"): [
         Case(
             "webhook.manage",

@@ -49,6 +49,8 @@ EXPECTED: dict[str, dict[str | None, tuple[str, str]]] = {
     "key.manage": {"admin": ALL, "editor": NONE, "author": NONE, "viewer": NONE, None: NONE},
     "webhook.manage": {"admin": ALL, "editor": NONE, "author": NONE, "viewer": NONE, None: NONE},
     "audit.read": {"admin": ALL, "editor": NONE, "author": NONE, "viewer": NONE, None: NONE},
+    "schedule.read": {"admin": ALL, "editor": ALL, "author": NONE, "viewer": NONE, None: NONE},
+    "schedule.manage": {"admin": ALL, "editor": NONE, "author": NONE, "viewer": NONE, None: NONE},
 }
 #: Actions whose answer does not depend on the item's status (they also work with status=None).
 STATUS_FREE = {a for a in EXPECTED if a not in ("item.read", "item.update", "item.restore")}

@@ -77,6 +77,13 @@ export function formatDate(value, lang) {
   return date.toLocaleDateString(lang === "ar" ? "ar" : "en-GB", { year: "numeric", month: "short", day: "numeric" });
 }
 
+export function formatDateTime(value, lang) {
+  if (!value) return "";
+  const date = new Date(value);
+  if (Number.isNaN(date.getTime())) return String(value);
+  return date.toLocaleString(lang === "ar" ? "ar" : "en-GB", { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", timeZone: "UTC", timeZoneName: "short" });
+}
+
 export function formatNumber(value, lang, digits = 0) {
   if (value === null || value === undefined) return "";
   return Number(value).toLocaleString(lang === "ar" ? "ar" : "en-GB", { maximumFractionDigits: digits });
