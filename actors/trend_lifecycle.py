@@ -182,10 +182,7 @@ def _one(
     # A story new by its share of recent documents emerged with its young buckets.
     emerged = first if now_index - first < p.young_buckets or young < p.young_share else min(recent)
     y = _windows(raw, now_index=now_index, phase=phase, history=p.history)
-    rate = _ewma_matrix(p.history, p.alpha) @ y
-    mean, std = _baseline(y, p.baseline_alpha)
-    noise = np.maximum(std, np.sqrt(np.maximum(mean, 1.0)))
-    bursting = (rate > mean + p.z * noise) & (rate >= p.min_burst_rate)
+    rate, mean, noise, bursting = _burst_signals(y, p)
     velocity = float(rate[-1] - rate[-2])
     acceleration = float(velocity - (rate[-2] - rate[-3]))
     peak = float(rate.max())
@@ -228,6 +225,37 @@ def _one(
         emerging_at=starts[emerged],
         peak_at=peak_at,
     )
+
+
+def _burst_signals(
+    y: np.ndarray, p: LifecycleParams
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Rate, baseline mean, noise and the burst rule of each window of ``y`` (the module docstring)."""
+    rate = _ewma_matrix(len(y), p.alpha) @ y
+    mean, std = _baseline(y, p.baseline_alpha)
+    noise = np.maximum(std, np.sqrt(np.maximum(mean, 1.0)))
+    bursting = (rate > mean + p.z * noise) & (rate >= p.min_burst_rate)
+    return rate, mean, noise, bursting
+
+
+def burst_flags(counts: Sequence[tuple[datetime, int]], params: LifecycleParams | None = None) -> list[bool]:
+    """For each ``(bucket start, documents)`` of a story's series (ascending; missing buckets hold no
+    documents), whether it was a burst when it ended: the rule that sets a story's ``burst``, read with
+    ``now`` at that bucket's end over the ``history`` buckets before it. What a chart marks in red."""
+    p = params or LifecycleParams()
+    if not counts:
+        return []
+    epoch = _EPOCH_NAIVE if counts[0][0].tzinfo is None else _EPOCH_AWARE
+    indices = [math.floor((start - epoch) / p.bucket) for start, _ in counts]
+    first = min(indices)
+    dense = np.zeros(max(indices) - first + p.history)  # history - 1 empty buckets before the first
+    for index, (_, count) in zip(indices, counts, strict=True):
+        dense[index - first + p.history - 1] += count
+    flags = []
+    for index in indices:
+        end = index - first + p.history  # the window of history buckets ending with this one
+        flags.append(bool(_burst_signals(dense[end - p.history : end], p)[3][-1]))
+    return flags
 
 
 def _windows(raw: Mapping[int, int], *, now_index: int, phase: float, history: int) -> np.ndarray:

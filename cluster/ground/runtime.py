@@ -18,10 +18,11 @@ from cluster.ground.settings import RaySettings
 
 logger = logging.getLogger(__name__)
 
-#: Lines Ray writes to a driver's stderr that no Pulse user can act on. (1) Ray Data 2.60 passes every
-#: actor-pool worker its context as an object reference, and the C++ core worker then logs this once per
-#: job at ERROR level (ray-project/ray#57733). (2) The raylet warns, forwarded to the driver, when more
-#: worker processes start than cores: Pulse's jobs ask for fractional CPUs on purpose (jobs.placement).
+#: Lines Ray writes to a driver's stderr or stdout that no Pulse user can act on. (1) Ray Data 2.60 passes
+#: every actor-pool worker its context as an object reference, and the C++ core worker then logs this once
+#: per job at ERROR level, on fd 2 (ray-project/ray#57733). (2) The raylet warns when more worker processes
+#: start than cores: Pulse's jobs and actors ask for fractional CPUs on purpose (jobs.placement); the
+#: driver prints it on ``sys.stdout`` (``ray._private.worker.listen_error_messages``, as "(raylet) ...").
 RAY_CORE_NOISE: tuple[bytes, ...] = (
     b"has constructor arguments in the object store and max_restarts > 0",
     b"PYTHON worker processes have been started on node",
@@ -177,14 +178,37 @@ def worker_logging(target: str | None, level: str) -> dict[str, Any]:
     return {"job_config": job_config, "runtime_env": runtime_env}
 
 
+class _WithoutNoise:
+    """``sys.stdout`` less the ``print()`` calls whose text holds one of ``patterns`` (and the newline
+    ``print`` writes after it); everything else, and every other attribute, is the stream's."""
+
+    def __init__(self, stream: Any, patterns: tuple[str, ...]) -> None:
+        self._stream = stream
+        self._patterns = patterns
+        self._dropped = False
+
+    def write(self, text: str) -> int:
+        if self._dropped and text == "\n":
+            self._dropped = False
+            return 1
+        self._dropped = any(p in text for p in self._patterns)
+        return len(text) if self._dropped else int(self._stream.write(text))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 def drop_ray_core_noise(patterns: tuple[bytes, ...] = RAY_CORE_NOISE) -> None:
     """From now on, drop the lines of this process's stderr (file descriptor 2, which Ray's C++ code
     writes to directly) that contain one of ``patterns``; everything else passes at once, partial lines
-    (progress redraws) included. For console entry points only (``pulse``, ``python -m jobs.*``): it
-    replaces the process's fd 2 with a pipe read by a thread. At exit the last lines are drained."""
+    (progress redraws) included. The same lines printed on ``sys.stdout`` (by Ray's Python driver code)
+    are dropped too. For console entry points only (``pulse``, ``python -m jobs.*``): it replaces the
+    process's fd 2 with a pipe read by a thread (stdout stays the terminal, so colours and widths do not
+    change). At exit the last lines are drained."""
     global _noise_filter
     if _noise_filter is not None:
         return
+    sys.stdout = _WithoutNoise(sys.stdout, tuple(p.decode() for p in patterns))  # type: ignore[assignment]
     original = os.dup(2)
     read_end, write_end = os.pipe()
     sys.stderr.flush()

@@ -54,6 +54,9 @@ class SummaryOut(_Out):
 class BucketOut(_Out):
     bucket: datetime = Field(description="Start of the hour or day (UTC)")
     count: int = Field(description="Documents whose time falls in it")
+    burst: bool = Field(
+        description="A burst when the bucket ended (the rule of a story's burst flag, over earlier buckets)"
+    )
 
 
 class LineageOut(_Out):
@@ -73,7 +76,9 @@ class StoryDetailOut(StoryOut):
     summary: SummaryOut | None = Field(description="The latest summary; null before one is written")
     representatives: list[DocumentSummaryOut] = Field(description="Documents most typical of the story")
     granularity: Granularity
-    series: list[BucketOut] = Field(description="Documents per hour or day (granularity), oldest first")
+    series: list[BucketOut] = Field(
+        description="Documents per hour or day (granularity), oldest first; empty buckets left out"
+    )
     lineage: list[LineageOut] = Field(description="Events the story took part in, oldest first")
     topic: TopicRef | None
 
@@ -129,7 +134,7 @@ class TopicDetailOut(TopicOut):
     stories: list[StoryOut] = Field(description="Its active stories, best first by score")
     granularity: Granularity
     series: list[BucketOut] = Field(
-        description="Its stories' documents per hour or day, summed, oldest first"
+        description="Its stories' documents per hour or day, summed, oldest first; empty buckets left out"
     )
 
 

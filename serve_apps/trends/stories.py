@@ -22,6 +22,7 @@ from serve_apps.trends.schemas import (
     StoryOut,
     StoryPageOut,
 )
+from serve_apps.trends.series import marked_series
 from storage.trend_queries import (
     StoryFilter,
     StorySort,
@@ -78,7 +79,13 @@ def add_routes(api: FastAPI) -> None:
         if detail is None:
             raise _missing(story_id)
         return StoryDetailOut.model_validate(
-            {**asdict(detail), **asdict(detail.story), "granularity": granularity}, from_attributes=True
+            {
+                **asdict(detail),
+                **asdict(detail.story),
+                "granularity": granularity,
+                "series": marked_series(detail.series, granularity),
+            },
+            from_attributes=True,
         )
 
     @api.get(

@@ -22,6 +22,7 @@ from serve_apps.trends.schemas import (
     TopicOut,
     TopicPageOut,
 )
+from serve_apps.trends.series import marked_series
 from storage.trend_queries import (
     TopicFilter,
     TopicSort,
@@ -85,7 +86,13 @@ def add_routes(api: FastAPI) -> None:
         if detail is None:
             raise _missing(topic_id)
         return TopicDetailOut.model_validate(
-            {**asdict(detail), **asdict(detail.topic), "granularity": granularity}, from_attributes=True
+            {
+                **asdict(detail),
+                **asdict(detail.topic),
+                "granularity": granularity,
+                "series": marked_series(detail.series, granularity),
+            },
+            from_attributes=True,
         )
 
     @api.get(

@@ -252,6 +252,12 @@ def test_an_arabic_article_from_writing_to_search_and_a_story_chart(browser: Any
     chart = page.locator("svg.chart")
     points = int(chart.get_attribute("data-points"))
     assert points > 0 and chart.locator("rect").count() == points
+    # Red bars are the API's burst buckets; days without documents are drawn as empty bars.
+    series = httpx.get(f"{BASE}/v1/trends/{page.url.rsplit('/', 1)[-1]}").json()["series"]
+    assert chart.locator("rect.burst").count() == sum(b["burst"] for b in series)
+    assert points >= len(series) and sum(b["count"] for b in series) == sum(
+        int(r.split(": ")[-1]) for r in chart.locator("rect title").all_text_contents()
+    )
     page.screenshot(path=str(ARTIFACTS / "trends.png"), full_page=True)
     assert ERRORS[page] == [], ERRORS[page]
 

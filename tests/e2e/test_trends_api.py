@@ -133,6 +133,7 @@ def test_a_story_its_documents_and_topics(world: Seeded) -> None:
     docs = world.documents[first]
     assert [d["id"] for d in story["representatives"]] == [docs[1], docs[0]]
     assert story["granularity"] == "day" and [b["count"] for b in story["series"]] == [2, 1]
+    assert [b["burst"] for b in story["series"]] == [False, False]  # 2 documents are under the burst minimum
     assert [b["count"] for b in ok(f"{TRENDS}/{first}", granularity="hour")["series"]] == [1, 1, 1]
     assert [e["kind"] for e in story["lineage"]] == ["birth", "merge", "split"]
     assert story["topic"] == {"id": world.topic_en, "label": "Elections"}

@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from actors.trend_lifecycle import Lifecycle, LifecycleParams, lifecycle, lifecycle_of_many
+from actors.trend_lifecycle import Lifecycle, LifecycleParams, burst_flags, lifecycle, lifecycle_of_many
 
 DAY = timedelta(days=1)
 HOUR = timedelta(hours=1)
@@ -174,3 +174,22 @@ def test_bad_parameters_and_counts_are_refused() -> None:
         LifecycleParams(history=10, window=11)
     with pytest.raises(ValueError, match="negative"):
         lifecycle([(START, -1)], now=START)
+
+
+def test_each_bucket_is_flagged_by_the_story_burst_rule_read_at_its_end() -> None:
+    counts = [2, 3, 2, 3, 2, 14, 16, 3, 2, 0, 0, 2]
+    series = [(START + i * DAY, c) for i, c in enumerate(counts) if c]  # buckets without documents left out
+    flags = burst_flags(series)
+    assert len(flags) == len(series)
+    flagged = [start for (start, _), flag in zip(series, flags, strict=True) if flag]
+    assert flagged == [START + 5 * DAY]  # the jump; the next day is above a baseline the jump already raised
+    # The same verdict as the story's own burst flag, with the clock at the end of each bucket.
+    for n in range(1, len(counts) + 1):
+        upto = [(s, c) for s, c in series if s < START + n * DAY]
+        if upto and upto[-1][0] == START + (n - 1) * DAY:
+            assert flags[len(upto) - 1] == lifecycle(upto, now=START + n * DAY).burst, n
+    assert burst_flags([]) == []
+    climb = burst_flags(daily([20] * 10 + [20 + 4 * i for i in range(1, 11)]))
+    assert climb[0] and not any(climb[1:])  # 20 a day out of nothing is a burst; the steady climb is none
+    hourly = [(START + i * HOUR, c) for i, c in enumerate([1, 1, 9, 1])]
+    assert burst_flags(hourly, LifecycleParams(bucket=HOUR)) == [False, False, True, False]

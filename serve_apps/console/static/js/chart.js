@@ -1,6 +1,6 @@
-// A bar chart of a time series ([{bucket, count}]) as SVG, with burst buckets marked, plus the same data
-// as a table for screen readers. A burst bucket: count above mean + 2 standard deviations of the series
-// and at least 3 documents (the story's own baseline, as the trend clusterer's lifecycle reads it).
+// A bar chart of a time series ([{bucket, count, burst}]) as SVG, plus the same data as a table for screen
+// readers. Buckets the API leaves out (no documents) are drawn as empty days or hours, so the axis is time;
+// burst buckets (the API's `burst`: the trend lifecycle's rule, read at each bucket's end) are marked.
 
 import { h, formatDate } from "./dom.js";
 
@@ -13,22 +13,26 @@ function s(tag, attrs = {}, ...children) {
   return el;
 }
 
-export function bursts(series) {
-  const counts = series.map((p) => p.count);
-  if (counts.length < 3) return new Set();
-  const mean = counts.reduce((a, b) => a + b, 0) / counts.length;
-  const sd = Math.sqrt(counts.reduce((a, b) => a + (b - mean) ** 2, 0) / counts.length);
-  return new Set(series.map((p, i) => (p.count >= 3 && p.count > mean + 2 * sd ? i : -1)).filter((i) => i >= 0));
+// Every bucket from the first to the last, those without documents as zeros (at most `limit`: a longer
+// span is drawn as given).
+export function dense(series, stepMs, limit = 2000) {
+  if (series.length < 2) return series;
+  const first = Date.parse(series[0].bucket);
+  const span = Math.round((Date.parse(series[series.length - 1].bucket) - first) / stepMs) + 1;
+  if (!(span > series.length) || span > limit) return series;
+  const byTime = new Map(series.map((p) => [Date.parse(p.bucket), p]));
+  return Array.from({ length: span }, (_, i) => byTime.get(first + i * stepMs) || { bucket: new Date(first + i * stepMs).toISOString(), count: 0, burst: false });
 }
 
-export function seriesChart(series, { title, lang, hourly = false }) {
+export function seriesChart(given, { title, lang, hourly = false }) {
+  const series = dense(given, hourly ? 3600e3 : 86400e3);
   const width = 760;
   const height = 220;
   const pad = { top: 12, right: 12, bottom: 28, left: 40 };
   const innerW = width - pad.left - pad.right;
   const innerH = height - pad.top - pad.bottom;
   const max = Math.max(1, ...series.map((p) => p.count));
-  const marked = bursts(series);
+  const marked = new Set(series.map((p, i) => (p.burst ? i : -1)).filter((i) => i >= 0));
   const label = (p) => (hourly ? new Date(p.bucket).toISOString().slice(0, 13).replace("T", " ") + "h" : formatDate(p.bucket, lang));
   const svg = s("svg", {
     class: "chart",

@@ -36,12 +36,26 @@ export function trustedHtml(html) {
   return box;
 }
 
-// `text` with every occurrence of the query's words wrapped in <mark> (case-insensitive, whole text).
-export function highlight(text, query) {
+// Arabic clitics a word may carry in front ("the", "and", "with"...): "مهرجان" is marked in "والمهرجان".
+const ARABIC_PREFIX = "(?:وال|بال|فال|كال|لل|ال|و|ف|ب|ل|ك)?";
+
+// `text` cut into [part, marked] pairs: each word that starts with one of the query's words (case-insensitive;
+// after an Arabic clitic) is marked up to the query word's end, so "march" marks "marches" but "our" leaves
+// "journalists" alone.
+export function highlightParts(text, query) {
   const words = [...new Set((query || "").toLowerCase().split(/[^\p{L}\p{N}]+/u).filter((w) => w.length > 1))];
-  if (!words.length || !text) return [text || ""];
-  const pattern = new RegExp(`(${words.map(escapeRegExp).join("|")})`, "giu");
-  return String(text).split(pattern).map((part, i) => (i % 2 ? h("mark", {}, part) : part));
+  if (!words.length || !text) return [[text || "", false]];
+  const alternatives = words.sort((a, b) => b.length - a.length).map(escapeRegExp).join("|");
+  const pattern = new RegExp(`(?<=(?:^|[^\\p{L}\\p{N}])${ARABIC_PREFIX})(${alternatives})`, "giu");
+  return String(text)
+    .split(pattern)
+    .map((part, i) => [part, i % 2 === 1])
+    .filter(([part]) => part !== "");
+}
+
+// `text` with every word that starts with one of the query's words wrapped in <mark>.
+export function highlight(text, query) {
+  return highlightParts(text, query).map(([part, marked]) => (marked ? h("mark", {}, part) : part));
 }
 
 function escapeRegExp(s) {

@@ -141,9 +141,11 @@ function localeFields(code, dir, labelKey, item, controls) {
   const attrs = { dir, lang: code };
   const [titleField, title] = field(t("field.title"), h("input", { ...attrs, name: `title_${code}`, value: view.title || "", maxlength: 300, size: 30 }));
   const [slugField, slug] = field(t("field.slug"), h("input", { ...attrs, name: `slug_${code}`, value: view.slug || "", maxlength: 100, size: 30 }));
-  const preview = h("div", { class: "slug", "aria-live": "polite" });
+  // The sentence in the interface's direction, the address left to right (an Arabic slug inside a URL path).
+  const preview = h("div", { class: "slug", "aria-live": "polite", dir: lang() === "ar" ? "rtl" : "ltr", lang: lang() });
   const updatePreview = () => {
-    preview.textContent = `${t("field.slugPreview")}: /${code}/${slug.value.trim() || slugPreview(title.value) || "…"}`;
+    clear(preview);
+    preview.append(`${t("field.slugPreview")}: `, h("bdi", { dir: "ltr" }, `/${code}/${slug.value.trim() || slugPreview(title.value) || "…"}`));
   };
   title.addEventListener("input", updatePreview);
   slug.addEventListener("input", updatePreview);
