@@ -277,12 +277,16 @@ async def fetch_summaries(session: AsyncSession, ids: Sequence[int]) -> dict[int
     return {row.id: _summary(row) for row in result}
 
 
-async def fetch_leads(session: AsyncSession, ids: Sequence[int], *, chars: int) -> dict[int, str]:
-    """The first ``chars`` characters of each document's text (snippets are cut from them)."""
+async def fetch_summaries_and_leads(
+    session: AsyncSession, ids: Sequence[int], *, chars: int
+) -> tuple[dict[int, DocumentSummary], dict[int, str]]:
+    """``fetch_summaries`` and, in the same query, the first ``chars`` characters of each document's text
+    (snippets are cut from them)."""
     if not ids:
-        return {}
-    stmt = select(Document.id, func.left(Document.text, chars)).where(Document.id.in_(list(ids)))
-    return {int(i): str(text or "") for i, text in (await session.execute(stmt)).all()}
+        return {}, {}
+    stmt = summary_statement(ids).add_columns(func.left(Document.text, chars).label("lead"))
+    rows = (await session.execute(stmt)).all()
+    return {row.id: _summary(row) for row in rows}, {row.id: str(row.lead or "") for row in rows}
 
 
 async def fetch_document(session: AsyncSession, document_id: int) -> DocumentDetail | None:

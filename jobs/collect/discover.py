@@ -157,6 +157,7 @@ def parse_sitemap(body: bytes, *, base_url: str) -> Listing:
     if root is None:
         raise ListingError("malformed_sitemap", "empty or unreadable XML")
     problem = f"not well-formed XML: {parser.error_log.last_error}" if len(parser.error_log) else None
+    problem = _declared_entities(root) or problem
     tag = etree.QName(root).localname
     if tag == "sitemapindex":
         children = [
@@ -182,6 +183,17 @@ def parse_sitemap(body: bytes, *, base_url: str) -> Listing:
             Discovered(url, "page", _hint(title=news_title, published_at=_iso(news_date), lastmod=lastmod))
         )
     return Listing(items, problem)
+
+
+def _declared_entities(root: Any) -> str | None:
+    """What to flag when the document declares entities in a DTD (an XXE or "billion laughs" attempt, or
+    an odd generator): they are never expanded, so the parts that use them come out empty."""
+    dtd = root.getroottree().docinfo.internalDTD
+    names = [entity.name for entity in dtd.iterentities()] if dtd is not None else []
+    if not names:
+        return None
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    return f"declares entities in a DTD ({shown}); they are not expanded, so what uses them is left empty"
 
 
 def _parse_text_sitemap(body: bytes, *, base_url: str) -> Listing:

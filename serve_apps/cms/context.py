@@ -18,7 +18,7 @@ from fastapi.security import HTTPAuthorizationCredentials
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from serve_apps.cms.args import CmsArgs
-from serve_apps.cms.credentials import authenticate
+from serve_apps.cms.credentials import UserCache, authenticate
 from serve_apps.cms.limits import ClientAddress, RateLimits
 from serve_apps.cms.permissions import Decision, decide
 from serve_apps.cms.security import Principal, TokenIssuer
@@ -68,6 +68,7 @@ class CmsContext:
         )
         self.limits = RateLimits(per_key=args.rate_per_key, per_ip=args.rate_per_ip)
         self.client_address = ClientAddress(args.trusted_proxies)
+        self.users = UserCache()
         self.bootstrapped = False
 
     def ip(self, request: Request) -> str | None:
@@ -92,6 +93,7 @@ class CmsContext:
             authorization=request.headers.get("authorization"),
             bearer=bearer,
             api_key=api_key,
+            users=self.users,
         )
         self.check_rate(who, self.ip(request))
         return who

@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from actors.rec_actor import ProfileService
 from cluster.ground.settings import RecommendSettings
-from serve_apps.cms.credentials import KeyCache, authenticate
+from serve_apps.cms.credentials import KeyCache, UserCache, authenticate
 from serve_apps.cms.deps import API_KEY, BEARER
 from serve_apps.cms.security import Principal, TokenIssuer
 from serve_apps.errors import Forbidden, NotReady, Unauthorized
@@ -92,6 +92,7 @@ class RecommendContext:
     tokens: TokenIssuer | None
     served: ServedRecorder
     keys: KeyCache = field(default_factory=lambda: KeyCache(ttl_s=KEY_CACHE_S))
+    users: UserCache = field(default_factory=UserCache)
     experiments: Periodic[list[ExperimentRow]] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -133,6 +134,7 @@ async def current_caller(
         bearer=bearer,
         api_key=api_key,
         keys=rec.keys,
+        users=rec.users,
     )
 
 

@@ -1,6 +1,6 @@
 """Search results from ranked ids: each document's title, URL, dates, language, source and category, the
-story the trend clusterer put it in and a snippet of its text, read from PostgreSQL in one session (one
-query each for the documents, their stories and their texts' beginnings, whatever the page size)."""
+story the trend clusterer put it in and a snippet of its text, read from PostgreSQL in one session (two
+queries whatever the page size: the documents with their texts' beginnings, and their stories)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from serve_apps.search.schemas import SearchResult, StoryRef
 from serve_apps.search.snippets import LEAD_CHARS, snippet
-from storage.documents import fetch_leads, fetch_summaries
+from storage.documents import fetch_summaries, fetch_summaries_and_leads
 from storage.trend_queries import stories_of_documents
 
 
@@ -20,9 +20,12 @@ async def search_results(
 ) -> list[SearchResult]:
     """The results of ``ids`` ranked with ``scores``, in order; deleted documents are left out. With a
     ``query``, each result has a snippet of its text around the query's words."""
-    docs = await fetch_summaries(session, ids)
+    leads: dict[int, str] = {}
+    if query is None:
+        docs = await fetch_summaries(session, ids)
+    else:
+        docs, leads = await fetch_summaries_and_leads(session, ids, chars=LEAD_CHARS)
     stories = await stories_of_documents(session, list(docs))
-    leads = await fetch_leads(session, list(docs), chars=LEAD_CHARS) if query is not None else {}
     return [
         SearchResult(
             **asdict(docs[i]),

@@ -1,11 +1,11 @@
 """Search result snippets: the passage of a document's text where the query's words are densest.
 
-Pure logic. The text is the document's first ``LEAD_CHARS`` characters (``storage.documents.fetch_leads``:
-one short query per page of results); a window of about ``WIDTH`` characters is chosen to hold the most
-distinct query words (ties: the earliest), widened to word boundaries, with an ellipsis where it cuts the
-text. No word of the query in the lead: its beginning. Matching is by lower-cased words of letters and
-digits of any script, prefix-wise (``march`` finds "marched"), so English and Arabic work alike; clients
-highlight the same words (the console marks them).
+Pure logic. The text is the document's first ``LEAD_CHARS`` characters (read with the results' other
+fields: ``storage.documents.fetch_summaries_and_leads``); a window of about ``WIDTH`` characters is
+chosen to hold the most distinct query words (ties: the earliest), widened to word boundaries, with an
+ellipsis where it cuts the text. No word of the query in the lead: its beginning. Matching is by
+lower-cased words of letters and digits of any script, prefix-wise (``march`` finds "marched"), so
+English and Arabic work alike; clients highlight the same words (the console marks them).
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ import { test } from "node:test";
 
 import { dense } from "../../serve_apps/console/static/js/chart.js";
 import { hashOf, highlightParts, parseHash } from "../../serve_apps/console/static/js/dom.js";
+import { safeUrl } from "../../serve_apps/console/static/js/richtext.js";
 import { slugPreview } from "../../serve_apps/console/static/js/views/editor.js";
 
 test("a series is drawn over time: buckets without documents become zeros", () => {
@@ -45,4 +46,9 @@ test("highlighting marks words that start with a query word, not letters inside 
   assert.equal(highlightParts("Students March", "students march").map(([p]) => p).join(""), "Students March"); // nothing lost
   assert.deepEqual(highlightParts("", "x y"), [["", false]]);
   assert.deepEqual(marked("a+b (c)", "(c) a+b"), []); // single letters are not query words
+});
+
+test("the visual editor keeps links and images on http, https, mailto or relative URLs only", () => {
+  for (const ok of ["https://example.com/a", "HTTP://x", "mailto:desk@pulse.test", "/en/a-story", "story#part", ""]) assert.equal(safeUrl(ok), true, ok);
+  for (const bad of ["javascript:alert(1)", " JavaScript:x", "data:text/html,<b>", "vbscript:x", "file:///etc/passwd", "java\nscript:x", "\u0001javascript:x"]) assert.equal(safeUrl(bad), false, bad);
 });

@@ -577,3 +577,36 @@ def test_schedules_and_their_runs_for_staff_and_admin_controls(
         audit[2]["before"] == {"paused": False, "run_requested_at": None}
         and audit[2]["after"]["paused"] is True
     )
+
+
+def test_a_demoted_or_deactivated_user_loses_its_rights_within_seconds(cms: dict[str, str]) -> None:
+    """An access token carries the role of its login; the CMS acts on the role its user has now."""
+    admin = auth(cms, "admin")
+    made = httpx.post(
+        f"{BASE}/users",
+        json={"email": "demoted@pulse.test", "display_name": "D", "password": PASSWORD, "role": "editor"},
+        headers=admin,
+    )
+    assert made.status_code == 201, made.text
+    user_id = made.json()["id"]
+    token = httpx.post(f"{BASE}/auth/login", json={"email": "demoted@pulse.test", "password": PASSWORD})
+    mine = {"Authorization": f"Bearer {token.json()['access_token']}"}
+
+    def category(n: int) -> int:
+        body = {"slug": f"demoted-{n}", "name_en": "Demoted"}
+        return httpx.post(f"{BASE}/categories", json=body, headers=mine).status_code
+
+    assert category(0) == 201  # an editor manages taxonomy
+    demoted = httpx.patch(f"{BASE}/users/{user_id}", json={"role": "viewer"}, headers=admin)
+    assert demoted.status_code == 200, demoted.text
+    tries = iter(range(1, 1000))
+    wait_for(lambda: category(next(tries)) == 403, 15, "the demoted user's token kept the editor role")
+    assert httpx.get(f"{BASE}/items", headers=mine).status_code == 200  # still a viewer
+    httpx.patch(f"{BASE}/users/{user_id}", json={"active": False}, headers=admin).raise_for_status()
+    wait_for(
+        lambda: httpx.get(f"{BASE}/items", headers=mine).status_code == 401,
+        15,
+        "the deactivated user's token still worked",
+    )
+    refused = httpx.get(f"{BASE}/items", headers=mine).json()
+    assert "deactivated or deleted" in refused["error"]["message"]

@@ -170,6 +170,24 @@ def axe_violations(page: Any) -> list[dict[str, Any]]:
     ]
 
 
+#: Select ``phrase`` in the visual editor of the locale ``code`` (what a user does with the mouse).
+SELECT_TEXT = """([code, phrase]) => {
+  const surface = document.querySelector(`fieldset[data-locale='${code}'] .rich`);
+  const walker = document.createTreeWalker(surface, NodeFilter.SHOW_TEXT);
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    const at = node.textContent.indexOf(phrase);
+    if (at < 0) continue;
+    const range = document.createRange();
+    range.setStart(node, at);
+    range.setEnd(node, at + phrase.length);
+    getSelection().removeAllRanges();
+    getSelection().addRange(range);
+    return true;
+  }
+  return false;
+}"""
+
+
 def sign_in(page: Any, who: tuple[str, str]) -> None:
     go(page, "editor", "form.login")
     page.get_by_label("Email").fill(who[0])
@@ -192,21 +210,33 @@ def test_an_arabic_article_from_writing_to_search_and_a_story_chart(browser: Any
     arabic.get_by_label("Title").fill(TITLE_AR)
     assert TITLE_AR.split()[0] in arabic.locator(".slug").inner_text()  # the slug preview follows the title
     arabic.get_by_label("Summary").fill("يلتقي رسامون وموسيقيون من المنطقة في مهرجان الربيع.")
-    arabic.get_by_label("Body (HTML)").fill("<p>افتتح <strong>مهرجان الربيع</strong> أبوابه في عمّان.</p>")
+    # The Arabic body as HTML source (the HTML switch), with a script the server must drop.
+    arabic.get_by_role("button", name="HTML").click()
+    arabic.get_by_label("Body (HTML)").fill(
+        "<p>افتتح <strong>مهرجان الربيع</strong> أبوابه في عمّان.<script>x()</script></p>"
+    )
     english = page.locator("fieldset[data-locale='en']")
     english.get_by_label("Title").fill(TITLE_EN)
     english.get_by_label("Summary").fill(
         "Painters and musicians from the region meet at the spring festival."
     )
-    english.get_by_label("Body (HTML)").fill(
-        "<p>The <strong>spring festival</strong> opened in Amman.<script>x()</script></p>"
-    )
+    # The English body in the visual editor: typed, then two words made bold with the toolbar.
+    english.get_by_role("textbox", name="Body", exact=True).click()
+    page.keyboard.type("The spring festival opened in Amman.")
+    assert page.evaluate(SELECT_TEXT, ["en", "spring festival"])
+    english.get_by_role("button", name="Bold").click()
+    english.get_by_role("button", name="HTML").click()  # the source the form sends
+    assert "<strong>spring festival</strong>" in english.get_by_label("Body (HTML)").input_value()
+    english.get_by_role("button", name="HTML").click()  # back to the visual editor
     page.get_by_role("button", name="Create the item").click()
     shown(page, "button[data-transition='in_review']")
     item_id = page.url.rsplit("/", 1)[-1]
-    # The preview shows the server's sanitised HTML: the script is gone, the emphasis kept.
+    # The previews show the server's sanitised HTML: the emphasis kept, the script gone.
     preview = page.locator("fieldset[data-locale='en'] .preview")
-    assert "spring festival" in preview.inner_text() and preview.locator("script").count() == 0
+    assert preview.locator("strong").inner_text() == "spring festival"
+    assert english.locator(".rich strong").inner_text() == "spring festival"  # the saved body, visual
+    assert page.locator("fieldset[data-locale='ar'] .preview strong").inner_text() == "مهرجان الربيع"
+    assert page.locator(".preview script").count() == 0
     assert page.locator("button[data-transition='published']").count() == 0  # an author cannot publish
     page.locator("button[data-transition='in_review']").click()
     shown(page, ".badge.status-in_review")

@@ -195,18 +195,38 @@ def test_a_bad_event_refuses_the_whole_batch_with_a_reason_per_event(world: Worl
     assert stored(engine) == before
 
 
-def test_who_may_post_and_read_whose_events(world: World) -> None:
+async def _reader(database_url: str) -> int:
+    """A CMS user (an author) whose access token the recommendation routes take."""
+    from storage.cms_users import UserRepository
+    from storage.database import make_async_engine
+
+    engine = make_async_engine(database_url, pool_size=1)
+    try:
+        async with engine.begin() as conn:
+            from sqlalchemy.ext.asyncio import AsyncSession
+
+            users = UserRepository(AsyncSession(bind=conn))
+            found = await users.by_email("reader@pulse.test")
+            made = found or await users.create("reader@pulse.test", "Reader", "not-a-password-hash", "author")
+            return made.id
+    finally:
+        await engine.dispose()
+
+
+def test_who_may_post_and_read_whose_events(world: World, database_url: str) -> None:
     from serve_apps.cms.security import TokenIssuer
 
     doc = world.of("POLITICS")[0]
-    token = TokenIssuer(SECRET).access_token(7, "author")
+    me = asyncio.run(_reader(database_url))
+    mine_id, other_id = str(me), str(me + 1000)
+    token = TokenIssuer(SECRET).access_token(me, "author")
     as_user = {"Authorization": f"Bearer {token}"}
-    assert post_events(world, [event(doc, user="7")], headers={}).status_code == 401
-    assert post_events(world, [event(doc, user="8")], headers=as_user).status_code == 403
-    assert post_events(world, [event(doc, user="7")], headers=as_user).status_code == 200
-    assert httpx.get(f"{BASE}/v1/recommend", params={"user_id": "7"}).status_code == 401
-    assert httpx.get(f"{BASE}/v1/recommend", params={"user_id": "8"}, headers=as_user).status_code == 403
-    mine = httpx.get(f"{BASE}/v1/recommend", params={"user_id": "7"}, headers=as_user, timeout=30)
+    assert post_events(world, [event(doc, user=mine_id)], headers={}).status_code == 401
+    assert post_events(world, [event(doc, user=other_id)], headers=as_user).status_code == 403
+    assert post_events(world, [event(doc, user=mine_id)], headers=as_user).status_code == 200
+    assert httpx.get(f"{BASE}/v1/recommend", params={"user_id": mine_id}).status_code == 401
+    assert httpx.get(f"{BASE}/v1/recommend", params={"user_id": other_id}, headers=as_user).status_code == 403
+    mine = httpx.get(f"{BASE}/v1/recommend", params={"user_id": mine_id}, headers=as_user, timeout=30)
     assert mine.status_code == 200 and mine.json()["strategy"] == "personal"
     anonymous_session = httpx.get(f"{BASE}/v1/recommend", params={"session_id": "s-unknown"}, timeout=30)
     assert anonymous_session.status_code == 200

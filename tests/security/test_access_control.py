@@ -681,10 +681,15 @@ def test_forged_expired_and_malformed_tokens_get_401(world: World) -> None:
         "empty segments": "..",
         "huge": "a" * 5000,
     }
-    # The forgeries are well formed: the right key makes the claims work (the check is real).
+    # The forgeries are well formed: the right key makes the claims of the admin's token work (the check
+    # is real). With the viewer's subject the right key still gets only the viewer's rights: a token acts
+    # with its user's current role, whatever role it names.
+    as_admin = {**admin_claims, "sub": str(world.user_ids["admin"])}
     assert world.client.get(
-        f"{BASE}/users", headers={"Authorization": f"Bearer {_forge(admin_claims)}"}
+        f"{BASE}/users", headers={"Authorization": f"Bearer {_forge(as_admin)}"}
     ).is_success
+    raised = world.client.get(f"{BASE}/users", headers={"Authorization": f"Bearer {_forge(admin_claims)}"})
+    assert raised.status_code == 403
     failures = []
     for name, token in bad.items():
         for scheme in ("Bearer", "bearer"):

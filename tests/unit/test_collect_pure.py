@@ -141,6 +141,18 @@ def test_sitemaps_index_urlset_news_gzip_and_text() -> None:
     assert all("aaaa" not in i.url for i in bomb.items)
 
 
+def test_a_sitemap_declaring_entities_is_flagged_and_nothing_is_expanded() -> None:
+    xxe = (
+        b'<?xml version="1.0"?><!DOCTYPE urlset [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>'
+        b"<urlset><url><loc>&xxe;</loc></url><url><loc>http://s.example/a</loc></url></urlset>"
+    )
+    listing = parse_sitemap(xxe, base_url="http://s.example/")
+    assert [i.url for i in listing.items] == ["http://s.example/a"]
+    assert listing.problem is not None and "declares entities in a DTD (xxe)" in listing.problem
+    plain = b"<urlset><url><loc>http://s.example/a</loc></url></urlset>"
+    assert parse_sitemap(plain, base_url="http://s.example/").problem is None
+
+
 def test_site_feed_discovery_falls_back_to_sitemap() -> None:
     html = '<html><head><link rel="alternate" type="application/rss+xml" href="/rss.xml"></head></html>'
     assert [d.url for d in discover_feeds(html, base_url="http://s.example/")] == ["http://s.example/rss.xml"]

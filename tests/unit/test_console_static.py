@@ -65,6 +65,18 @@ def test_both_interface_languages_have_every_string() -> None:
     assert used <= keys(english), sorted(used - keys(english))
 
 
+def test_the_visual_editor_keeps_the_tags_the_cms_keeps() -> None:
+    from serve_apps.cms.limits import ALLOWED_TAGS, URL_SCHEMES
+
+    source = (STATIC / "js" / "richtext.js").read_text(encoding="utf-8")
+    listed = re.search(r"export const ALLOWED_TAGS = \[([^\]]*)\]", source)
+    assert listed is not None
+    assert set(re.findall(r'"([a-z0-9]+)"', listed.group(1))) == set(ALLOWED_TAGS)
+    schemes = re.search(r"export const URL_SCHEMES = \[([^\]]*)\]", source)
+    assert schemes is not None
+    assert set(re.findall(r'"([a-z]+)"', schemes.group(1))) == set(URL_SCHEMES)
+
+
 def test_pages_are_served_with_etags_and_revalidated() -> None:
     http = client(ON)
     page = http.get("/console/")

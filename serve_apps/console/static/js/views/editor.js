@@ -6,6 +6,7 @@ import { h, clear, field, select, formatDate, trustedHtml, hashOf } from "../dom
 import { t, lang } from "../i18n.js";
 import { api, login, session, ApiError } from "../api.js";
 import { status, errorBox, rerender } from "../ui.js";
+import { richEditor } from "../richtext.js";
 
 const STATUSES = ["draft", "in_review", "published", "archived"];
 const LOCALES = [
@@ -114,25 +115,31 @@ export function slugPreview(title) {
     .slice(0, 100);
 }
 
-function toolbar(textarea) {
-  const wrap = (before, after) => () => {
+// Formatting buttons: on the visual surface they run the browser's editing commands; on the HTML text they
+// wrap the selection in tags.
+function toolbar(textarea, editor) {
+  const wrap = (before, after) => {
     const { selectionStart: a, selectionEnd: b, value } = textarea;
     textarea.value = value.slice(0, a) + before + value.slice(a, b) + after + value.slice(b);
     textarea.focus();
     textarea.setSelectionRange(a + before.length, b + before.length);
   };
+  const act = (command, before, after) => () => (editor.visual ? editor.run(command) : wrap(before, after));
   const link = () => {
     const url = window.prompt("https://");
-    if (url) wrap(`<a href="${url.replace(/"/g, "&quot;")}">`, "</a>")();
+    if (!url) return;
+    if (editor.visual) editor.run("createLink", url);
+    else wrap(`<a href="${url.replace(/"/g, "&quot;")}">`, "</a>");
   };
   return h(
     "div",
     { class: "toolbar", role: "toolbar", "aria-label": t("tool.bar") },
-    h("button", { type: "button", class: "secondary", onclick: wrap("<p>", "</p>") }, t("tool.paragraph")),
-    h("button", { type: "button", class: "secondary", onclick: wrap("<strong>", "</strong>") }, t("tool.bold")),
-    h("button", { type: "button", class: "secondary", onclick: wrap("<em>", "</em>") }, t("tool.italic")),
+    h("button", { type: "button", class: "secondary", onclick: () => (editor.visual ? editor.run("formatBlock", "p") : wrap("<p>", "</p>")) }, t("tool.paragraph")),
+    h("button", { type: "button", class: "secondary", onclick: act("bold", "<strong>", "</strong>") }, t("tool.bold")),
+    h("button", { type: "button", class: "secondary", onclick: act("italic", "<em>", "</em>") }, t("tool.italic")),
     h("button", { type: "button", class: "secondary", onclick: link }, t("tool.link")),
-    h("button", { type: "button", class: "secondary", onclick: wrap("<ul><li>", "</li></ul>") }, t("tool.list")),
+    h("button", { type: "button", class: "secondary", onclick: act("insertUnorderedList", "<ul><li>", "</li></ul>") }, t("tool.list")),
+    editor.toggle,
   );
 }
 
@@ -154,6 +161,7 @@ function localeFields(code, dir, labelKey, item, controls) {
   summary.value = view.summary || "";
   const [bodyField, body] = field(t("field.body"), h("textarea", { ...attrs, name: `body_${code}`, rows: 10 }));
   body.value = view.body || "";
+  const rich = richEditor(body, { dir, lang: code, label: t("field.bodyVisual"), htmlLabel: t("tool.html") });
   Object.assign(controls, { [`title_${code}`]: title, [`slug_${code}`]: slug, [`summary_${code}`]: summary, [`body_${code}`]: body });
   const fallback = item && item.localized && item.localized.locale === code && item.localized.fallbacks.length
     ? h("p", { class: "fallback" }, `${item.localized.fallbacks.join(", ")}: ${t("editor.fallback")}`)
@@ -166,7 +174,9 @@ function localeFields(code, dir, labelKey, item, controls) {
     slugField,
     preview,
     summaryField,
-    toolbar(body),
+    h("p", { class: "label", "aria-hidden": "true" }, t("field.bodyVisual")),
+    toolbar(body, rich),
+    rich.surface,
     bodyField,
     item ? [h("h3", {}, t("editor.preview")), fallback, trustedHtml((item.localized && item.localized.locale === code ? item.localized.body : view.body) || "")] : null,
   );
