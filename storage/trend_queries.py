@@ -106,6 +106,7 @@ class StoryRow:
     first_seen: datetime | None
     last_seen: datetime | None
     updated_at: datetime
+    summary_text: str | None = None  # the latest summary's text, in listings (``list_stories``)
 
 
 @dataclass(frozen=True)
@@ -259,8 +260,8 @@ def _keywords(row: Story | Topic) -> list[str]:
     return [str(k["term"]) if isinstance(k, dict) else str(k) for k in row.keywords or ()]
 
 
-def _story_row(row: Story) -> StoryRow:
-    return row_to(StoryRow, row, keywords=_keywords(row))
+def _story_row(row: Story, summary_text: str | None = None) -> StoryRow:
+    return row_to(StoryRow, row, keywords=_keywords(row), summary_text=summary_text)
 
 
 async def list_stories(
@@ -268,14 +269,21 @@ async def list_stories(
 ) -> Page[StoryRow]:
     """A page of the stories ``filters`` lets through, best first by ``sort`` (recency: last seen)."""
     key = _sort_key(sort)
+    latest_summary = (
+        select(StorySummary.summary)
+        .where(StorySummary.story_id == Story.id)
+        .order_by(StorySummary.id.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
     stmt = (
-        select(Story, key.label("sort_key"), Story.id.label("id"))
+        select(Story, key.label("sort_key"), Story.id.label("id"), latest_summary.label("summary_text"))
         .where(*story_conditions(filters), *_keyset(key, Story.id, after))
         .order_by(key.desc(), Story.id.desc())
         .limit(limit + 1)
     )
     rows = (await session.execute(stmt)).all()
-    return _page(rows, limit, lambda row: _story_row(row.Story))
+    return _page(rows, limit, lambda row: _story_row(row.Story, row.summary_text))
 
 
 async def _summary(session: AsyncSession, story_id: int) -> SummaryRow | None:

@@ -39,8 +39,14 @@ class StoryOut(_Out):
     updated_at: datetime = Field(description="Last change of its identity or membership")
 
 
+class StoryListedOut(StoryOut):
+    summary_text: str | None = Field(
+        description="Its latest summary's text (GET /v1/trends/{id} has the whole summary); null before one"
+    )
+
+
 class StoryPageOut(BaseModel):
-    items: list[StoryOut]
+    items: list[StoryListedOut]
     next_cursor: str | None = Field(description=NEXT_CURSOR)
 
 

@@ -19,7 +19,7 @@ from serve_apps.trends.schemas import (
     StoryDetailOut,
     StoryDocumentOut,
     StoryDocumentPageOut,
-    StoryOut,
+    StoryListedOut,
     StoryPageOut,
 )
 from serve_apps.trends.series import marked_series
@@ -62,7 +62,9 @@ def add_routes(api: FastAPI) -> None:
                 session, filters=flt, sort=sort, after=after, limit=size
             ),
         )
-        return StoryPageOut(items=[StoryOut.model_validate(s) for s in page.items], next_cursor=next_cursor)
+        return StoryPageOut(
+            items=[StoryListedOut.model_validate(s) for s in page.items], next_cursor=next_cursor
+        )
 
     # With a trailing slash too (clients that join the prefix and "/", OpenAPI tools reading the path "").
     api.get("/", response_model=StoryPageOut, include_in_schema=False)(stories)

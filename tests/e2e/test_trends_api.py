@@ -130,6 +130,8 @@ def test_a_story_its_documents_and_topics(world: Seeded) -> None:
     first = world.en[0]
     story = ok(f"{TRENDS}/{first}")
     assert story["keywords"] == ["kw0", "vote"] and story["summary"]["text"] == "new summary"
+    listed = {s["id"]: s for s in ok(TRENDS, limit=100)["items"]}
+    assert listed[first]["summary_text"] == "new summary"  # the latest of its summaries, in the listing
     docs = world.documents[first]
     assert [d["id"] for d in story["representatives"]] == [docs[1], docs[0]]
     assert story["granularity"] == "day" and [b["count"] for b in story["series"]] == [2, 1]

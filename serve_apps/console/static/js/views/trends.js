@@ -35,6 +35,7 @@ function storyCard(story) {
       story.last_seen ? h("span", {}, formatDate(story.last_seen, l)) : null,
     ),
     keywordList(story.keywords),
+    story.summary_text ? h("p", { class: "summary", dir: "auto" }, story.summary_text) : null,
   );
 }
 
