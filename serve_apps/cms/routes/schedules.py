@@ -64,10 +64,6 @@ def _overview(repo: ScheduleRepository) -> list[s.ScheduleOut]:
     return [_schedule_out(row, last.get(row.name)) for row in repo.all()]
 
 
-def _one(repo: ScheduleRepository, name: str) -> s.ScheduleOut:
-    return _schedule_out(repo.get(name), repo.last_runs().get(name))
-
-
 @router.get("/schedules", response_model=list[s.ScheduleOut], summary="The job schedules (admins, editors)")
 async def schedules(request: Request, principal: Caller, cms: Cms) -> list[s.ScheduleOut]:
     async with cms.read(request, principal, READ, AuditAction.SCHEDULE_LIST, "schedules") as session:
@@ -109,13 +105,13 @@ async def _manage(
             now = datetime.now(UTC)
             before = repo.get(name)
             if paused is None:
-                repo.request_run(name, now=now)
+                after = repo.request_run(name, now=now)
             else:
-                repo.set_paused(name, paused, now=now)
+                after = repo.set_paused(name, paused, now=now)
             w.before = {"paused": before.paused, "run_requested_at": _iso(before.run_requested_at)}
-            out = _one(repo, name)
-            w.after = {"paused": out.paused, "run_requested_at": _iso(out.run_requested_at)}
-            return out
+            w.after = {"paused": after.paused, "run_requested_at": _iso(after.run_requested_at)}
+            last = repo.runs(name, limit=1)
+            return _schedule_out(after, last[0] if last else None)
 
         try:
             return await w.session.run_sync(change)
