@@ -29,10 +29,18 @@ What it measures, in one run, on one fresh PostgreSQL database (``common.bench_d
    throughput until p95 reaches 100 ms; the highest rate with p95 < 100 ms is reported.
 5. Bulk: ``--bulk-runs`` times, bulk-create 100 fresh drafts and bulk-publish them (``POST /bulk``
    ``{"action": "publish"}``), timed at the client, median.
-6. Profile: the product's own FastAPI app without Serve (``cms_plain.py --impl product``) under the same
+6. Cached: every seeded item is published, then anonymous closed-loop loads, ``--rounds`` rounds:
+   ``public_read`` (``GET /items/{id}``, no token) through Serve, answered from the replica's cache
+   (``serve_apps/cms/http_cache.py``), and through the plain server (no cache: the baseline);
+   ``public_list`` (``GET /items?category=&locale=&sort=published_at&limit=20``, 10 listings) and
+   ``public_mixed`` (90 % anonymous reads, 10 % the editor's writes) through Serve. Reported: req/s,
+   percentiles, the hit rate (the answers' ``X-Cache``), and for ``public_mixed`` every read checked
+   against the writes of its item answered more than ``STALE_BOUND_S`` before it started (stale reads
+   past the bound: 0 is the target).
+7. Profile: the product's own FastAPI app without Serve (``cms_plain.py --impl product``) under the same
    loads; in-process timings of the database work (the product's repository vs the lean SQL), JWT
    decoding, the rate limiter and HTML sanitising; CPU per request per process group.
-7. Serve settings (each a fresh deployment, closed loop and open loop at ``--rate``): the defaults,
+8. Serve settings (each a fresh deployment, closed loop and open loop at ``--rate``): the defaults,
    ``replicas=2``, ``user_code_thread`` (routes on Serve's separate user-code thread, Serve's default;
    the CMS runs them on the replica's own loop), ``pool_size=20``,
    then, with ``--ingress proxy`` only, after this process's Ray is stopped, a child process with the
@@ -45,7 +53,7 @@ request).
 Another benchmark (``bench/search_speed.py``) shares this 2-core machine: before every timed block this
 one waits until no such process runs (``--max-wait``), and every run records what else used the CPU.
 
-    python bench/cms.py [--quick] [--rounds N] [--out FILE]
+    python bench/cms.py [--quick] [--rounds N] [--phases rounds,cached] [--out FILE]
 
 Prints one JSON object on stdout (``--out`` also writes it to a file); progress goes to stderr.
 """
@@ -115,8 +123,13 @@ LADDER = (
 )
 TARGET_P95_MS = 100.0
 #: Result keys of the phases, in order (``--resume`` skips those present).
-PHASES = ("seed", "rounds", "sweep", "bulk", "profile", "knobs")
+PHASES = ("seed", "rounds", "sweep", "bulk", "cached", "profile", "knobs")
 WORKLOADS = {"read": 0.0, "write": 1.0, "mixed": 0.2}  # share of writes
+#: Anonymous workloads of published items (the ``cached`` phase): share of (the editor's) writes.
+PUBLIC_WORKLOADS = {"public_read": 0.0, "public_list": 0.0, "public_mixed": 0.1}
+WRITE_SHARE = {**WORKLOADS, **PUBLIC_WORKLOADS}
+#: ``public_mixed``: a read that started this long after a write of its item was answered must show it.
+STALE_BOUND_S = 1.0
 OTHER_BENCH = "bench/search_speed.py"
 #: A run during which processes outside this benchmark used this much of a core is run again (once).
 INTERFERENCE_PCT = 15.0
@@ -377,8 +390,20 @@ async def _load(
 ) -> dict[str, Any]:
     import aiohttp
 
-    write_share = WORKLOADS[spec.workload]
+    write_share = WRITE_SHARE[spec.workload]
+    public = spec.workload in PUBLIC_WORKLOADS
+    check_stale = spec.workload == "public_mixed"
     auth = {"Authorization": f"Bearer {token}"}
+    read_headers = {} if public else auth
+    listings = [
+        f"{target.base}/items?category={c}&limit=20&sort=published_at&locale={loc}"
+        for c in CATEGORIES
+        for loc in ("en", "ar")
+    ]
+    cache_seen: dict[str, int] = {}  # X-Cache of the answers: hit, miss, none (not cached)
+    written: dict[int, list[tuple[float, int]]] = {}  # item -> (write answered at, version), in order
+    stale = 0
+    checked = 0
     write_headers = {**auth, "Content-Type": "application/json"}
     latencies: list[float] = []  # ms, from the scheduled send (open) or the send (closed)
     service: list[float] = []  # ms, from the actual send
@@ -393,8 +418,13 @@ async def _load(
     hard_end = w1 + 5.0
     snaps: list[CpuSnapshot] = []
 
+    def stale_read(item: int, started: float, version: int) -> bool:
+        """Whether a read that started at ``started`` missed a write answered before ``started - bound``."""
+        due = [v for at, v in written.get(item, ()) if at < started - STALE_BOUND_S]
+        return bool(due) and version < max(due)
+
     async def one(session: aiohttp.ClientSession, rng: random.Random) -> str:
-        nonlocal counter
+        nonlocal counter, stale, checked
         counter += 1
         item = ids[rng.randrange(len(ids))]
         url = f"{target.base}/items/{item}"
@@ -402,10 +432,20 @@ async def _load(
             if rng.random() < write_share:
                 body = json.dumps({"summary_en": f"{texts[counter % len(texts)]} [{counter}]"})
                 async with session.patch(url, data=body, headers=write_headers) as resp:
-                    await resp.read()
+                    answer = await resp.read()
+                    if check_stale and resp.status == 200:
+                        written.setdefault(item, []).append((clock(), int(json.loads(answer)["version"])))
                     return str(resp.status)
-            async with session.get(url, headers=auth) as resp:
-                await resp.read()
+            if spec.workload == "public_list":
+                url = listings[rng.randrange(len(listings))]
+            started = clock()
+            async with session.get(url, headers=read_headers) as resp:
+                answer = await resp.read()
+                seen = resp.headers.get("x-cache", "none")
+                cache_seen[seen] = cache_seen.get(seen, 0) + 1
+                if check_stale and resp.status == 200:
+                    checked += 1
+                    stale += stale_read(item, started, int(json.loads(answer)["version"]))
                 return str(resp.status)
         except Exception as exc:  # timeouts, resets: counted as failures
             return type(exc).__name__
@@ -492,6 +532,17 @@ async def _load(
         out["client_lag_p95_ms"] = _pct(lags, 95)
         out["not_sent_by_deadline"] = not_sent
     out["loadgen_cpu_pct_of_one_core"] = round(100 * (cpu_after - cpu_before) / total_wall, 1)
+    if public:
+        hits, misses = cache_seen.get("hit", 0), cache_seen.get("miss", 0)
+        out["x_cache"] = cache_seen
+        out["hit_rate"] = round(hits / (hits + misses), 3) if hits + misses else None
+    if check_stale:
+        out["stale_check"] = {
+            "bound_s": STALE_BOUND_S,
+            "reads_checked": checked,
+            "writes_answered": sum(len(v) for v in written.values()),
+            "stale_past_bound": stale,
+        }
     if len(snaps) == 2:
         out["cpu"] = cpu_usage(
             snaps[0], snaps[1], requests=ok_in_window, plain_pid=target.plain_pid, database=database
@@ -880,6 +931,45 @@ def bulk_phase(base: str, token: str, runs: int, offset: int) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------- in-process profile
+def cached_phase(b: Bench, serve: Target, plain: Target, rounds: int) -> dict[str, Any]:
+    """Publish every seeded item, then anonymous loads (closed loop): ``public_read`` through Serve (its
+    replica's cache) and the plain server (no cache: the baseline), ``public_list`` and ``public_mixed``
+    (90 % anonymous reads, 10 % the editor's writes, each read checked against the writes answered more
+    than ``STALE_BOUND_S`` before it started) through Serve."""
+    publish_s = []
+    for start in range(0, len(b.ids), 100):
+        elapsed, _ = bulk(
+            serve.base,
+            b.token,
+            {"action": "publish", "items": [{"id": i} for i in b.ids[start : start + 100]]},
+        )
+        publish_s.append(elapsed)
+    log(f"  published {len(b.ids)} items ({sum(publish_s):.1f} s)")
+    plan = [(serve, "public_read"), (plain, "public_read"), (serve, "public_list"), (serve, "public_mixed")]
+    runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for r in range(rounds):
+        for target, workload in plan if r % 2 == 0 else plan[::-1]:
+            b.quiet.wait(f"cached {workload} {target.name}")
+            runs.setdefault(workload, {}).setdefault(target.name, []).append(b.load(target, workload))
+    out: dict[str, Any] = {"published": len(b.ids), "publish_s": round(sum(publish_s), 1)}
+    for workload, by_server in runs.items():
+        out[workload] = {}
+        for server, done in by_server.items():
+            summary = summarise(done)
+            rates = [d["hit_rate"] for d in done if d.get("hit_rate") is not None]
+            if rates:
+                summary["hit_rate"] = round(median(rates), 3)
+            if workload == "public_mixed":
+                summary["stale_past_bound"] = sum(d["stale_check"]["stale_past_bound"] for d in done)
+                summary["reads_checked"] = sum(d["stale_check"]["reads_checked"] for d in done)
+                summary["writes_answered"] = sum(d["stale_check"]["writes_answered"] for d in done)
+                summary["stale_bound_s"] = STALE_BOUND_S
+            out[workload][server] = summary
+    cached, uncached = out["public_read"]["serve"]["req_s"], out["public_read"]["plain"]["req_s"]
+    out["public_read_serve_cached_over_plain"] = round(cached / uncached, 2) if uncached else None
+    return out
+
+
 def micro_profile(url: str, ids: list[int], token: str, n: int) -> dict[str, Any]:
     """Per-call costs, in this process, one at a time: the database work of a read and of a write through
     the product's repository and through the lean SQL, JWT decoding, the rate limiter, HTML sanitising."""
@@ -1177,6 +1267,28 @@ def targets_met(result: dict[str, Any], rate: float) -> dict[str, Any]:
             }
         if s:
             out[f"{workload}_max_rate_with_p95_under_100ms"] = s.get("max_offered_req_s_with_p95_under_100ms")
+    cached = result.get("cached")
+    if cached:
+        for workload in ("public_read", "public_list"):
+            c = cached[workload]["serve"]
+            out[f"{workload}_cached_at_least_1000_req_s_100_clients"] = {
+                "req_s": c["req_s"],
+                "p95_ms": c["p95_ms"],
+                "hit_rate": c.get("hit_rate"),
+                "met": c["req_s"] >= 1000 and c["errors"] == 0,
+            }
+        m = cached["public_mixed"]["serve"]
+        out["public_mixed_no_stale_read_past_bound"] = {
+            "stale_past_bound": m["stale_past_bound"],
+            "reads_checked": m["reads_checked"],
+            "hit_rate": m.get("hit_rate"),
+            "met": m["stale_past_bound"] == 0 and m["errors"] == 0,
+        }
+    ratio = result.get("ratios", {})
+    for workload in ("read", "write"):
+        closed = ratio.get(workload, {}).get("closed_req_s_serve_over_plain")
+        if closed is not None:
+            out[f"{workload}_uncached_serve_at_least_plain"] = {"ratio": closed, "met": closed >= 1.0}
     b = result.get("bulk")
     if b:
         out["bulk_publish_100_under_1s"] = {
@@ -1252,6 +1364,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=10.0, help="measured seconds per load run")
     parser.add_argument("--warmup", type=float, default=1.5, help="unmeasured seconds before each run")
     parser.add_argument("--bulk-runs", type=int, default=5)
+    parser.add_argument(
+        "--phases",
+        default=",".join(PHASES[1:]),
+        help=f"comma-separated phases to run after the seed (default all: {','.join(PHASES[1:])})",
+    )
     parser.add_argument("--no-sweep", action="store_true")
     parser.add_argument("--no-knobs", action="store_true")
     parser.add_argument("--no-haproxy", action="store_true")
@@ -1277,6 +1394,11 @@ def main(argv: list[str] | None = None) -> int:
         return haproxy_child(args.haproxy_child)
     if args.resume and not args.out:
         parser.error("--resume needs --out (the partial results of the run to continue)")
+    phases = set(args.phases.split(","))
+    if phases - set(PHASES):
+        parser.error(
+            f"--phases: unknown {sorted(phases - set(PHASES))}; choose among {', '.join(PHASES[1:])}"
+        )
     if args.quick:
         args.items, args.rounds, args.duration, args.warmup, args.bulk_runs = 300, 1, 3.0, 1.0, 2
     # Ray and its processes print to stdout (raylet warnings, Serve shutdown notes): keep the JSON
@@ -1384,12 +1506,12 @@ def main(argv: list[str] | None = None) -> int:
             plain = PlainServer("lean", url, tmp)
             result["plain_start_s"] = round(plain.start_s, 1)
             targets = {"serve": Target("serve", serve_cms.base), "plain": plain.target("plain")}
-            if "rounds" not in result:
+            if "rounds" not in result and "rounds" in phases:
                 log(f"rounds: Serve (default settings) vs plain, {args.rounds} rounds")
                 result["rounds"] = rounds_phase(b, targets, args.rate)
                 result["ratios"] = ratios(result["rounds"], args.rate)
                 checkpoint()
-            if not args.no_sweep and "sweep" not in result:
+            if not args.no_sweep and "sweep" not in result and "sweep" in phases and "rounds" in result:
                 log("rate sweep (p95 < 100 ms)")
                 sweeps: dict[str, Any] = {}
                 for workload in WORKLOADS:
@@ -1399,13 +1521,17 @@ def main(argv: list[str] | None = None) -> int:
                         sweeps.setdefault(workload, {})[server] = sweep(b, targets[server], workload, closed)
                 result["sweep"] = sweeps
                 checkpoint()
-            if "bulk" not in result:
+            if "bulk" not in result and "bulk" in phases:
                 quiet.wait("bulk")
                 log(f"bulk: {args.bulk_runs} x (create 100, publish 100) through Serve")
                 offset = args.items + 100 * args.bulk_runs * result.get("resumed", 0)
                 result["bulk"] = bulk_phase(serve_cms.base, b.token, args.bulk_runs, offset=offset)
                 checkpoint()
-            if "profile" not in result:
+            if "cached" not in result and "cached" in phases:
+                log(f"cached: anonymous reads of published items, {args.rounds} rounds")
+                result["cached"] = cached_phase(b, targets["serve"], targets["plain"], args.rounds)
+                checkpoint()
+            if "profile" not in result and "profile" in phases:
                 quiet.wait("profile")
                 log("profile: the product's app without Serve; in-process costs")
                 product = PlainServer("product", url, tmp)
@@ -1425,7 +1551,11 @@ def main(argv: list[str] | None = None) -> int:
                 checkpoint()
             plain.stop()
             plain = None
-            if not args.no_knobs and not all(k in result.get("knobs", {}) for k, _, _ in KNOBS):
+            if (
+                "knobs" in phases
+                and not args.no_knobs
+                and not all(k in result.get("knobs", {}) for k, _, _ in KNOBS)
+            ):
                 log("Serve settings")
                 result.setdefault("knobs", {}).update(knob_runs(b, serve_cms, KNOBS, args.rate))
                 checkpoint()
@@ -1439,7 +1569,13 @@ def main(argv: list[str] | None = None) -> int:
                 serve.shutdown()  # type: ignore[no-untyped-call]
             ray.shutdown()
         done = all(k in result.get("knobs", {}) for k, _, _ in HAPROXY_KNOBS)
-        if not args.no_knobs and not args.no_haproxy and args.ingress == "proxy" and not done:
+        if (
+            "knobs" in phases
+            and not args.no_knobs
+            and not args.no_haproxy
+            and args.ingress == "proxy"
+            and not done
+        ):
             log("Serve settings with RAY_SERVE_ENABLE_HA_PROXY=1 (child process, its own Ray)")
             child = {
                 "url": url,

@@ -11,8 +11,9 @@ and limiting cost the same. Same routes, same request and response schemas (``se
 bodies sanitised with the product's ``sanitize_html`` on output, ``allowed_transitions`` from the product's
 permission matrix):
 
-- ``GET /items/{id}``: one SELECT of the item with its category slug and its tags (``array_agg``
-  subquery), as ``ContentRepository.get`` builds it, but naming only the columns the answer needs.
+- ``GET /items/{id}`` (with a token, or anonymous for published items): one SELECT of the item with its
+  category slug and its tags (``array_agg`` subquery), as ``ContentRepository.get`` builds it, but naming
+  only the columns the answer needs. No cache.
 - ``PATCH /items/{id}`` (optional ``If-Match``): one transaction: ``SELECT ... FOR UPDATE`` (the before
   state), ``UPDATE ... SET <fields>, version = version + 1, updated_at = now() RETURNING``, then the
   revision, outbox event and audit rows with the same JSON payloads as ``ContentRepository.update``
@@ -190,8 +191,12 @@ def lean_app(database_url: str, secret: str, *, pool_size: int, rate: str) -> Fa
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
         return _error(exc.status, exc.code, exc.message, headers)
 
-    def principal(authorization: str | None) -> tuple[int, str]:
-        scheme, _, token = (authorization or "").partition(" ")
+    def principal(authorization: str | None) -> tuple[int, str | None]:
+        if authorization is None:  # anonymous: published items only, limited per address like the product
+            if limits.check(None, "127.0.0.1") is not None:
+                raise ApiFailure(429, "rate_limited", "rate limit reached")
+            return 0, None
+        scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token:
             raise ApiFailure(401, "unauthorized", "Authorization: expected `Bearer <access token>`")
         try:
@@ -221,7 +226,7 @@ def lean_app(database_url: str, secret: str, *, pool_size: int, rate: str) -> Fa
             slug=row[f"slug_{loc}"],
         )
 
-    def out(row: dict[str, Any], user_id: int, role: str) -> s.ItemOut:
+    def out(row: dict[str, Any], user_id: int, role: str | None) -> s.ItemOut:
         return s.ItemOut(
             id=row["id"],
             type=row["type"],

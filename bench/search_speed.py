@@ -46,7 +46,11 @@ as ``tests/e2e/test_search_api.py`` does (``load_builder(SEARCH_APP_IMPORT_PATH)
 (FastAPI + uvicorn, one process, same model, same HNSW index file, same SQL; see its docstring) in a
 subprocess. Load: ``--clients`` (32) concurrent aiohttp loops on 127.0.0.1 over real query texts,
 ``GET /v1/search?q=..&k=10&mode=vector|hybrid``, a warm-up, then ``--duration`` seconds counted;
-``--rounds`` rounds alternating which server goes first; medians of req/s, p50, p99; errors. The
+``--rounds`` rounds alternating which server goes first; medians of req/s, p50, p99; errors; the ratio
+to the encode-only limit (``encode_reference``: batches of 32 in this process, one torch thread, as the
+embedder runs). The search app runs with its query-vector cache off here (``query_cache_size`` 0: every
+query is embedded, as in the plain server); ``query_cache`` then measures Serve with the cache off and
+on, on one sequence of the real queries repeated as in a search log (Zipf, s = 0.9). The
 servers' own ``timings_ms`` (per stage) are sampled. When Serve is slower (or ``--sweep``), the
 embedder deployment is measured alone through a handle, and Serve settings are tried one at a time
 (``KNOBS``), plus one experiment that is not a setting (the embedder's model with 2 torch threads).
@@ -1114,6 +1118,9 @@ def serve_args(ctx: Context, overrides: dict[str, Any]) -> dict[str, Any]:
         "namespace": NAMESPACE + "-serve",
         "index": {"poll_interval_s": 10, "snapshot_interval_s": 300},
         "search": {"deadline_ms": 5000},  # never partial under load: every answer is whole
+        # The serving comparison embeds every query (the plain server has no cache); the query cache's
+        # effect is measured on its own (``query_cache_runs``).
+        "query_cache_size": 0,
     }
     for key, value in overrides.items():
         if key in ("index", "search"):
@@ -1342,6 +1349,13 @@ def e2e_section(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
             out["results"][mode]["ratio_serve_over_plain_req_s"] = round(
                 out["results"][mode]["serve"]["req_s"] / out["results"][mode]["plain"]["req_s"], 3
             )
+        limit = out["encode_reference"]["threads_1_batch_32_qps"]
+        for mode in args.modes:
+            out["results"][mode]["ratio_serve_over_encode_limit"] = round(
+                out["results"][mode]["serve"]["req_s"] / limit, 3
+            )
+        log("[e2e] the query cache, with queries repeated as in a search log (Zipf)")
+        out["query_cache"] = query_cache_runs(ctx, serve_port, queries, args)
         below = any(out["results"][m]["ratio_serve_over_plain_req_s"] < 1 for m in args.modes)
         if below or args.sweep:
             log("  profile: the embedder deployment alone")
@@ -1362,6 +1376,52 @@ def e2e_section(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
             for info in ray.util.list_named_actors(all_namespaces=True):
                 if info["namespace"] == namespace:
                     kill_actor(ray.get_actor(info["name"], namespace=namespace))
+    return out
+
+
+#: Query popularity in a search log falls off roughly as 1 / rank^s (s near 1 in published logs).
+ZIPF_S = 0.9
+
+
+def zipf_queries(queries: list[str], n: int, *, s: float = ZIPF_S, seed: int = 5) -> list[str]:
+    """``n`` queries drawn from ``queries`` with probability proportional to ``1 / rank^s``."""
+    rng = np.random.default_rng(seed)
+    weights = 1.0 / np.arange(1, len(queries) + 1) ** s
+    picks = rng.choice(len(queries), size=n, p=weights / weights.sum())
+    return [queries[i] for i in picks]
+
+
+def query_cache_runs(ctx: Context, port: int, queries: list[str], args: argparse.Namespace) -> dict[str, Any]:
+    """Serve with the query cache off and on (product default size), ``--rounds`` rounds alternating, on
+    one Zipf-repeated sequence of the real queries; vector mode."""
+    sequence = zipf_queries(queries, 50_000)
+    seen: set[str] = set()
+    repeats = 0
+    for q in sequence[:5_000]:
+        repeats += q in seen
+        seen.add(q)
+    out: dict[str, Any] = {
+        "model": f"Zipf s={ZIPF_S} over {len(queries)} real queries",
+        "repeat_share_first_5000": round(repeats / 5_000, 3),
+    }
+    runs: dict[str, list[dict[str, Any]]] = {"off": [], "on": []}
+    settings = {"off": {"query_cache_size": 0}, "on": {"query_cache_size": 4096}}
+    for r in range(args.rounds):
+        for name in ("off", "on") if r % 2 == 0 else ("on", "off"):
+            deploy(ctx, port, settings[name], kill_index=False)  # a fresh replica: an empty cache
+            res = load(f"http://127.0.0.1:{port}", sequence, mode="vector", args=args)
+            runs[name].append(res)
+            log(f"  query cache {name}: {res['req_s']:.0f} req/s p50 {res['p50_ms']} p99 {res['p99_ms']}")
+    for name, results in runs.items():
+        out[name] = {
+            "req_s": round(median([r["req_s"] for r in results]), 1),
+            "p50_ms": round(median([r["p50_ms"] for r in results]), 1),
+            "p99_ms": round(median([r["p99_ms"] for r in results]), 1),
+            "errors": sum(r["errors"] for r in results),
+            "embed_ms_p50": round(median([r["stage_ms_p50"].get("embed", 0.0) for r in results]), 2),
+        }
+    out["ratio_on_over_off_req_s"] = round(out["on"]["req_s"] / out["off"]["req_s"], 3)
+    deploy(ctx, port, {}, kill_index=False)
     return out
 
 

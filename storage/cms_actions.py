@@ -78,6 +78,8 @@ class EventType(StrEnum):
     BULK_UPDATE = "bulk.update"
     BULK_PUBLISH = "bulk.publish"
     BULK_ARCHIVE = "bulk.archive"
+    CATEGORY_CREATED = "category.created"
+    TAG_CREATED = "tag.created"
     SCHEDULE_LIST = "schedule.list"
     SCHEDULE_RUNS = "schedule.runs"
     SCHEDULE_PAUSE = "schedule.pause"

@@ -90,6 +90,27 @@ async def events_after(
     return [EventRow(r.id, r.type, [int(i) for i in r.item_ids], dict(r.payload), r.created_at) for r in rows]
 
 
+async def outbox_head(session: AsyncSession, *, recent: int = 1_000) -> tuple[int, list[int]]:
+    """The highest event id and the ids present among the ``recent`` below it (a reader starting here
+    treats the absent ones as possibly still in flight)."""
+    highest = int((await session.execute(select(func.coalesce(func.max(CmsEvent.id), 0)))).scalar_one())
+    present = (await session.execute(select(CmsEvent.id).where(CmsEvent.id > highest - recent))).scalars()
+    return highest, [int(i) for i in present]
+
+
+async def outbox_changes(
+    session: AsyncSession, after: int, also: Sequence[int] = (), *, limit: int = 1_000
+) -> list[tuple[int, list[int]]]:
+    """``(id, item_ids)`` of the events after ``after`` and of those among ``also``, oldest first."""
+    condition = CmsEvent.id > after
+    if also:
+        condition = condition | CmsEvent.id.in_(list(also))
+    rows = await session.execute(
+        select(CmsEvent.id, CmsEvent.item_ids).where(condition).order_by(CmsEvent.id).limit(limit)
+    )
+    return [(int(r.id), [int(i) for i in r.item_ids]) for r in rows]
+
+
 async def settled_event_id(session: AsyncSession) -> int | None:
     """The highest event id such that every event at or below it is final, or ``None`` while an event
     insert is still in flight (ask again shortly).

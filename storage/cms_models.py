@@ -1,5 +1,6 @@
 """SQLAlchemy models of the CMS: users, API keys, content items with per-locale fields, categories, tags,
-revisions, the audit log, webhooks, the event outbox and webhook deliveries (migration 0005)."""
+revisions, the audit log, webhooks, the event outbox and webhook deliveries (migration 0005), and the
+answers kept for ``Idempotency-Key`` retries (migration 0011)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from sqlalchemy import (
     Identity,
     Index,
     Integer,
+    LargeBinary,
     String,
     Table,
     Text,
@@ -254,3 +256,23 @@ class CmsCursor(Base):
 
     name: Mapped[str] = mapped_column(Text, primary_key=True)
     value: Mapped[int] = mapped_column(BigInteger, server_default=sql_text("0"))
+
+
+class CmsIdempotencyKey(Base):
+    """A write sent with an ``Idempotency-Key``: claimed in the write's own transaction (so a key exists
+    exactly when its write committed), then the answer the caller got, replayed to a retry with the same
+    key (``serve_apps/cms/idempotency.py``). Rows older than ``PULSE_CMS__IDEMPOTENCY_TTL_S`` are purged."""
+
+    __tablename__ = "cms_idempotency_keys"
+    __table_args__ = (Index("ix_cms_idempotency_keys_created", "created_at"),)
+
+    principal: Mapped[str] = mapped_column(Text, primary_key=True)  # Principal.label: user:3, key:7
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
+    method: Mapped[str] = mapped_column(String(8))
+    path: Mapped[str] = mapped_column(Text)
+    fingerprint: Mapped[str] = mapped_column(String(64))  # sha256 of method, path, query and body
+    status: Mapped[int | None] = mapped_column(Integer)  # NULL until the answer is recorded
+    headers: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    body: Mapped[bytes | None] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    answered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

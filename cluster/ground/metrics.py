@@ -146,6 +146,13 @@ HTTP_LATENCY = MetricSpec(
     "serve_apps.http_metrics.HttpMetrics (middleware of every app)",
     LATENCY_BOUNDARIES_MS,
 )
+CMS_CACHE_REQUESTS = MetricSpec(
+    "pulse_cms_cache_requests_total",
+    "counter",
+    "Anonymous CMS reads of cacheable content, by result: hit (answered from the replica's cache) or miss.",
+    ("result",),
+    "serve_apps.cms.http_cache.HttpCache (middleware of the CMS app)",
+)
 TREND_STORIES = MetricSpec(
     "pulse_trend_stories",
     "gauge",
@@ -181,6 +188,7 @@ ALL_METRICS: tuple[MetricSpec, ...] = (
     SEARCH_STAGE_LATENCY,
     HTTP_REQUESTS,
     HTTP_LATENCY,
+    CMS_CACHE_REQUESTS,
     TREND_STORIES,
     TREND_ASSIGNED,
     ERRORS,

@@ -380,6 +380,14 @@ class ServeSettings(BaseModel):
         default=0.005, description="Longest wait to fill a query-embedding batch, in seconds."
     )
     max_query_chars: int = Field(default=1000, description="Longest accepted query in characters (else 422).")
+    query_cache_size: int = Field(
+        default=4096,
+        ge=0,
+        description=(
+            "Query vectors each search replica keeps (least recently used out): a repeated query skips "
+            "the embedder. 0 turns it off."
+        ),
+    )
     access_log: bool = Field(
         default=False,
         description="Serve's per-request access log lines (off by default: they cost CPU on every request).",
@@ -417,6 +425,41 @@ class CmsSettings(BaseModel):
     access_ttl_s: int = Field(default=900, description="Lifetime of a CMS access token in seconds.")
     refresh_ttl_s: int = Field(default=1_209_600, description="Lifetime of a CMS refresh token in seconds.")
     max_body_bytes: int = Field(default=1_048_576, description="Largest CMS request body (413 beyond).")
+    cache_entries: int = Field(
+        default=4096,
+        ge=0,
+        description=(
+            "Anonymous CMS answers (published items, listings, taxonomy) each replica keeps in memory, least "
+            "recently used dropped first; 0 turns the cache off (ETags and 304s stay)."
+        ),
+    )
+    cache_poll_s: float = Field(
+        default=0.2,
+        ge=0,
+        description=(
+            "Seconds between a CMS replica's reads of the outbox, which drop cached answers of changed "
+            "content: the bound on serving an answer after a change elsewhere (0: no cache)."
+        ),
+    )
+    cache_ttl_s: float = Field(
+        default=300.0, gt=0, description="Longest life in seconds of a cached CMS answer, changed or not."
+    )
+    cache_max_age_s: int = Field(
+        default=0,
+        ge=0,
+        description=(
+            "max-age in seconds of the Cache-Control of anonymous CMS answers (0: `public, no-cache`: "
+            "clients and CDNs revalidate with If-None-Match and get 304s)."
+        ),
+    )
+    idempotency_ttl_s: int = Field(
+        default=86_400,
+        gt=0,
+        description=(
+            "Seconds a CMS write's Idempotency-Key and its answer are kept: a retry with the key within "
+            "this time gets the first answer instead of a second write."
+        ),
+    )
     rate_per_key: str = Field(
         default="600/minute", description="Requests allowed per user or API key (limits syntax; 429 beyond)."
     )

@@ -86,8 +86,8 @@ def console_args(settings: Settings) -> dict[str, Any]:
 #: covers a replica that refused the connection: a request in flight on a replica that dies (killed, its
 #: node lost) came back as a dropped client connection (tests/chaos/test_serve_replica_kill.py).
 #: ``empty-response`` replays a request that got no byte back from the dead replica on another one. A
-#: write whose replica died after committing and before answering may then be applied twice; the lost
-#: answer was the alternative.
+#: write whose replica died after committing and before answering would then be applied twice, unless it
+#: carries an ``Idempotency-Key`` (``serve_apps/cms/idempotency.py``: the replay gets the first answer).
 HAPROXY_RETRY_ON = "conn-failure empty-response"
 
 #: Longest HAProxy folder: Serve adds ``/<56-hex node id>/metrics.sock`` (70 characters) and HAProxy's

@@ -15,11 +15,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, Request, Response
 from ray import serve
 
+from serve_apps.cms import idempotency
 from serve_apps.cms.args import CmsArgs
 from serve_apps.cms.context import CmsContext
+from serve_apps.cms.http_cache import HttpCache
+from serve_apps.cms.idempotency import AnswerRecorder, IdempotentReplay, replay_response
 from serve_apps.cms.limits import BodySizeLimit
 from serve_apps.cms.routes import (
     audit,
@@ -57,6 +60,20 @@ def build_api(cms: CmsContext) -> FastAPI:
         dependencies=[Depends(reject_unstorable_text)],
     )
     install_error_handlers(api)
+
+    @api.exception_handler(IdempotentReplay)
+    async def _replay(_: Request, exc: IdempotentReplay) -> Response:
+        return replay_response(exc.kept)
+
+    #: Innermost: keeps the answers of writes sent with an Idempotency-Key (serve_apps/cms/idempotency.py).
+    api.add_middleware(AnswerRecorder, store=cms.keep_answer)
+    #: ETags, 304s and the replica's cache of anonymous answers (serve_apps/cms/http_cache.py).
+    api.add_middleware(
+        HttpCache,
+        answers=cms.answers,
+        rate_check=cms.rate_check_anonymous,
+        max_age_s=cms.args.cache_max_age_s,
+    )
     #: Request bodies over the limit are refused with 413 before they reach a route (chunked ones too).
     api.add_middleware(BodySizeLimit, max_bytes=cms.args.max_body_bytes)
     install_http_metrics(api, app="cms")  # outermost: the 413s count too
@@ -70,6 +87,7 @@ def build_api(cms: CmsContext) -> FastAPI:
 
     for module in ITEM_ROUTERS:
         api.include_router(module.router)
+    idempotency.document(api)
     return api
 
 

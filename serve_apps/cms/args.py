@@ -24,6 +24,11 @@ class CmsArgs(DeploymentArgs):
     access_ttl_s: int = 900
     refresh_ttl_s: int = 1_209_600
     max_body_bytes: int = 1_048_576
+    cache_entries: int = Field(default=4096, ge=0, description="Anonymous answers kept per replica (0: none)")
+    cache_poll_s: float = Field(default=0.2, ge=0, description="Seconds between outbox reads (0: no cache)")
+    cache_ttl_s: float = Field(default=300.0, gt=0, description="Longest life of a cached answer")
+    cache_max_age_s: int = Field(default=0, ge=0, description="max-age of public answers (0: no-cache)")
+    idempotency_ttl_s: int = Field(default=86_400, gt=0, description="How long an Idempotency-Key is kept")
     rate_per_key: str = "600/minute"
     rate_per_ip: str = "300/minute"
     trusted_proxies: list[str] = Field(

@@ -8,28 +8,37 @@ app as ``app.state.cms``; routes receive it through the ``Cms`` dependency (``se
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 from fastapi import Request, Response
 from fastapi.security import HTTPAuthorizationCredentials
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from starlette.types import Scope
 
+from serve_apps.cms import idempotency
 from serve_apps.cms.args import CmsArgs
 from serve_apps.cms.credentials import UserCache, authenticate
+from serve_apps.cms.http_cache import AnswerCache
 from serve_apps.cms.limits import ClientAddress, RateLimits
 from serve_apps.cms.permissions import Decision, decide
 from serve_apps.cms.security import Principal, TokenIssuer
 from serve_apps.errors import Forbidden, NotFound, RateLimited, Unauthorized
+from storage import cms_idempotency
 from storage.cms_actions import Action, EventType
 from storage.cms_audit import record_audit
-from storage.cms_events import append_event
+from storage.cms_events import append_event, outbox_changes, outbox_head
 from storage.database import make_async_engine
 from storage.errors import CmsNotFound, LastAdmin
 
 logger = logging.getLogger(__name__)
+
+#: Seconds between two purges of expired idempotency keys by one replica.
+IDEMPOTENCY_PURGE_EVERY_S = 300.0
 
 
 class Refused(Exception):
@@ -70,6 +79,33 @@ class CmsContext:
         self.client_address = ClientAddress(args.trusted_proxies)
         self.users = UserCache()
         self.bootstrapped = False
+        self._purged_at = 0.0
+        self.answers = AnswerCache(
+            read_start=self._outbox_head,
+            read_events=self._outbox_changes,
+            max_entries=args.cache_entries,
+            ttl_s=args.cache_ttl_s,
+            poll_s=args.cache_poll_s,
+        )
+
+    async def _outbox_head(self) -> tuple[int, list[int]]:
+        async with self.sessions() as session:
+            return await outbox_head(session)
+
+    async def _outbox_changes(self, after: int, gaps: list[int]) -> list[tuple[int, list[int]]]:
+        async with self.sessions() as session:
+            return await outbox_changes(session, after, gaps)
+
+    def rate_check_anonymous(self, scope: Scope) -> int | None:
+        """Count an anonymous request (a cache hit, ``HttpCache``) against its IP's limit: None, or the
+        seconds to wait."""
+        client = scope.get("client")
+        forwarded = dict(scope["headers"]).get(b"x-forwarded-for")
+        ip = self.client_address.resolve(
+            client[0] if client else None, forwarded.decode("latin-1") if forwarded else None
+        )
+        retry = self.limits.check(None, ip)
+        return None if retry is None else retry.seconds
 
     def ip(self, request: Request) -> str | None:
         """The caller's address (``ClientAddress``: X-Forwarded-For from a trusted proxy, else the peer)."""
@@ -168,8 +204,22 @@ class CmsContext:
         """
         if permission is not None and action is not None:
             await self.allow_to(request, principal, permission, action, target)
+        claim = await self._idempotency(request, principal)
         try:
             async with self.sessions() as session, session.begin():
+                if claim is not None and not await cms_idempotency.claim(
+                    session,
+                    claim.principal,
+                    claim.key,
+                    method=claim.method,
+                    path=claim.path,
+                    fingerprint=claim.fingerprint,
+                    ttl_s=self.args.idempotency_ttl_s,
+                ):
+                    raise idempotency.KeyInFlight(
+                        "a request with this key was applied just now; retry in a second to get its answer",
+                        headers={"Retry-After": "1"},
+                    )
                 write = Write(session, principal.label, self.ip(request), action, target)
                 yield write
                 if write.event is not None:
@@ -191,6 +241,38 @@ class CmsContext:
             if action is not None:
                 await self.audit_denied(request, principal.label, action, f"user:{exc.user_id}", str(exc))
             raise
+        if claim is not None:  # committed: AnswerRecorder keeps the answer before it goes out
+            request.scope.setdefault("state", {})[idempotency.STATE_KEY] = claim
+        self.answers.wake()  # this replica's cache reads the outbox now (the write does not wait)
+
+    async def _idempotency(self, request: Request, principal: Principal) -> idempotency.Requested | None:
+        """The key this write claims (None: no key, or an earlier write of this request claimed it);
+        raises the kept answer's replay, or 422/409, when the key is already claimed
+        (``serve_apps.cms.idempotency``)."""
+        wanted = await idempotency.requested(request, principal)
+        if wanted is None or request.scope.get("state", {}).get(idempotency.STATE_KEY) is not None:
+            return None
+        async with self.sessions() as session:
+            kept = await cms_idempotency.find(
+                session, wanted.principal, wanted.key, ttl_s=self.args.idempotency_ttl_s
+            )
+        if kept is None:
+            return wanted
+        raise idempotency.judge(kept, wanted, age_s=(datetime.now(UTC) - kept.created_at).total_seconds())
+
+    async def keep_answer(
+        self, principal: str, key: str, status: int, headers: dict[str, str], body: bytes
+    ) -> None:
+        """Keep a claimed key's answer (``idempotency.AnswerRecorder``); now and then, purge expired keys."""
+        async with self.sessions() as session, session.begin():
+            await cms_idempotency.record_answer(
+                session, principal, key, status=status, headers=headers, body=body
+            )
+            if time.monotonic() - self._purged_at >= IDEMPOTENCY_PURGE_EVERY_S:
+                self._purged_at = time.monotonic()
+                purged = await cms_idempotency.purge(session, ttl_s=self.args.idempotency_ttl_s)
+                if purged:
+                    logger.info("purged %d expired idempotency keys", purged)
 
     async def remove(
         self,

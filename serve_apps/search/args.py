@@ -45,6 +45,7 @@ class SearchArgs(DeploymentArgs):
     max_batch_size: int = Field(default=32, ge=1)
     batch_wait_timeout_s: float = Field(default=0.005, ge=0)
     max_query_chars: int = Field(default=1000, ge=1)
+    query_cache_size: int = Field(default=4096, ge=0, description="Query vectors kept per replica (0: off)")
     index_name: str = Field(default="default", description="The index whose active model is served")
     model_refresh_s: float = Field(default=5.0, gt=0, description="Seconds between active-model checks")
     index: IndexSettings = Field(default_factory=IndexSettings, description="Index shards (PULSE_INDEX__*)")

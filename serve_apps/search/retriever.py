@@ -32,6 +32,7 @@ from serve_apps.errors import NotReady
 from serve_apps.search.args import SearchArgs, fusion_params
 from serve_apps.search.fusion import fuse
 from serve_apps.search.micro_batch import MicroBatcher
+from serve_apps.search.query_cache import QueryVectorCache
 from serve_apps.search.query_embedder import QueryModel, query_model
 from storage.model_registry import ModelRow
 
@@ -106,6 +107,7 @@ class Retriever:
         self._keyword_batch: MicroBatcher[_KeywordAsk, Answer | BaseException] = MicroBatcher(
             self._keyword_many, max_size=32, wait_s=0.002
         )
+        self.query_vectors = QueryVectorCache(args.query_cache_size)
         self._fusion = fusion_params(args.search)
         self._deadline_s = args.search.deadline_ms / 1000
         self._indexes: dict[tuple[int, str], ShardedIndex] = {}
@@ -155,7 +157,7 @@ class Retriever:
     async def embed(self, entry: ModelRow, texts: list[str]) -> np.ndarray:
         """The query vectors of ``texts`` (the entry's query model, batched with concurrent searches)."""
         model = query_model(entry)
-        rows = await asyncio.gather(*(self._embed_batch.submit((t, model)) for t in texts))
+        rows = await asyncio.gather(*(self._query_vector(t, model) for t in texts))
         return np.vstack(rows) if rows else np.zeros((0, entry.dimension), np.float32)
 
     async def nearest(self, entry: ModelRow, vector: np.ndarray, k: int, flt: SearchFilter) -> Answer:
@@ -167,6 +169,14 @@ class Retriever:
                 "the search index did not answer in time; retry shortly", retry_after_s=2
             ) from answer
         return _raise_or(answer)
+
+    async def _query_vector(self, query: str, model: QueryModel) -> np.ndarray:
+        """The query's vector: from the replica's cache of recent queries, else embedded (batched)."""
+        vector = self.query_vectors.get((query, model))
+        if vector is None:
+            vector = await self._embed_batch.submit((query, model))
+            self.query_vectors.put((query, model), vector)
+        return vector
 
     # ------------------------------------------------------------------------------------ batching
     async def _embed_many(self, asks: list[tuple[str, QueryModel]]) -> list[np.ndarray]:
@@ -247,7 +257,7 @@ class Retriever:
 
         async def vector_run() -> Answer:
             t0 = time.perf_counter()
-            vector = await self._embed_batch.submit((query, query_model(entry)))
+            vector = await self._query_vector(query, query_model(entry))
             t1 = time.perf_counter()
             timings["embed"] = t1 - t0
             answer = await self._vector_batch.submit(

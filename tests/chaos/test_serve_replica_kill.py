@@ -10,17 +10,24 @@ Serve's controller must notice and replace it). The test proves:
   serves; requests sent to the dead one are retried by Serve, not returned as errors);
 - each application is back to two running replicas by itself (``recovery_s``: kill -> both applications
   have two RUNNING replicas and the killed ones are gone);
-- the index behind the search application lost nothing (``/readyz`` vectors before and after).
+- the index behind the search application lost nothing (``/readyz`` vectors before and after);
+- a writer creating CMS items the whole time, each with its own ``Idempotency-Key`` and retrying it after a
+  dropped connection, a 409 or a 5xx, ends with every item stored exactly once: a write whose replica died
+  after committing, replayed by HAProxy or retried by the client, is answered from its kept answer
+  (``serve_apps/cms/idempotency.py``) instead of being applied again.
 
 Figure ``chaos`` (scenario ``serve_replica``): requests, failed_requests, recovery_s, lost, duplicated,
-requests_during_recovery. Measured 143 s with setup and teardown (65 + 16 + 62 s) on 2 cores shared at load
+requests_during_recovery, and the writer's writes, write_retries, writes_replayed, writes_lost and
+writes_duplicated. Measured 143 s with setup and teardown (65 + 16 + 62 s) on 2 cores shared at load
 average ~20 (embedding ~330 documents, two applications starting and stopping).
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -33,7 +40,7 @@ from jobs.embed.pipeline import EmbedJobConfig, run_embed
 from jobs.ingest.loader import ingest_file
 from tests.conftest import CMS_TABLES, TABLES, truncate
 from tests.integration.helpers import sample_subset
-from tests.support.cms_service import publish_items
+from tests.support.cms_service import login, publish_items
 from tests.support.http_load import HttpLoad, by_route, failed
 
 pytestmark = [pytest.mark.chaos]
@@ -135,6 +142,73 @@ def apps(
                     ray.kill(ray.get_actor(actor["name"], namespace=NAMESPACE), no_restart=True)
 
 
+class RetryingWriter(threading.Thread):
+    """Creates CMS items one after another, each with a fresh ``Idempotency-Key``, retrying the same key
+    until it is answered 201 (as a careful client does); remembers every title it was told is stored."""
+
+    RETRY_STATUSES = frozenset({409, 500, 502, 503, 504})
+
+    def __init__(self, base: str, token: str) -> None:
+        super().__init__(daemon=True)
+        self.base, self.token = base, token
+        self.prefix = f"Chaos write {uuid.uuid4().hex[:8]}"
+        self.stored: list[str] = []
+        self.unanswered: list[str] = []
+        self.retries = self.replayed = 0
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        with httpx.Client(timeout=15) as client:
+            n = 0
+            while not self.stopping.is_set():
+                n += 1
+                self.write(client, f"{self.prefix} {n}")
+                time.sleep(0.05)
+
+    def write(self, client: httpx.Client, title: str) -> None:
+        headers = {"Authorization": f"Bearer {self.token}", "Idempotency-Key": str(uuid.uuid4())}
+        for _ in range(60):
+            try:
+                resp = client.post(f"{self.base}/items", json={"title_en": title}, headers=headers)
+            except httpx.TransportError:
+                resp = None
+            if resp is not None and resp.status_code == 201:
+                self.stored.append(title)
+                self.replayed += resp.headers.get("idempotent-replayed") == "true"
+                return
+            if resp is not None and resp.status_code not in self.RETRY_STATUSES:
+                break
+            self.retries += 1
+            time.sleep(0.25)
+        self.unanswered.append(title)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join(timeout=120)
+
+    def outcome(self) -> dict[str, Any]:
+        """The writer's figures, with what the CMS holds of its titles (read over HTTP as the admin)."""
+        held: list[str] = []
+        cursor = None
+        while True:
+            params = {"q": self.prefix, "limit": 100, **({"cursor": cursor} if cursor else {})}
+            page = httpx.get(
+                f"{self.base}/items", params=params, headers={"Authorization": f"Bearer {self.token}"}
+            ).json()
+            held += [i["en"]["title"] for i in page["items"] if i["en"]["title"].startswith(self.prefix)]
+            cursor = page.get("next_cursor")
+            if not cursor:
+                break
+        return {
+            "writes": len(self.stored),
+            "writes_unanswered": len(self.unanswered),
+            "write_retries": self.retries,
+            "writes_replayed": self.replayed,
+            "writes_lost": len(set(self.stored) - set(held)),
+            "writes_duplicated": len(held) - len(set(held)),
+        }
+
+
 def _kill_and_recover(ids: list[int], *, kills: int, steady_s: float) -> dict[str, Any]:
     requests = [
         (
@@ -149,6 +223,10 @@ def _kill_and_recover(ids: list[int], *, kills: int, steady_s: float) -> dict[st
     ]
     vectors_before = httpx.get(f"{BASE}{SEARCH_PREFIX}/readyz", timeout=10).json()["vectors"]
     load = HttpLoad(requests, threads=3).start()
+    writer = RetryingWriter(
+        f"{BASE}{CMS_PREFIX}", login(f"{BASE}{CMS_PREFIX}", "admin", PASSWORD)["access_token"]
+    )
+    writer.start()
     recoveries = []
     windows = []
     try:
@@ -175,6 +253,7 @@ def _kill_and_recover(ids: list[int], *, kills: int, steady_s: float) -> dict[st
             time.sleep(steady_s)
     finally:
         outcomes = load.stop()
+        writer.stop()
     ready = httpx.get(f"{BASE}{SEARCH_PREFIX}/readyz", timeout=10).json()
     bad = failed(outcomes)
     during = [o for o in outcomes if any(lo <= o.at <= hi for lo, hi in windows)]
@@ -190,6 +269,7 @@ def _kill_and_recover(ids: list[int], *, kills: int, steady_s: float) -> dict[st
         "lost": vectors_before - ready["vectors"],
         "duplicated": max(0, ready["vectors"] - vectors_before),
         "routes": sorted({o.route for o in outcomes}),
+        **writer.outcome(),
     }
 
 
@@ -198,6 +278,8 @@ def test_a_killed_replica_under_load_fails_no_request(apps: list[int], figure: A
     figure("chaos", scenario="serve_replica", **{k: v for k, v in result.items() if k != "failed_detail"})
     assert result["failed_requests"] == 0, result["failed_detail"]
     assert result["requests_during_recovery"] > 0 and result["routes"] == ["cms_item", "cms_list", "search"]
+    assert result["writes"] > 0 and result["writes_unanswered"] == 0
+    assert result["writes_lost"] == 0 and result["writes_duplicated"] == 0
     assert result["lost"] == 0 and result["duplicated"] == 0
     assert result["recovery_s"] < 60
 
@@ -208,3 +290,5 @@ def test_replicas_killed_five_times_under_load_fail_no_request(apps: list[int], 
     figure("chaos", scenario="serve_replica_x5", **{k: v for k, v in result.items() if k != "failed_detail"})
     assert result["failed_requests"] == 0, result["failed_detail"]
     assert result["lost"] == 0 and result["duplicated"] == 0
+    assert result["writes"] > 0 and result["writes_unanswered"] == 0
+    assert result["writes_lost"] == 0 and result["writes_duplicated"] == 0

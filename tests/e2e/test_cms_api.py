@@ -610,3 +610,73 @@ def test_a_demoted_or_deactivated_user_loses_its_rights_within_seconds(cms: dict
     )
     refused = httpx.get(f"{BASE}/items", headers=mine).json()
     assert "deactivated or deleted" in refused["error"]["message"]
+
+
+def test_a_write_retried_with_its_idempotency_key_is_applied_once(cms: dict[str, str]) -> None:
+    import asyncio
+    import uuid
+
+    def count(title: str) -> int:
+        listed = httpx.get(f"{BASE}/items", params={"q": title, "limit": 100}, headers=auth(cms, "admin"))
+        assert listed.status_code == 200, listed.text
+        return sum(1 for item in listed.json()["items"] if item["en"]["title"] == title)
+
+    # A create sent twice with one key: one item; the retry gets the first answer, marked as a replay.
+    key, title = str(uuid.uuid4()), f"Idempotent {uuid.uuid4().hex[:8]}"
+    headers = {**auth(cms, "author"), "Idempotency-Key": key}
+    first = httpx.post(f"{BASE}/items", json={"title_en": title}, headers=headers)
+    again = httpx.post(f"{BASE}/items", json={"title_en": title}, headers=headers)
+    assert first.status_code == again.status_code == 201, (first.text, again.text)
+    assert again.json() == first.json() and again.headers["etag"] == first.headers["etag"]
+    assert again.headers.get("idempotent-replayed") == "true" and "idempotent-replayed" not in first.headers
+    assert count(title) == 1
+    # The same key for another body is refused; another caller's same key is its own.
+    other = httpx.post(f"{BASE}/items", json={"title_en": title + " bis"}, headers=headers)
+    assert other.status_code == 422 and other.json()["error"]["code"] == "idempotency_key_reused"
+    editor = httpx.post(
+        f"{BASE}/items", json={"title_en": title}, headers={**auth(cms, "editor"), "Idempotency-Key": key}
+    )
+    assert editor.status_code == 201 and editor.json()["id"] != first.json()["id"]
+    assert "idempotent-replayed" not in editor.headers and count(title) == 2
+    # Malformed keys are 422 in the one error shape, and nothing is written.
+    for bad in ("", "x" * 256, "a key with spaces"):
+        resp = httpx.post(
+            f"{BASE}/items", json={"title_en": title}, headers={**auth(cms, "author"), "Idempotency-Key": bad}
+        )
+        assert resp.status_code == 422 and resp.json()["error"]["code"] == "invalid_request", (bad, resp.text)
+    assert count(title) == 2
+    # A versioned change replays its answer instead of meeting its own new version (412).
+    item = first.json()
+    patch_headers = {**auth(cms, "author"), "If-Match": first.headers["etag"], "Idempotency-Key": "patch-1"}
+    patched = httpx.patch(f"{BASE}/items/{item['id']}", json={"summary_en": "s"}, headers=patch_headers)
+    replayed = httpx.patch(f"{BASE}/items/{item['id']}", json={"summary_en": "s"}, headers=patch_headers)
+    assert patched.status_code == replayed.status_code == 200, (patched.text, replayed.text)
+    assert replayed.json()["version"] == patched.json()["version"] == item["version"] + 1
+    # A delete retried is 204 again, not 404.
+    delete_headers = {**auth(cms, "admin"), "Idempotency-Key": "delete-1"}
+    gone = httpx.delete(f"{BASE}/items/{editor.json()['id']}", headers=delete_headers)
+    gone_again = httpx.delete(f"{BASE}/items/{editor.json()['id']}", headers=delete_headers)
+    assert gone.status_code == gone_again.status_code == 204
+    assert gone_again.headers.get("idempotent-replayed") == "true"
+
+    # Eight concurrent copies of one create (as a client and HAProxy retrying at once): one item; each
+    # copy gets the first answer or a 409 telling it to retry, whose retry gets that answer.
+    async def burst() -> list[httpx.Response]:
+        race_headers = {**auth(cms, "author"), "Idempotency-Key": str(uuid.uuid4())}
+        async with httpx.AsyncClient(timeout=30) as client:
+            return await asyncio.gather(
+                *(
+                    client.post(f"{BASE}/items", json={"title_en": title + " race"}, headers=race_headers)
+                    for _ in range(8)
+                )
+            )
+
+    answers = asyncio.run(burst())
+    statuses = sorted(r.status_code for r in answers)
+    assert set(statuses) <= {201, 409}, [r.text for r in answers]
+    ids = {r.json()["id"] for r in answers if r.status_code == 201}
+    assert len(ids) == 1 and count(title + " race") == 1
+    for r in answers:
+        if r.status_code == 409:
+            assert r.json()["error"]["code"] == "idempotency_key_in_flight"
+            assert r.headers["retry-after"] == "1"

@@ -11,7 +11,7 @@ from serve_apps.cms.context import CmsContext
 from serve_apps.cms.deps import Caller, Cms
 from serve_apps.cms.security import Principal
 from serve_apps.errors import InvalidRequest, error_responses
-from storage.cms_actions import AuditAction
+from storage.cms_actions import AuditAction, EventType
 from storage.cms_taxonomy import TaxonomyRepository
 
 router = APIRouter()
@@ -22,6 +22,8 @@ CREATE_ACTIONS: dict[Kind, AuditAction] = {
     "category": AuditAction.CATEGORY_CREATE,
     "tag": AuditAction.TAG_CREATE,
 }
+#: The outbox event of creating each kind (webhooks; the replicas' caches drop their taxonomy answers).
+CREATE_EVENTS: dict[Kind, EventType] = {"category": EventType.CATEGORY_CREATED, "tag": EventType.TAG_CREATED}
 
 
 async def _create(
@@ -35,6 +37,7 @@ async def _create(
         )
         out = s.TaxonomyOut.model_validate(row)
         w.target, w.after = f"{kind}:{row.id}", out.model_dump()
+        w.event = (CREATE_EVENTS[kind], [], {"id": row.id, "slug": row.slug})
     return out
 
 

@@ -68,8 +68,13 @@ async function send(method, path, { params, body, headers = {}, auth = false } =
     if (Array.isArray(value)) value.forEach((v) => url.searchParams.append(key, v));
     else url.searchParams.set(key, value);
   }
+  // A CMS write carries one Idempotency-Key for all its attempts (the retry after a token refresh, a
+  // replay by the ingress): the CMS applies it once (docs/cms.md).
+  const write = method !== "GET" && path.startsWith("/v1/cms/") && !path.startsWith("/v1/cms/auth/");
+  const key = write && globalThis.crypto && crypto.randomUUID ? crypto.randomUUID() : null;
   const request = () => {
     const h = { Accept: "application/json", ...headers };
+    if (key) h["Idempotency-Key"] = key;
     const tk = tokens();
     if (auth && tk) h.Authorization = `Bearer ${tk.access_token}`;
     if (body !== undefined) h["Content-Type"] = "application/json";
