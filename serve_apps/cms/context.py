@@ -99,12 +99,7 @@ class CmsContext:
     def rate_check_anonymous(self, scope: Scope) -> int | None:
         """Count an anonymous request (a cache hit, ``HttpCache``) against its IP's limit: None, or the
         seconds to wait."""
-        client = scope.get("client")
-        forwarded = dict(scope["headers"]).get(b"x-forwarded-for")
-        ip = self.client_address.resolve(
-            client[0] if client else None, forwarded.decode("latin-1") if forwarded else None
-        )
-        retry = self.limits.check(None, ip)
+        retry = self.limits.check(None, self.ip(Request(scope)))
         return None if retry is None else retry.seconds
 
     def ip(self, request: Request) -> str | None:

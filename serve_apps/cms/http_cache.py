@@ -27,7 +27,8 @@ at each poll until they appear or are older than the entries' lifetime. A filled
 what it shows (its item; any item, for a listing) was not invalidated while it was computed. A replica
 that cannot read the outbox (the database is down) empties its cache and serves from the app until it can.
 The bound on serving an answer after its content changed is therefore one poll interval plus one query
-(0.2 s by default); every entry also expires after ``PULSE_CMS__CACHE_TTL_S``.
+(0.2 s by default); every entry also expires after ``PULSE_CMS__CACHE_TTL_S``. A replica that served
+no GET for ``IDLE_STOP_S`` stops reading the outbox and empties its cache until its next GET.
 ``pulse_cms_cache_requests_total{result}`` counts hits and misses.
 """
 
@@ -62,6 +63,8 @@ CACHEABLE: tuple[tuple[re.Pattern[str], str, str], ...] = (
 #: Request headers that carry a credential: with one, a request is never served from or kept in cache.
 CREDENTIAL_HEADERS = (b"authorization", b"x-api-key")
 VARY = "Authorization, X-API-Key"
+#: A replica that served no GET for this long stops reading the outbox (its cache emptied) until the next.
+IDLE_STOP_S = 60.0
 #: Shortest time between two outbox reads of a replica woken by its own writes.
 MIN_REFRESH_GAP_S = 0.02
 #: The largest answer kept.
@@ -237,6 +240,7 @@ class AnswerCache:
         self._poller: asyncio.Task[None] | None = None
         self._lock: asyncio.Lock | None = None
         self._wake: asyncio.Event | None = None
+        self._used_at = 0.0
 
     @property
     def enabled(self) -> bool:
@@ -244,7 +248,8 @@ class AnswerCache:
         return self.cache.max_entries > 0 and self.watcher is not None
 
     def start(self) -> None:
-        """Start polling on the running loop (once)."""
+        """Note a read; start polling on the running loop if it is not running."""
+        self._used_at = time.monotonic()
         if self._poller is None and self.cache.max_entries > 0:
             self._poller = asyncio.get_running_loop().create_task(self._poll_forever())
 
@@ -281,7 +286,7 @@ class AnswerCache:
 
     async def _poll_forever(self) -> None:
         self._wake = asyncio.Event()
-        while True:
+        while time.monotonic() - self._used_at < IDLE_STOP_S:
             started = time.monotonic()
             await self.refresh()
             with contextlib.suppress(TimeoutError):
@@ -289,6 +294,10 @@ class AnswerCache:
             # Woken by writes: at most one outbox read per MIN_REFRESH_GAP_S, however many writes.
             await asyncio.sleep(max(0.0, started + MIN_REFRESH_GAP_S - time.monotonic()))
             self._wake.clear()
+        # No read for IDLE_STOP_S: stop reading the outbox, and start afresh (empty) at the next read.
+        self.watcher = None
+        self.cache.invalidate(None)
+        self._poller = None
 
 
 class HttpCache:

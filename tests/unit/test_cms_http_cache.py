@@ -222,3 +222,26 @@ def test_a_replica_that_cannot_read_the_outbox_serves_from_the_app() -> None:
         assert content.calls == calls + 2 and app.answers.enabled
 
     asyncio.run(scenario())
+
+
+def test_a_replica_without_reads_stops_reading_the_outbox_and_starts_afresh(
+    monkeypatch: Any,
+) -> None:
+    from serve_apps.cms import http_cache
+
+    monkeypatch.setattr(http_cache, "IDLE_STOP_S", 0.2)
+
+    async def scenario() -> None:
+        outbox = Outbox()
+        answers = AnswerCache(read_start=outbox.head, read_events=outbox.after, poll_s=0.02)
+        answers.start()
+        await asyncio.sleep(0.05)
+        assert answers.enabled
+        answers.cache.put("/items/1?", entry(), mark=answers.cache.mark(1))
+        await asyncio.sleep(0.4)  # no read meanwhile
+        assert not answers.enabled and not answers.cache.entries and answers._poller is None
+        answers.start()
+        await asyncio.sleep(0.05)
+        assert answers.enabled and answers._poller is not None
+
+    asyncio.run(scenario())
