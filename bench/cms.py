@@ -30,8 +30,9 @@ What it measures, in one run, on one fresh PostgreSQL database (``common.bench_d
 5. Bulk: ``--bulk-runs`` times, bulk-create 100 fresh drafts and bulk-publish them (``POST /bulk``
    ``{"action": "publish"}``), timed at the client, median.
 6. Cached: every seeded item is published, then anonymous closed-loop loads, ``--rounds`` rounds:
-   ``public_read`` (``GET /items/{id}``, no token) through Serve, answered from the replica's cache
-   (``serve_apps/cms/http_cache.py``), and through the plain server (no cache: the baseline);
+   ``public_read`` (``GET /items/{id}``, no token, items drawn uniformly) through Serve, answered from
+   the replica's cache (``serve_apps/cms/http_cache.py``) after one unmeasured read of each item warmed
+   it, and through the plain server (no cache: the baseline);
    ``public_list`` (``GET /items?category=&locale=&sort=published_at&limit=20``, 10 listings) and
    ``public_mixed`` (90 % anonymous reads, 10 % the editor's writes) through Serve. Reported: req/s,
    percentiles, the hit rate (the answers' ``X-Cache``), and for ``public_mixed`` every read checked
@@ -82,7 +83,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import ROOT, SHARED, bench_database, emit, ingress_env, median
+from common import (
+    ROOT,
+    SHARED,
+    CpuSnapshot,
+    bench_database,
+    cpu_by_group,
+    cpu_snapshot,
+    emit,
+    ingress_env,
+    median,
+)
 
 from cluster.top.serve_config import free_port
 
@@ -296,27 +307,6 @@ def busy_others(sample_s: float = 1.0) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------- CPU accounting
-@dataclass
-class CpuSnapshot:
-    at: float
-    system_busy: float
-    procs: dict[int, tuple[float, str]]  # pid -> (user+system s, cmdline)
-
-
-def cpu_snapshot() -> CpuSnapshot:
-    import psutil
-
-    procs: dict[int, tuple[float, str]] = {}
-    for p in psutil.process_iter(["pid", "cmdline", "cpu_times"]):
-        t = p.info["cpu_times"]
-        if t is None:
-            continue
-        procs[p.pid] = (t.user + t.system, " ".join(p.info["cmdline"] or []))
-    c = psutil.cpu_times()
-    busy = c.user + c.system + c.nice + getattr(c, "irq", 0) + getattr(c, "softirq", 0)
-    return CpuSnapshot(time.perf_counter(), busy, procs)
-
-
 def _group(pid: int, cmd: str, *, mine: set[int], me: int, plain_pid: int | None, database: str) -> str:
     if pid == me:
         return "loadgen"
@@ -342,24 +332,12 @@ def cpu_usage(
 ) -> dict[str, Any]:
     """CPU per process group between two snapshots: % of one core and ms per completed request."""
     mine, me = our_tree(), os.getpid()
-    wall = max(b.at - a.at, 1e-6)
-    groups: dict[str, float] = {}
-    others: dict[str, float] = {}
-    for pid, (t, cmd) in b.procs.items():
-        used = t - a.procs.get(pid, (0.0, ""))[0] if pid in a.procs else t
-        if used <= 0:
-            continue
-        g = _group(pid, cmd, mine=mine, me=me, plain_pid=plain_pid, database=database)
-        groups[g] = groups.get(g, 0.0) + used
-        if g == "other" and used / wall >= 0.05:
-            others[cmd[:80]] = others.get(cmd[:80], 0.0) + used
-    n = max(requests, 1)
-    return {
-        "system_busy_pct_of_2_cores": round(100 * (b.system_busy - a.system_busy) / wall / 2, 1),
-        "pct_of_one_core": {g: round(100 * v / wall, 1) for g, v in sorted(groups.items())},
-        "ms_per_request": {g: round(1000 * v / n, 3) for g, v in sorted(groups.items())},
-        "others_pct": {k: round(100 * v / wall, 1) for k, v in others.items()},
-    }
+    return cpu_by_group(
+        a,
+        b,
+        requests=requests,
+        group=lambda pid, cmd: _group(pid, cmd, mine=mine, me=me, plain_pid=plain_pid, database=database),
+    )
 
 
 # ------------------------------------------------------------------------------------------- load
@@ -930,6 +908,27 @@ def bulk_phase(base: str, token: str, runs: int, offset: int) -> dict[str, Any]:
     }
 
 
+def warm_cache(base: str, ids: list[int], clients: int = 20) -> float:
+    """Read every item once anonymously (unmeasured), so a cached run measures a warm cache rather than
+    its first misses: seconds taken."""
+    import aiohttp
+
+    async def run() -> None:
+        queue = list(ids)
+        async with aiohttp.ClientSession() as session:
+
+            async def reader() -> None:
+                while queue:
+                    async with session.get(f"{base}/items/{queue.pop()}") as resp:
+                        await resp.read()
+
+            await asyncio.gather(*(reader() for _ in range(clients)))
+
+    started = time.perf_counter()
+    _run_loop(run())
+    return time.perf_counter() - started
+
+
 # ---------------------------------------------------------------------------------- in-process profile
 def cached_phase(b: Bench, serve: Target, plain: Target, rounds: int) -> dict[str, Any]:
     """Publish every seeded item, then anonymous loads (closed loop): ``public_read`` through Serve (its
@@ -950,6 +949,8 @@ def cached_phase(b: Bench, serve: Target, plain: Target, rounds: int) -> dict[st
     for r in range(rounds):
         for target, workload in plan if r % 2 == 0 else plan[::-1]:
             b.quiet.wait(f"cached {workload} {target.name}")
+            if target is serve and workload == "public_read":
+                log(f"  warmed the cache with one read of each item ({warm_cache(serve.base, b.ids):.1f} s)")
             runs.setdefault(workload, {}).setdefault(target.name, []).append(b.load(target, workload))
     out: dict[str, Any] = {"published": len(b.ids), "publish_s": round(sum(publish_s), 1)}
     for workload, by_server in runs.items():

@@ -1,4 +1,4 @@
-"""Shared by the benchmarks: a throwaway PostgreSQL database, medians, JSON output."""
+"""Shared by the benchmarks: a throwaway PostgreSQL database, medians, JSON output, CPU by process."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ import socket
 import statistics
 import sys
 import tempfile
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -81,3 +83,51 @@ def ingress_env(kind: str) -> dict[str, str]:
     from cluster.top.serve_config import private_haproxy_env
 
     return private_haproxy_env()
+
+
+@dataclass
+class CpuSnapshot:
+    at: float
+    system_busy: float
+    procs: dict[int, tuple[float, str]]  # pid -> (user+system s, cmdline)
+
+
+def cpu_snapshot() -> CpuSnapshot:
+    """Every process's CPU seconds so far, and the machine's busy seconds."""
+    import psutil
+
+    procs: dict[int, tuple[float, str]] = {}
+    for p in psutil.process_iter(["pid", "cmdline", "cpu_times"]):
+        t = p.info["cpu_times"]
+        if t is None:
+            continue
+        procs[p.pid] = (t.user + t.system, " ".join(p.info["cmdline"] or []))
+    c = psutil.cpu_times()
+    busy = c.user + c.system + c.nice + getattr(c, "irq", 0) + getattr(c, "softirq", 0)
+    return CpuSnapshot(time.perf_counter(), busy, procs)
+
+
+def cpu_by_group(
+    a: CpuSnapshot, b: CpuSnapshot, *, requests: int, group: Callable[[int, str], str]
+) -> dict[str, Any]:
+    """CPU between two snapshots per process group (``group(pid, cmdline)`` names it; ``other`` is every
+    process outside the benchmark): % of one core, ms per completed request, and the busiest others."""
+    wall = max(b.at - a.at, 1e-6)
+    groups: dict[str, float] = {}
+    others: dict[str, float] = {}
+    for pid, (t, cmd) in b.procs.items():
+        used = t - a.procs.get(pid, (0.0, ""))[0] if pid in a.procs else t
+        if used <= 0:
+            continue
+        g = group(pid, cmd)
+        groups[g] = groups.get(g, 0.0) + used
+        if g == "other" and used / wall >= 0.05:
+            others[cmd[:80]] = others.get(cmd[:80], 0.0) + used
+    n = max(requests, 1)
+    cores = os.cpu_count() or 1
+    return {
+        f"system_busy_pct_of_{cores}_cores": round(100 * (b.system_busy - a.system_busy) / wall / cores, 1),
+        "pct_of_one_core": {g: round(100 * v / wall, 1) for g, v in sorted(groups.items())},
+        "ms_per_request": {g: round(1000 * v / n, 3) for g, v in sorted(groups.items())},
+        "others_pct": {k: round(100 * v / wall, 1) for k, v in others.items()},
+    }

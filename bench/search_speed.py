@@ -79,7 +79,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from common import ROOT, SHARED, emit, ingress_env, median
+from common import ROOT, SHARED, cpu_by_group, cpu_snapshot, emit, ingress_env, median
 
 from cluster.top.serve_config import free_port
 
@@ -1047,7 +1047,14 @@ def wait_http(url: str, timeout_s: float, proc: Any = None) -> float:
 
 
 async def _load(
-    base: str, queries: list[str], *, mode: str, clients: int, warmup_s: float, duration_s: float
+    base: str,
+    queries: list[str],
+    *,
+    mode: str,
+    clients: int,
+    warmup_s: float,
+    duration_s: float,
+    plain_pid: int | None = None,
 ) -> dict[str, Any]:
     """``clients`` concurrent loops of ``GET /v1/search?q=...&k=10&mode=...`` (queries taken in turn from
     real query texts); counts what completes inside the measured window after a warm-up."""
@@ -1084,13 +1091,21 @@ async def _load(
                 for stage, ms in json.loads(body).get("timings_ms", {}).items():
                     stages.setdefault(stage, []).append(ms)
 
+    snaps: list[Any] = []
+
+    async def snapshots() -> None:
+        """Every process's CPU at the start and the end of the measured window."""
+        for at in window:
+            await asyncio.sleep(max(0.0, at - time.perf_counter()))
+            snaps.append(await asyncio.to_thread(cpu_snapshot))
+
     timeout = aiohttp.ClientTimeout(total=60)
     async with aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=clients), timeout=timeout
     ) as session:
         start = time.perf_counter()
         window[0], window[1] = start + warmup_s, start + warmup_s + duration_s
-        await asyncio.gather(*(worker(session) for _ in range(clients)))
+        await asyncio.gather(snapshots(), *(worker(session) for _ in range(clients)))
     ok = len(latencies) - sum(errors.values())
     lat = np.asarray(latencies) * 1000 if latencies else np.zeros(1)
     return {
@@ -1102,12 +1117,50 @@ async def _load(
         "error_kinds": errors,
         "stage_ms_p50": {k: round(float(np.median(v)), 2) for k, v in stages.items()},
         "load_avg_1m": round(os.getloadavg()[0], 2),
+        "cpu": cpu_by_group(*snaps, requests=ok, group=process_group(plain_pid)),
     }
 
 
-def load(base: str, queries: list[str], *, mode: str, args: argparse.Namespace) -> dict[str, Any]:
+def process_group(plain_pid: int | None) -> Any:
+    """Names a process for the CPU accounting of a load run: this process (the load generator), the plain
+    server, PostgreSQL, HAProxy, each Ray worker by what it runs (``ServeReplica:search:QueryEmbedder``,
+    an index shard's actor class), Ray's own daemons, and ``other`` (outside the benchmark)."""
+    import psutil
+
+    me = psutil.Process()
+    mine = {me.pid} | {p.pid for p in me.children(recursive=True)}
+
+    def group(pid: int, cmd: str) -> str:
+        if pid == me.pid:
+            return "loadgen"
+        if plain_pid is not None and pid == plain_pid:
+            return "plain_server"
+        if cmd.startswith("postgres"):
+            return "postgres"
+        if pid not in mine:
+            return "other"
+        if "haproxy" in cmd:
+            return "haproxy"
+        if cmd.startswith("ray::"):
+            return cmd[5:].split()[0].split(".")[0]
+        return "ray:" + os.path.basename(cmd.split()[0]) if cmd else "ray:?"
+
+    return group
+
+
+def load(
+    base: str, queries: list[str], *, mode: str, args: argparse.Namespace, plain_pid: int | None = None
+) -> dict[str, Any]:
     return asyncio.run(
-        _load(base, queries, mode=mode, clients=args.clients, warmup_s=args.warmup, duration_s=args.duration)
+        _load(
+            base,
+            queries,
+            mode=mode,
+            clients=args.clients,
+            warmup_s=args.warmup,
+            duration_s=args.duration,
+            plain_pid=plain_pid,
+        )
     )
 
 
@@ -1338,7 +1391,13 @@ def e2e_section(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
         for r in range(args.rounds):
             for server in ("serve", "plain") if r % 2 == 0 else ("plain", "serve"):
                 for mode in args.modes:
-                    res = load(bases[server], queries, mode=mode, args=args)
+                    res = load(
+                        bases[server],
+                        queries,
+                        mode=mode,
+                        args=args,
+                        plain_pid=plain.pid if server == "plain" else None,
+                    )
                     runs[server][mode].append(res)
                     log(
                         f"  round {r} {server:5s} {mode:6s}: {res['req_s']:.0f} req/s p50 {res['p50_ms']} ms "

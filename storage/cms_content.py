@@ -15,9 +15,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from slugify import slugify
-from sqlalchemy import delete, insert, or_, select, update
+from sqlalchemy import bindparam, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from storage.cms_actions import STATUS_EVENTS, Action, AuditAction, EventType, transition_action
 from storage.cms_audit import audit_insert
@@ -172,6 +172,19 @@ class ItemColumns:
         return values
 
 
+#: One item by id, built once: a statement object memoizes its cache key, so running it again skips
+#: building the SELECT and walking it for SQLAlchemy's compiled cache (about a tenth of a CMS replica's
+#: CPU per read, measured with py-spy under load).
+_ITEM_BY_ID = item_select().where(CmsItem.id == bindparam("item_id"))
+_ITEM_BY_ID_LOCKED = _ITEM_BY_ID.with_for_update(of=CmsItem)
+
+
+async def read_item(conn: AsyncConnection, item_id: int) -> ItemRow | None:
+    """One item on a plain connection (no ORM session: the hot path of a read)."""
+    m = (await conn.execute(_ITEM_BY_ID, {"item_id": item_id})).mappings().one_or_none()
+    return row_of(m, m["category"], m["tags"]) if m else None
+
+
 class ContentRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -184,10 +197,9 @@ class ContentRepository:
 
     # ---------------------------------------------------------------------------------------- reads
     async def get(self, item_id: int, *, lock: bool = False) -> ItemRow | None:
-        stmt = item_select().where(CmsItem.id == item_id)
-        if lock:
-            stmt = stmt.with_for_update(of=CmsItem)
-        m = (await self._exec(stmt)).mappings().one_or_none()
+        stmt = _ITEM_BY_ID_LOCKED if lock else _ITEM_BY_ID
+        conn = await self.session.connection()
+        m = (await conn.execute(stmt, {"item_id": item_id})).mappings().one_or_none()
         return row_of(m, m["category"], m["tags"]) if m else None
 
     async def require(self, item_id: int, *, lock: bool = False) -> ItemRow:

@@ -80,6 +80,10 @@ class CmsContext:
         self.users = UserCache()
         self.bootstrapped = False
         self._purged_at = 0.0
+        # The cache's outbox reads have a connection of their own: under load the requests' pool has a
+        # queue, and a poll waiting in it would let cached answers outlive the changes they show.
+        self._outbox_engine = make_async_engine(args.database_url, pool_size=1)
+        self._outbox_sessions = async_sessionmaker(self._outbox_engine, expire_on_commit=False)
         self.answers = AnswerCache(
             read_start=self._outbox_head,
             read_events=self._outbox_changes,
@@ -89,11 +93,11 @@ class CmsContext:
         )
 
     async def _outbox_head(self) -> tuple[int, list[int]]:
-        async with self.sessions() as session:
+        async with self._outbox_sessions() as session:
             return await outbox_head(session)
 
     async def _outbox_changes(self, after: int, gaps: list[int]) -> list[tuple[int, list[int]]]:
-        async with self.sessions() as session:
+        async with self._outbox_sessions() as session:
             return await outbox_changes(session, after, gaps)
 
     def rate_check_anonymous(self, scope: Scope) -> int | None:

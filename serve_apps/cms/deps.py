@@ -10,6 +10,7 @@ read published content, and a bad credential is answered by ``CmsContext.princip
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Annotated, TypedDict
 
 from fastapi import Depends, Request, Response
@@ -31,8 +32,9 @@ BEARER = HTTPBearer(
 API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, description="A service's API key (POST /keys)")
 
 
-def get_cms(request: Request) -> CmsContext:
-    """The replica's CMS, hung on its app by ``serve_apps.cms.app.build_api``."""
+async def get_cms(request: Request) -> CmsContext:
+    """The replica's CMS, hung on its app by ``serve_apps.cms.app.build_api``. (Every dependency is a
+    coroutine function: FastAPI runs a plain one in a worker thread, a thread hop on every request.)"""
     cms: CmsContext = request.app.state.cms
     return cms
 
@@ -66,22 +68,18 @@ class Journal(TypedDict):
 ItemChange = Callable[[ContentRepository, Journal], Awaitable[tuple[ItemRow, ItemRow]]]
 
 
+@dataclass
 class Versioned:
     """A change to item ``item_id`` at the version named by ``If-Match`` (the ETag of a GET). ``apply``
     reads the header (422 when malformed), runs the change in one write and answers the item as it is
     after, with its new ETag."""
 
-    def __init__(
-        self,
-        request: Request,
-        response: Response,
-        item_id: Id,
-        principal: Caller,
-        cms: Cms,
-        if_match: IfMatch = None,
-    ) -> None:
-        self.request, self.response, self.item_id = request, response, item_id
-        self.principal, self.cms, self.if_match = principal, cms, if_match
+    request: Request
+    response: Response
+    item_id: int
+    principal: Principal
+    cms: CmsContext
+    if_match: str | None = None
 
     async def apply(self, change: ItemChange) -> s.ItemOut:
         expected = if_match_version(self.if_match)
@@ -91,4 +89,17 @@ class Versioned:
         return item_response(self.response, after, self.principal)
 
 
-VersionedItem = Annotated[Versioned, Depends()]
+async def versioned(
+    request: Request,
+    response: Response,
+    item_id: Id,
+    principal: Caller,
+    cms: Cms,
+    if_match: IfMatch = None,
+) -> Versioned:
+    """FastAPI dependency: the ``Versioned`` change of the request (a coroutine function: a class given
+    to ``Depends`` would be constructed in a worker thread)."""
+    return Versioned(request, response, item_id, principal, cms, if_match)
+
+
+VersionedItem = Annotated[Versioned, Depends(versioned)]

@@ -20,8 +20,11 @@ answers (published content) invalidated from the outbox.
 
 Invalidation (``OutboxWatcher``): every write that changes content adds an outbox event in its own
 transaction (``storage.cms_events``), naming the items it changed. Each replica reads the events after the
-last one it saw every ``PULSE_CMS__CACHE_POLL_S`` (and at once after its own writes) and drops the named
-items' answers and every listing and taxonomy answer (every content change names its items). Event ids are
+last one it saw every ``PULSE_CMS__CACHE_POLL_S`` (and at once after its own writes), on a database
+connection of its own (never queued behind the requests' pool), and drops the named items' answers and
+every listing and taxonomy answer (every content change names its items). A replica's own successful
+content writes also drop what they changed (``ITEM_WRITE``) before their answer goes out, so its callers
+read their writes at once however busy it is. Event ids are
 drawn before commit, so an id may commit after a higher one: ids skipped in the sequence are asked again
 at each poll until they appear or are older than the entries' lifetime. A filled answer is kept only if
 what it shows (its item; any item, for a listing) was not invalidated while it was computed. A replica
@@ -60,6 +63,12 @@ CACHEABLE: tuple[tuple[re.Pattern[str], str, str], ...] = (
     (re.compile(r"/categories"), "taxonomy", "/categories"),
     (re.compile(r"/tags"), "taxonomy", "/tags"),
 )
+#: Writes that change what the cache holds (paths below the app's root), and the item each names: a
+#: successful one invalidates this replica's cache before its answer goes out (other replicas read it in
+#: the outbox). ``/items/{id}...`` names its item (a create, ``/items``, only changes listings); any other
+#: content write (bulk, categories, tags) drops everything.
+ITEM_WRITE = re.compile(r"/items/(?P<id>[1-9][0-9]{0,17})(/.*)?")
+CONTENT_WRITES = ("/items", "/bulk", "/categories", "/tags")
 #: Request headers that carry a credential: with one, a request is never served from or kept in cache.
 CREDENTIAL_HEADERS = (b"authorization", b"x-api-key")
 VARY = "Authorization, X-API-Key"
@@ -313,10 +322,15 @@ class HttpCache:
 
     # ------------------------------------------------------------------------------------------ ASGI
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "GET":
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        self.answers.start()
+        if scope["method"] not in ("GET", "HEAD"):
+            await self._write(scope, receive, send)
+            return
+        if scope["method"] != "GET":
+            await self.app(scope, receive, send)
+            return
         headers = dict(scope["headers"])
         anonymous = not any(name in headers for name in CREDENTIAL_HEADERS)
         inm = headers.get(b"if-none-match", b"").decode("latin-1") or None
@@ -329,8 +343,9 @@ class HttpCache:
                     item_id = int(matched["id"]) if what == "item" else None
                     key = path + "?" + scope.get("query_string", b"").decode("latin-1")
                     break
-        if kind is not None and self.answers.enabled:
-            entry = self.cache.get(key, time.monotonic())
+        if kind is not None:
+            self.answers.start()  # only anonymous reads of cacheable routes keep the outbox being read
+            entry = self.cache.get(key, time.monotonic()) if self.answers.enabled else None
             ray_metrics.inc(CMS_CACHE_REQUESTS, result="hit" if entry else "miss")
             if entry is not None:
                 await self._answer_hit(scope, send, entry, inm, template)
@@ -353,6 +368,24 @@ class HttpCache:
                 )
 
         await self.app(scope, receive, buffering_send)
+
+    async def _write(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A write: when it succeeds, drop what it changed from this replica's cache before answering
+        (the outbox poll would, up to a poll later; under load, later still)."""
+        path = scope["path"].removeprefix(scope.get("root_path", ""))
+        if not path.startswith(CONTENT_WRITES):
+            await self.app(scope, receive, send)
+            return
+
+        async def invalidating_send(message: Message) -> None:
+            if message["type"] == "http.response.start" and 200 <= message["status"] < 300:
+                if matched := ITEM_WRITE.fullmatch(path):
+                    self.cache.invalidate([int(matched["id"])])
+                else:
+                    self.cache.invalidate([] if path == "/items" else None)
+            await send(message)
+
+        await self.app(scope, receive, invalidating_send)
 
     async def _answer_hit(
         self, scope: Scope, send: Send, entry: Entry, inm: str | None, template: str
@@ -401,8 +434,9 @@ class HttpCache:
             etag = body_etag(body)
             headers.append((b"etag", etag.encode("latin-1")))
         headers += self._caching_headers(None, public=public)
-        if public and kind is not None and self.answers.enabled:
+        if public and kind is not None:  # a miss, also while the replica starts reading the outbox
             headers.append((b"x-cache", b"miss"))
+        if public and kind is not None and self.answers.enabled:
             content_type = next(
                 (v.decode("latin-1") for n, v in headers if n.lower() == b"content-type"), "application/json"
             )

@@ -16,7 +16,7 @@ from serve_apps.cms.permissions import Decision, allowed_transitions, decide
 from serve_apps.cms.security import Principal
 from serve_apps.errors import InvalidRequest, NotFound
 from storage.cms_actions import Action, AuditAction, transition_action
-from storage.cms_content import Check, ContentRepository
+from storage.cms_content import Check, read_item
 from storage.cms_items import ItemRow
 from storage.cms_models import LOCALES
 
@@ -156,8 +156,8 @@ def check_move(principal: Principal, target: str) -> Check:
 
 async def readable(cms: CmsContext, request: Request, principal: Principal, item_id: int) -> ItemRow:
     """The item, if the caller may read it (404 when missing; a refusal is audit-logged)."""
-    async with cms.sessions() as session:
-        item = await ContentRepository(session).get(item_id)
+    async with cms.engine.connect() as conn:
+        item = await read_item(conn, item_id)
     if item is None:
         raise NotFound(f"no item {item_id}", code="item_not_found")
     try:

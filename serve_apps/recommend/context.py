@@ -111,7 +111,7 @@ def install(context: RecommendContext) -> None:
     _installed[:] = [context]
 
 
-def get_recommend() -> RecommendContext:
+async def get_recommend() -> RecommendContext:
     if not _installed:
         raise NotReady("recommendations are not enabled on this deployment (PULSE_RECOMMEND__ENABLED)")
     return _installed[0]

@@ -45,7 +45,7 @@ from serve_apps.recommend.schemas import (
     RecommendResponse,
     VariantReport,
 )
-from serve_apps.search.params import search_filter
+from serve_apps.search.params import build_search_filter, search_filter
 from serve_apps.search.schemas import ModelRef, ReasonOut, RecommendResult, StoryRef
 from storage.documents import fetch_summaries
 from storage.rec_events import EventIn as StoredEvent
@@ -418,7 +418,7 @@ async def recommend_examples(body: RecommendQuery, rec: Rec, who: Caller) -> Rec
     if body.user_id is not None and body.session_id is not None:
         raise InvalidRequest("give user_id or session_id, not both")
     check_reader(who, body.user_id)
-    flt = search_filter(body.lang, body.source, body.category, body.since, body.until)
+    flt = build_search_filter(body.lang, body.source, body.category, body.since, body.until)
     entry = await rec.switch.entry()
     positive = await _example_vectors(rec, entry, body.positive, "positive")
     negative = await _example_vectors(rec, entry, body.negative, "negative")

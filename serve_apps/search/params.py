@@ -39,7 +39,7 @@ def _epoch(value: datetime | None) -> int | None:
     return int(value.timestamp())
 
 
-def search_filter(
+async def search_filter(
     lang: Annotated[
         list[str], Query(description="Only documents in these languages (ISO codes: en, ar...)")
     ] = [],  # noqa: B006 (FastAPI copies defaults)
@@ -53,6 +53,17 @@ def search_filter(
     ] = None,
 ) -> SearchFilter:
     """FastAPI dependency: the request's filter (malformed dates are 422 by validation)."""
+    return build_search_filter(lang, source, category, since, until)
+
+
+def build_search_filter(
+    lang: list[str],
+    source: list[str],
+    category: list[str],
+    since: datetime | None,
+    until: datetime | None,
+) -> SearchFilter:
+    """The filter of these parameters (422 when since is not before until)."""
     flt = SearchFilter(
         languages=_values("lang", lang),
         sources=_values("source", source),

@@ -54,7 +54,7 @@ class TrendsContext:
         return Listing(size, sort, digest, after)
 
 
-def get_trends(request: Request) -> TrendsContext:
+async def get_trends(request: Request) -> TrendsContext:
     """The replica's context, hung on its app by ``serve_apps.trends.app.build_api``."""
     trends: TrendsContext = request.app.state.trends
     return trends

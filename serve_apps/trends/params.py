@@ -76,7 +76,7 @@ def _window(since: datetime | None, until: datetime | None) -> tuple[datetime | 
     return since, until
 
 
-def story_filter(
+async def story_filter(
     language: Language = None,
     since: Since = None,
     until: Until = None,
@@ -94,6 +94,20 @@ def story_filter(
     ] = None,
 ) -> StoryFilter:
     """FastAPI dependency: the stories a listing shows (unknown values and malformed dates are 422)."""
+    return build_story_filter(language, since, until, state, status, topic, source, category)
+
+
+def build_story_filter(
+    language: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    state: list[StoryState],
+    status: list[Status],
+    topic: int | None,
+    source: str | None,
+    category: str | None,
+) -> StoryFilter:
+    """The story filter of these parameters (422 when since is later than until)."""
     since, until = _window(since, until)
     return StoryFilter(
         states=tuple(dict.fromkeys(state)),
@@ -107,13 +121,20 @@ def story_filter(
     )
 
 
-def topic_filter(
+async def topic_filter(
     language: Language = None,
     since: Since = None,
     until: Until = None,
     status: Statuses = ["active"],  # noqa: B006
 ) -> TopicFilter:
     """FastAPI dependency: the topics a listing shows."""
+    return build_topic_filter(language, since, until, status)
+
+
+def build_topic_filter(
+    language: str | None, since: datetime | None, until: datetime | None, status: list[Status]
+) -> TopicFilter:
+    """The topic filter of these parameters (422 when since is later than until)."""
     since, until = _window(since, until)
     return TopicFilter(statuses=tuple(dict.fromkeys(status)), language=language, since=since, until=until)
 

@@ -105,6 +105,15 @@ class Content:
         self.calls += 1
         path = scope["path"].removeprefix(scope.get("root_path", ""))
         headers = dict(scope["headers"])
+        if scope["method"] == "PATCH":  # a write: its body is the new title (404 for an unknown item)
+            number = int(path.rsplit("/", 1)[1]) if path.startswith("/items/") else 0
+            body = (await receive())["body"].decode()
+            if number in self.items:
+                self.items[number] = {**self.items[number], "title": body}
+            status = 200 if number in self.items or path in ("/auth/login", "/bulk") else 404
+            await send({"type": "http.response.start", "status": status, "headers": []})
+            await send({"type": "http.response.body", "body": b"{}"})
+            return
         item = self.items.get(int(path.rsplit("/", 1)[1])) if path.startswith("/items/") else None
         visible = item is not None and (b"authorization" in headers or item["status"] == "published")
         status, body = (200, json.dumps(item).encode()) if visible else (404, b'{"error": {}}')
@@ -125,9 +134,15 @@ def replica(content: Content, outbox: Outbox, *, limited: bool = False) -> HttpC
 
 
 async def get(app: HttpCache, path: str, **headers: str) -> tuple[int, dict[str, str], bytes]:
+    return await call(app, "GET", path, b"", **headers)
+
+
+async def call(
+    app: HttpCache, method: str, path: str, body: bytes, **headers: str
+) -> tuple[int, dict[str, str], bytes]:
     scope = {
         "type": "http",
-        "method": "GET",
+        "method": method,
         "path": "/v1/cms" + path,
         "root_path": "/v1/cms",
         "query_string": b"",
@@ -136,7 +151,7 @@ async def get(app: HttpCache, path: str, **headers: str) -> tuple[int, dict[str,
     sent: list[dict[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b""}
+        return {"type": "http.request", "body": body}
 
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
@@ -169,6 +184,32 @@ def test_anonymous_reads_are_cached_per_replica_and_dropped_when_the_outbox_name
             await app.answers.refresh()
             assert json.loads((await get(app, "/items/1"))[2])["title"] == "uno"
         assert one.cache.hits == 2 and one.cache.misses == 2
+
+    asyncio.run(scenario())
+
+
+def test_a_replica_drops_what_its_own_successful_writes_changed_before_answering_them() -> None:
+    async def scenario() -> None:
+        content, outbox = Content(), Outbox()
+        content.items[2] = {"id": 2, "title": "two", "status": "published"}
+        app = replica(content, outbox)
+        await app.answers.refresh()
+        for path in ("/items/1", "/items/2"):
+            await get(app, path)
+        assert set(app.cache.entries) == {"/items/1?", "/items/2?"}
+        # Writes that change no cached content, and failed writes, drop nothing.
+        assert (await call(app, "PATCH", "/auth/login", b"x", authorization="Bearer t"))[0] == 200
+        assert (await call(app, "PATCH", "/items/9", b"x", authorization="Bearer t"))[0] == 404
+        assert set(app.cache.entries) == {"/items/1?", "/items/2?"}
+        # A successful write of item 1: its answer is gone before the outbox is read, item 2's stays.
+        assert (await call(app, "PATCH", "/items/1", b"uno", authorization="Bearer t"))[0] == 200
+        assert set(app.cache.entries) == {"/items/2?"} and not outbox.events
+        status, head, body = await get(app, "/items/1")
+        assert status == 200
+        assert head["x-cache"] == "miss" and json.loads(body)["title"] == "uno"
+        # A write of anything else under the content paths (bulk, taxonomy) drops everything.
+        await call(app, "PATCH", "/bulk", b"", authorization="Bearer t")
+        assert not app.cache.entries
 
     asyncio.run(scenario())
 

@@ -14,25 +14,35 @@ from cluster.ground.settings import SearchSettings
 from serve_apps.errors import InvalidRequest
 from serve_apps.search.args import SearchArgs, fusion_params
 from serve_apps.search.fusion import DEFAULT_PARAMS
-from serve_apps.search.params import Cursor, decode_cursor, encode_cursor, fingerprint, search_filter
+from serve_apps.search.params import (
+    Cursor,
+    build_search_filter,
+    decode_cursor,
+    encode_cursor,
+    fingerprint,
+)
 from storage.index_feed import NO_DATE, MetaBatch
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_filter_values_split_on_commas_and_repeat() -> None:
-    flt = search_filter(lang=["en,ar", " fr "], source=[], category=["POLITICS"], since=None, until=None)
+    flt = build_search_filter(
+        lang=["en,ar", " fr "], source=[], category=["POLITICS"], since=None, until=None
+    )
     assert flt == SearchFilter(languages=("en", "ar", "fr"), categories=("POLITICS",))
-    assert search_filter(lang=[], source=[], category=[], since=None, until=None).is_empty
+    assert build_search_filter(lang=[], source=[], category=[], since=None, until=None).is_empty
 
 
 def test_dates_are_utc_unless_they_say_otherwise_and_must_be_ordered() -> None:
-    naive = search_filter(lang=[], source=[], category=[], since=datetime(2018, 5, 1), until=None)
+    naive = build_search_filter(lang=[], source=[], category=[], since=datetime(2018, 5, 1), until=None)
     assert naive.since == int(datetime(2018, 5, 1, tzinfo=UTC).timestamp())
     with pytest.raises(InvalidRequest, match="since must be earlier"):
-        search_filter(lang=[], source=[], category=[], since=datetime(2018, 6, 1), until=datetime(2018, 5, 1))
+        build_search_filter(
+            lang=[], source=[], category=[], since=datetime(2018, 6, 1), until=datetime(2018, 5, 1)
+        )
     with pytest.raises(InvalidRequest, match="at most"):
-        search_filter(
+        build_search_filter(
             lang=[",".join(f"l{i}" for i in range(60))], source=[], category=[], since=None, until=None
         )
 

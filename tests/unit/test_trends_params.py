@@ -9,7 +9,7 @@ import pytest
 
 from serve_apps.cursors import encode_cursor
 from serve_apps.errors import InvalidRequest
-from serve_apps.trends.params import decode_after, encode_after, story_filter, topic_filter
+from serve_apps.trends.params import build_story_filter, build_topic_filter, decode_after, encode_after
 
 DIGEST = "0123456789abcdef"
 
@@ -55,8 +55,19 @@ def test_a_cursor_of_another_listing_or_sort_kind_is_refused() -> None:
 
 
 def test_dates_are_utc_by_default_and_since_may_not_follow_until() -> None:
-    flt = story_filter(since=datetime(2026, 5, 1), until=datetime(2026, 5, 1), state=["growing", "growing"])
+    flt = build_story_filter(
+        None,
+        datetime(2026, 5, 1),
+        datetime(2026, 5, 1),
+        ["growing", "growing"],
+        ["active", "dead"],
+        None,
+        None,
+        None,
+    )
     assert flt.since == flt.until == datetime(2026, 5, 1, tzinfo=UTC)
     assert flt.states == ("growing",) and flt.statuses == ("active", "dead")
     with pytest.raises(InvalidRequest, match="since must not be later than until"):
-        topic_filter(since=datetime(2026, 5, 2, tzinfo=UTC), until=datetime(2026, 5, 1, tzinfo=UTC))
+        build_topic_filter(
+            None, datetime(2026, 5, 2, tzinfo=UTC), datetime(2026, 5, 1, tzinfo=UTC), ["active"]
+        )
