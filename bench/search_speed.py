@@ -1478,6 +1478,7 @@ def query_cache_runs(ctx: Context, port: int, queries: list[str], args: argparse
             "p99_ms": round(median([r["p99_ms"] for r in results]), 1),
             "errors": sum(r["errors"] for r in results),
             "embed_ms_p50": round(median([r["stage_ms_p50"].get("embed", 0.0) for r in results]), 2),
+            "cpu_ms_per_request": cpu_medians(results),
         }
     out["ratio_on_over_off_req_s"] = round(out["on"]["req_s"] / out["off"]["req_s"], 3)
     deploy(ctx, port, {}, kill_index=False)
@@ -1499,8 +1500,18 @@ def summarise(runs: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, Any
                     k: round(median([r["stage_ms_p50"][k] for r in results if k in r["stage_ms_p50"]]), 2)
                     for k in stage_keys
                 },
+                "cpu_ms_per_request": cpu_medians(results),
             }
     return out
+
+
+def cpu_medians(results: list[dict[str, Any]]) -> dict[str, float]:
+    """Per process group, the median over runs of its CPU ms per answered request (``_load``'s ``cpu``)."""
+    groups = sorted({g for r in results for g in r.get("cpu", {}).get("ms_per_request", {})})
+    return {
+        g: round(median([r["cpu"]["ms_per_request"].get(g, 0.0) for r in results if "cpu" in r]), 3)
+        for g in groups
+    }
 
 
 #: Serve settings tried when Serve is slower than the plain server (each against the default).
