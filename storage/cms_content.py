@@ -179,9 +179,11 @@ _ITEM_BY_ID = item_select().where(CmsItem.id == bindparam("item_id"))
 _ITEM_BY_ID_LOCKED = _ITEM_BY_ID.with_for_update(of=CmsItem)
 
 
-async def read_item(conn: AsyncConnection, item_id: int) -> ItemRow | None:
-    """One item on a plain connection (no ORM session: the hot path of a read)."""
-    m = (await conn.execute(_ITEM_BY_ID, {"item_id": item_id})).mappings().one_or_none()
+async def read_item(conn: AsyncConnection, item_id: int, *, lock: bool = False) -> ItemRow | None:
+    """One item (``lock``: FOR UPDATE) on a connection; reads outside a write use a plain connection,
+    without an ORM session (the hot path of a read)."""
+    stmt = _ITEM_BY_ID_LOCKED if lock else _ITEM_BY_ID
+    m = (await conn.execute(stmt, {"item_id": item_id})).mappings().one_or_none()
     return row_of(m, m["category"], m["tags"]) if m else None
 
 
@@ -197,10 +199,7 @@ class ContentRepository:
 
     # ---------------------------------------------------------------------------------------- reads
     async def get(self, item_id: int, *, lock: bool = False) -> ItemRow | None:
-        stmt = _ITEM_BY_ID_LOCKED if lock else _ITEM_BY_ID
-        conn = await self.session.connection()
-        m = (await conn.execute(stmt, {"item_id": item_id})).mappings().one_or_none()
-        return row_of(m, m["category"], m["tags"]) if m else None
+        return await read_item(await self.session.connection(), item_id, lock=lock)
 
     async def require(self, item_id: int, *, lock: bool = False) -> ItemRow:
         item = await self.get(item_id, lock=lock)

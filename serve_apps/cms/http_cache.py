@@ -322,13 +322,11 @@ class HttpCache:
 
     # ------------------------------------------------------------------------------------------ ASGI
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        if scope["method"] not in ("GET", "HEAD"):
+        method = scope.get("method")
+        if scope["type"] == "http" and method not in ("GET", "HEAD"):
             await self._write(scope, receive, send)
             return
-        if scope["method"] != "GET":
+        if scope["type"] != "http" or method != "GET":
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
@@ -434,17 +432,18 @@ class HttpCache:
             etag = body_etag(body)
             headers.append((b"etag", etag.encode("latin-1")))
         headers += self._caching_headers(None, public=public)
-        if public and kind is not None:  # a miss, also while the replica starts reading the outbox
-            headers.append((b"x-cache", b"miss"))
-        if public and kind is not None and self.answers.enabled:
-            content_type = next(
-                (v.decode("latin-1") for n, v in headers if n.lower() == b"content-type"), "application/json"
-            )
-            self.cache.put(
-                key,
-                Entry(body, etag, content_type, kind, item_id, time.monotonic()),
-                mark=mark,
-            )
+        if public and kind is not None:
+            headers.append((b"x-cache", b"miss"))  # also while the replica starts reading the outbox
+            if self.answers.enabled:
+                content_type = next(
+                    (v.decode("latin-1") for n, v in headers if n.lower() == b"content-type"),
+                    "application/json",
+                )
+                self.cache.put(
+                    key,
+                    Entry(body, etag, content_type, kind, item_id, time.monotonic()),
+                    mark=mark,
+                )
         if public and if_none_match(inm, etag):
             await _send(send, 304, b"", [(n, v) for n, v in headers if n.lower() != b"content-type"])
             return
